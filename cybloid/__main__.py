@@ -1,0 +1,5 @@
+import sys
+
+from cybloid.cli import main
+
+sys.exit(main())

@@ -1,0 +1,39 @@
+"""Options and helpers shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from cybloid.errors import ParameterError
+from cybloid.params import parse_assignments
+
+
+def add_lab_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hardware", metavar="PROFILE", default="simulated",
+                   help="hardware profile: 'simulated' (default), 'emulated', or a TOML file")
+    p.add_argument("--lab", metavar="PROFILE", default="default",
+                   help="lab profile (physics of the simulated setup): bundled name or TOML file")
+    p.add_argument("--set", dest="lab_set", metavar="SECTION.KEY=VALUE", action="append", default=[],
+                   help="override one lab-profile value, e.g. --set camera.fps=50 (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulated lab (default 0)")
+
+
+def add_param_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--param", "-p", metavar="NAME=VALUE", action="append", default=[],
+                   help="set a protocol parameter (repeatable); see 'cybloid protocols'")
+
+
+def lab_overrides(items: list[str]) -> dict[str, Any]:
+    """Parse ``--set section.key=value`` with TOML-like values (numbers, true/false, strings)."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for key, text in parse_assignments(items).items():
+        try:
+            out[key] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = text
+        if "." not in key:
+            raise ParameterError(f"--set expects SECTION.KEY=VALUE, got {key!r}")
+    return out

@@ -1,0 +1,72 @@
+"""``cybloid run``: run a protocol on the simulated lab (default) or on hardware."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cybloid.cli.common import add_lab_options, add_param_option, lab_overrides
+from cybloid.params import parse_assignments
+from cybloid.protocol.loader import load_protocol
+from cybloid.protocol.runner import ProtocolRunner, prepare
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a protocol",
+                       description="Run a protocol (bundled name or .py file). By default on the simulated "
+                       "lab in virtual time, which is deterministic for a seed and runs as fast as the CPU allows; "
+                       "--realtime paces it on wall time. The laser is off at the end whatever happens.")
+    p.add_argument("protocol", help="bundled protocol name (see 'cybloid protocols') or path to a .py file")
+    add_param_option(p)
+    add_lab_options(p)
+    p.add_argument("--record", metavar="DIR", help="write the session into a new directory under DIR")
+    p.add_argument("--realtime", action="store_true", help="run on wall time instead of virtual time")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def make_recorder(args: argparse.Namespace):
+    """The session recorder for ``--record`` (None without it)."""
+    if not getattr(args, "record", None):
+        return None
+    from cybloid.recording import open_recorder  # provided by the recording module
+
+    return open_recorder(args.record)
+
+
+def run(args: argparse.Namespace) -> int:
+    proto = load_protocol(args.protocol)
+    values = proto.values(parse_assignments(args.param))
+    lab, loop, values = prepare(proto, values, hardware=args.hardware, lab=args.lab, seed=args.seed,
+                                realtime=args.realtime, overrides=lab_overrides(args.lab_set) or None)
+    bar = None
+    try:
+        recorder = make_recorder(args)
+        if not args.no_progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=1.0, unit="s", desc=proto.name, file=sys.stderr,
+                       bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}] {postfix}")
+
+        def progress(elapsed: float, total: float, step: str) -> None:
+            if bar is not None:
+                bar.total = max(total, 1e-9)
+                bar.n = min(elapsed, total)
+                bar.set_postfix_str(step[:40], refresh=False)
+                bar.refresh()
+
+        meta = {"seed": args.seed, "hardware": lab.hardware.name, "lab_profile": lab.profile.to_dict(),
+                "realtime": bool(args.realtime)}
+        runner = ProtocolRunner(loop, proto, values, recorder=recorder, on_progress=progress, metadata=meta)
+        try:
+            summary = runner.run()
+        finally:
+            if bar is not None:
+                bar.close()
+        if recorder is not None:
+            summary.session = str(getattr(recorder, "path", "") or "") or None
+        print("\n".join(summary.lines()))
+        return 0
+    finally:
+        loop.close()
+        lab.close()

@@ -1,0 +1,167 @@
+"""The real-time feedback loop: camera -> tracker -> history -> forces -> actuator -> steering.
+
+The loop owns no thread and no disk: :meth:`FeedbackLoop.step` processes one frame and hands
+the record to its sinks (recorder queue, dashboard slot), which must never block. Whoever
+drives the loop (the protocol runner, the dashboard's worker thread, a benchmark) calls
+``step`` repeatedly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from cybloid.actuation import SAT_NAN, Actuator
+from cybloid.forces.base import ForceContext, ForceProgram
+from cybloid.frame import SpotTable
+from cybloid.history import History
+from cybloid.lab import Lab
+from cybloid.record import (FLAG_DEADLINE, FLAG_DROPPED, FLAG_LASER_OFF, FLAG_LOST, FLAG_NAN_FORCE,
+                            FLAG_SATURATED, FLAG_WATCHDOG, FrameRecord)
+from cybloid.tracking.base import FLAG_LOST as TRACK_LOST
+from cybloid.tracking.simple import SimpleTracker
+from cybloid.watchdog import Watchdog
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[FrameRecord], Any]
+
+
+def default_tracker(lab: Lab):
+    """A tracker sized for the lab's particles and signal level."""
+    prof = lab.profile
+    c = prof.camera
+    d_px = prof.particles.diameter_um / c.pixel_size_um
+    psf_px = c.psf_sigma_um / c.pixel_size_um
+    sigma = math.sqrt(psf_px**2 + (d_px / 4) ** 2)
+    diameter = int(2 * math.ceil(2.0 * sigma) + 1)
+    expected_mass = c.peak_photons * c.gain_adu_per_e * 2 * math.pi * sigma**2
+    return SimpleTracker(diameter_px=max(diameter, 5), minmass=0.3 * expected_mass)
+
+
+class FeedbackLoop:
+    """One step per camera frame.
+
+    Parameters
+    ----------
+    lab : Lab
+    tracker : Tracker, optional
+        Defaults to :func:`default_tracker`.
+    program : ForceProgram, optional
+    history_depth : int
+        Frames of position history kept (must cover the largest delay).
+    watchdog_timeout_s : float
+        Wall time without a completed frame after which the laser is turned off.
+    keep_images : bool
+        Attach the camera image to each record (for recorder and dashboard).
+    """
+
+    def __init__(self, lab: Lab, tracker=None, program: ForceProgram | None = None,
+                 history_depth: int = 512, watchdog_timeout_s: float = 1.0, keep_images: bool = True) -> None:
+        self.lab = lab
+        self.tracker = tracker or default_tracker(lab)
+        self.program = program or ForceProgram()
+        self.history = History(history_depth)
+        self.actuator = Actuator(lab.calibration, lab.limits, lab.profile.fov_um,
+                                 power_frac=lab.laser.power_mW() / lab.laser.max_power_mW if lab.laser.max_power_mW else 0.0)
+        self.sinks: list[Sink] = []
+        self.keep_images = keep_images
+        self.watchdog = Watchdog(self._stalled, watchdog_timeout_s)
+        self._pending_events: list[dict[str, Any]] = []
+        self.frames = 0
+        self.last: FrameRecord | None = None
+        self._warm = False
+
+    # ------------------------------------------------------------------ control
+    def _stalled(self) -> None:
+        self.lab.safe_off()
+
+    def warm_up(self) -> None:
+        """Compile every kernel before the first frame (never inside the hot path)."""
+        if self._warm:
+            return
+        self.tracker.warm_up()
+        self.actuator.warm_up()
+        for term in self.program.terms.values():
+            term.warm_up()
+        self._warm = True
+
+    def add_sink(self, sink: Sink) -> None:
+        self.sinks.append(sink)
+
+    def remove_sink(self, sink: Sink) -> None:
+        if sink in self.sinks:
+            self.sinks.remove(sink)
+
+    def event(self, kind: str, **data: Any) -> None:
+        """Attach an event (protocol step, fault, user action) to the next record."""
+        self._pending_events.append({"kind": kind, **data})
+
+    def close(self) -> None:
+        self.watchdog.close()
+
+    # ------------------------------------------------------------------ the hot path
+    def step(self) -> FrameRecord:
+        lab = self.lab
+        pc = time.perf_counter
+        t0 = pc()
+        frame = lab.camera.grab()
+        t1 = pc()
+        tracks = self.tracker.update(frame.image, frame.index)
+        positions = lab.calibration.px_to_um(tracks.xy_px)
+        usable = tracks.usable
+        t2 = pc()
+        self.history.push(frame.index, frame.t_exposure_mid, tracks.ids, positions, usable)
+        t3 = pc()
+        laser_on = bool(lab.laser.is_on) and not self.watchdog.tripped
+        flags = 0
+        if laser_on and self.program:
+            ctx = ForceContext(tracks.ids, positions, usable, self.history, frame.t_exposure_mid,
+                               lab.frame_period_s, lab.calibration.latency_s, lab.profile.kT, lab.profile.fov_um)
+            forces, bad = self.program.compute(ctx)
+        else:
+            forces = np.zeros_like(positions)
+            bad = np.zeros(len(positions), bool)
+        t4 = pc()
+        if laser_on and self.program:
+            active = usable & ~bad
+            table, _, sat = self.actuator.spots(positions, forces, active, tracks.ids)
+            sat[bad] |= SAT_NAN
+        else:
+            table, sat = SpotTable.empty(), np.zeros(len(positions), np.uint8)
+        t5 = pc()
+        t_sent = lab.clock.send_time(frame.t_arrival, t5 - t1)
+        ack = lab.steering.send(table, t_sent)
+        t6 = pc()
+        timings = {"grab": (t1 - t0) * 1e3, "track": (t2 - t1) * 1e3, "history": (t3 - t2) * 1e3,
+                   "forces": (t4 - t3) * 1e3, "actuate": (t5 - t4) * 1e3, "send": (t6 - t5) * 1e3}
+        if (t6 - t1) > lab.frame_period_s:
+            flags |= FLAG_DEADLINE
+        if np.any(tracks.flags & TRACK_LOST):
+            flags |= FLAG_LOST
+        if np.any(sat & 3):
+            flags |= FLAG_SATURATED
+        if bad.any():
+            flags |= FLAG_NAN_FORCE
+        if not laser_on:
+            flags |= FLAG_LASER_OFF
+        if frame.dropped_before:
+            flags |= FLAG_DROPPED
+        if self.watchdog.tripped:
+            flags |= FLAG_WATCHDOG
+        events, self._pending_events = self._pending_events, []
+        rec = FrameRecord(
+            frame.index, frame.t_exposure_start, frame.t_exposure_end, frame.t_arrival, t_sent, ack.t_applied,
+            tracks.ids, positions, tracks.mass, tracks.flags, forces, sat, table, timings, flags, laser_on,
+            frame.image if self.keep_images else None, events, frame.truth,
+        )
+        self.watchdog.kick()
+        self.frames += 1
+        self.last = rec
+        for sink in self.sinks:
+            sink(rec)
+        return rec

@@ -1,0 +1,190 @@
+"""Numba kernels of the simulated lab: Brownian dynamics and image rendering.
+
+Units: positions um, time s, force pN, mobility um/(pN*s); image coordinates px with pixel
+(row j, column i) centred at (x=i, y=j), as in trackpy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from cybloid.forcecurve import gradient_force_pN
+
+
+@numba.njit(cache=True)
+def build_cells(xy, x0, y0, cell, ncx, ncy):
+    """Counting-sort points into a grid. Returns (start[ncx*ncy+1], order[n])."""
+    n = xy.shape[0]
+    counts = np.zeros(ncx * ncy + 1, np.int64)
+    cid = np.empty(n, np.int64)
+    for i in range(n):
+        cx = int((xy[i, 0] - x0) / cell)
+        cy = int((xy[i, 1] - y0) / cell)
+        cx = min(max(cx, 0), ncx - 1)
+        cy = min(max(cy, 0), ncy - 1)
+        c = cy * ncx + cx
+        cid[i] = c
+        counts[c + 1] += 1
+    for c in range(ncx * ncy):
+        counts[c + 1] += counts[c]
+    start = counts.copy()
+    fill = counts[:-1].copy()
+    order = np.empty(n, np.int64)
+    for i in range(n):
+        order[fill[cid[i]]] = i
+        fill[cid[i]] += 1
+    return start, order
+
+
+@numba.njit(cache=True)
+def _laser_force(px, py, spots, spot_f, w, rng, s_start, s_order, x0, y0, cell, ncx, ncy):
+    fx = 0.0
+    fy = 0.0
+    cx = int((px - x0) / cell)
+    cy = int((py - y0) / cell)
+    for gy in range(cy - 1, cy + 2):
+        if gy < 0 or gy >= ncy:
+            continue
+        for gx in range(cx - 1, cx + 2):
+            if gx < 0 or gx >= ncx:
+                continue
+            c = gy * ncx + gx
+            for k in range(s_start[c], s_start[c + 1]):
+                j = s_order[k]
+                dx = spots[j, 0] - px
+                dy = spots[j, 1] - py
+                d = math.sqrt(dx * dx + dy * dy)
+                if d <= 0.0 or d >= rng:
+                    continue
+                f = spot_f[j] * gradient_force_pN(d, 1.0, w, rng)
+                fx += f * dx / d
+                fy += f * dy / d
+    return fx, fy
+
+
+@numba.njit(cache=True)
+def brownian_steps(pos, noise, dt, mobility, diffusion, spots, spot_f, w, rng,
+                   box, periodic, diameter, hard_core, ext_force):
+    """Advance ``pos`` (N,2, um, in place) by ``noise.shape[0]`` Euler-Maruyama steps.
+
+    ``spots`` (S,2) um and ``spot_f`` (S,) pN (share * power * F_max) define the laser;
+    ``box`` = (xmin, ymin, xmax, ymax) um; ``ext_force`` (N,2) pN is an extra constant force
+    (zero in normal use). Hard spheres: overlapping pairs are pushed apart symmetrically
+    after each step (Heyes-Melrose), which allows steps far larger than a stiff WCA needs.
+    """
+    n = pos.shape[0]
+    nsteps = noise.shape[0]
+    amp = math.sqrt(2.0 * diffusion * dt)
+    ns = spots.shape[0]
+    # spot grid (spots are fixed during these steps)
+    xmin, ymin, xmax, ymax = box[0], box[1], box[2], box[3]
+    cell_s = rng if rng > 0 else 1.0
+    gx0 = xmin - 2 * cell_s
+    gy0 = ymin - 2 * cell_s
+    ncx_s = int((xmax - xmin) / cell_s) + 5
+    ncy_s = int((ymax - ymin) / cell_s) + 5
+    if ns > 0:
+        s_start, s_order = build_cells(spots, gx0, gy0, cell_s, ncx_s, ncy_s)
+    else:
+        s_start = np.zeros(ncx_s * ncy_s + 1, np.int64)
+        s_order = np.zeros(0, np.int64)
+    cell_p = max(diameter, 1e-6)
+    ncx_p = int((xmax - xmin) / cell_p) + 1
+    ncy_p = int((ymax - ymin) / cell_p) + 1
+    lx = xmax - xmin
+    ly = ymax - ymin
+    for step in range(nsteps):
+        for i in range(n):
+            fx = ext_force[i, 0]
+            fy = ext_force[i, 1]
+            if ns > 0:
+                lfx, lfy = _laser_force(pos[i, 0], pos[i, 1], spots, spot_f, w, rng,
+                                        s_start, s_order, gx0, gy0, cell_s, ncx_s, ncy_s)
+                fx += lfx
+                fy += lfy
+            x = pos[i, 0] + mobility * fx * dt + amp * noise[step, i, 0]
+            y = pos[i, 1] + mobility * fy * dt + amp * noise[step, i, 1]
+            if periodic:
+                x = xmin + (x - xmin) % lx
+                y = ymin + (y - ymin) % ly
+            else:
+                if x < xmin:
+                    x = 2 * xmin - x
+                elif x > xmax:
+                    x = 2 * xmax - x
+                if y < ymin:
+                    y = 2 * ymin - y
+                elif y > ymax:
+                    y = 2 * ymax - y
+            pos[i, 0] = x
+            pos[i, 1] = y
+        if hard_core and n > 1:
+            _resolve_overlaps(pos, diameter, xmin, ymin, cell_p, ncx_p, ncy_p, periodic, lx, ly)
+
+
+@numba.njit(cache=True)
+def _resolve_overlaps(pos, diameter, x0, y0, cell, ncx, ncy, periodic, lx, ly):
+    start, order = build_cells(pos, x0, y0, cell, ncx, ncy)
+    n = pos.shape[0]
+    d2min = diameter * diameter
+    for i in range(n):
+        cx = min(max(int((pos[i, 0] - x0) / cell), 0), ncx - 1)
+        cy = min(max(int((pos[i, 1] - y0) / cell), 0), ncy - 1)
+        for oy in range(-1, 2):
+            gy = cy + oy
+            if periodic:
+                gy = gy % ncy
+            elif gy < 0 or gy >= ncy:
+                continue
+            for ox in range(-1, 2):
+                gx = cx + ox
+                if periodic:
+                    gx = gx % ncx
+                elif gx < 0 or gx >= ncx:
+                    continue
+                c = gy * ncx + gx
+                for k in range(start[c], start[c + 1]):
+                    j = order[k]
+                    if j <= i:
+                        continue
+                    dx = pos[j, 0] - pos[i, 0]
+                    dy = pos[j, 1] - pos[i, 1]
+                    if periodic:
+                        dx -= lx * round(dx / lx)
+                        dy -= ly * round(dy / ly)
+                    r2 = dx * dx + dy * dy
+                    if r2 >= d2min or r2 == 0.0:
+                        continue
+                    r = math.sqrt(r2)
+                    push = 0.5 * (diameter - r) / r
+                    pos[i, 0] -= push * dx
+                    pos[i, 1] -= push * dy
+                    pos[j, 0] += push * dx
+                    pos[j, 1] += push * dy
+
+
+@numba.njit(cache=True)
+def render_gaussians(img, xs_px, ys_px, amp, sigma_px):
+    """Add Gaussian spots of peak ``amp[k]`` and width ``sigma_px`` to ``img`` (H,W) in place."""
+    h, w = img.shape
+    half = int(math.ceil(4.0 * sigma_px))
+    inv = 1.0 / (2.0 * sigma_px * sigma_px)
+    for k in range(xs_px.shape[0]):
+        xc = xs_px[k]
+        yc = ys_px[k]
+        a = amp[k]
+        if a == 0.0:
+            continue
+        i0 = max(int(math.floor(xc)) - half, 0)
+        i1 = min(int(math.floor(xc)) + half + 1, w - 1)
+        j0 = max(int(math.floor(yc)) - half, 0)
+        j1 = min(int(math.floor(yc)) + half + 1, h - 1)
+        for j in range(j0, j1 + 1):
+            dy = j - yc
+            ey = dy * dy * inv
+            for i in range(i0, i1 + 1):
+                dx = i - xc
+                img[j, i] += a * math.exp(-(dx * dx * inv + ey))

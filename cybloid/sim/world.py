@@ -1,0 +1,153 @@
+"""The simulated sample: overdamped Brownian hard spheres in 2D, pushed by laser spots.
+
+Time is an integer number of Brownian steps (ticks of ``dt_s``) so that every event (spot
+table applied, exposure start, readout) falls on a step and a run is deterministic for a
+seed. World coordinates (um) have their origin at the field of view's top-left corner when
+the stage is at (0, 0); the field of view and the laser move with the stage.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from cybloid.errors import ProfileError
+from cybloid.profile import LabProfile
+from cybloid.sim.kernels import brownian_steps
+
+
+@dataclass
+class _Pending:
+    tick: int
+    seq: int
+    spots_fov_um: np.ndarray  # (S,2)
+    share: np.ndarray  # (S,)
+
+    def __lt__(self, other: "_Pending") -> bool:
+        return (self.tick, self.seq) < (other.tick, other.seq)
+
+
+class SimWorld:
+    """Particles, laser state and stage of the simulated lab.
+
+    Parameters
+    ----------
+    profile : LabProfile
+        Physical parameters.
+    seed : int
+        Seed of the random generator (positions and noise).
+    initial_positions_um : array (N,2), optional
+        Initial positions in field-of-view coordinates; random non-overlapping otherwise.
+    """
+
+    def __init__(self, profile: LabProfile, seed: int = 0, initial_positions_um=None) -> None:
+        self.profile = profile
+        self.rng = np.random.default_rng(seed)
+        self.dt = profile.simulation.dt_s
+        self.tick = 0
+        self.mobility = 1.0 / profile.gamma
+        self.diffusion = profile.diffusion
+        w, h = profile.fov_um
+        m = profile.arena.margin_um
+        self.box = np.array([-m, -m, w + m, h + m], dtype=float)
+        self.stage_um = np.zeros(2)
+        self.laser_on = False
+        self.power_frac = 1.0
+        self._spots_fov = np.zeros((0, 2))
+        self._share = np.zeros(0)
+        self._pending: list[_Pending] = []
+        self._seq = 0
+        self.applied_log: list[tuple[int, int]] = []  # (tick, n_spots) for diagnostics
+        if initial_positions_um is not None:
+            pos = np.array(initial_positions_um, dtype=float).reshape(-1, 2)
+        else:
+            pos = self._random_positions(profile.particles.count)
+        self.pos = pos
+        self.ext_force = np.zeros_like(pos)
+
+    # ------------------------------------------------------------------ set-up
+    def _random_positions(self, n: int) -> np.ndarray:
+        p = self.profile.particles
+        spacing = max(p.min_spacing_um, p.diameter_um if self.profile.simulation.hard_core else 0.0)
+        x0, y0, x1, y1 = self.box
+        r = p.diameter_um / 2
+        pts: list[np.ndarray] = []
+        tries = 0
+        while len(pts) < n:
+            tries += 1
+            if tries > 200 * n + 1000:
+                raise ProfileError(
+                    f"{self.profile.source}: cannot place {n} particles {spacing} um apart in the arena; "
+                    "lower [particles] count or min_spacing_um"
+                )
+            q = np.array([self.rng.uniform(x0 + r, x1 - r), self.rng.uniform(y0 + r, y1 - r)])
+            if all(np.hypot(*(q - o)) >= spacing for o in pts[-2000:]) if n <= 2000 else True:
+                pts.append(q)
+        return np.array(pts).reshape(-1, 2)
+
+    @property
+    def time(self) -> float:
+        return self.tick * self.dt
+
+    def ticks(self, t_s: float) -> int:
+        """Number of ticks at or after time ``t_s`` (events never happen before asked)."""
+        return int(math.ceil(t_s / self.dt - 1e-9))
+
+    # ------------------------------------------------------------------ laser
+    def schedule_spots(self, tick: int, spots_fov_um: np.ndarray, share: np.ndarray) -> None:
+        """Apply a spot table (field-of-view um, beam shares) from ``tick`` on."""
+        tick = max(tick, self.tick)
+        heapq.heappush(self._pending, _Pending(tick, self._seq, np.asarray(spots_fov_um, float).reshape(-1, 2), np.asarray(share, float)))
+        self._seq += 1
+
+    def clear_spots_now(self) -> None:
+        """Blank the beam at once (drops pending tables)."""
+        self._pending.clear()
+        self._spots_fov = np.zeros((0, 2))
+        self._share = np.zeros(0)
+
+    def active_spots(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._spots_fov.copy(), self._share.copy()
+
+    # ------------------------------------------------------------------ dynamics
+    def _integrate(self, nsteps: int) -> None:
+        if nsteps <= 0:
+            return
+        n = self.pos.shape[0]
+        noise = self.rng.standard_normal((nsteps, n, 2))
+        lp = self.profile.laser
+        if self.laser_on and self._spots_fov.shape[0] > 0 and self.power_frac > 0:
+            spots = self._spots_fov + self.stage_um
+            spot_f = self._share * self.power_frac * lp.max_force_pN
+        else:
+            spots = np.zeros((0, 2))
+            spot_f = np.zeros(0)
+        brownian_steps(
+            self.pos, noise, self.dt, self.mobility, self.diffusion, spots, spot_f,
+            lp.offset_at_max_um, lp.range_um, self.box, self.profile.arena.walls == "periodic",
+            self.profile.particles.diameter_um, self.profile.simulation.hard_core, self.ext_force,
+        )
+        self.tick += nsteps
+
+    def advance_to(self, tick: int) -> None:
+        """Integrate up to ``tick``, applying scheduled spot tables at their ticks."""
+        while self.tick < tick:
+            while self._pending and self._pending[0].tick <= self.tick:
+                p = heapq.heappop(self._pending)
+                self._spots_fov, self._share = p.spots_fov_um, p.share
+                self.applied_log.append((self.tick, len(p.share)))
+            nxt = tick
+            if self._pending:
+                nxt = min(nxt, self._pending[0].tick)
+            self._integrate(nxt - self.tick)
+        while self._pending and self._pending[0].tick <= self.tick:
+            p = heapq.heappop(self._pending)
+            self._spots_fov, self._share = p.spots_fov_um, p.share
+            self.applied_log.append((self.tick, len(p.share)))
+
+    def positions_fov_um(self) -> np.ndarray:
+        """Current particle positions in field-of-view coordinates (um)."""
+        return self.pos - self.stage_um

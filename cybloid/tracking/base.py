@@ -1,0 +1,62 @@
+"""What a tracker returns, and the per-particle quality flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+FLAG_NEW = np.uint8(1)
+"""First frame of this identity."""
+FLAG_LOST = np.uint8(2)
+"""Not found in this frame; the position is the last known / predicted one."""
+FLAG_DOUBTFUL = np.uint8(4)
+"""Found, but mass, size, eccentricity or refinement shift is out of bounds."""
+FLAG_EDGE = np.uint8(8)
+"""Too close to the image edge for a full refinement window."""
+
+UNUSABLE = np.uint8(FLAG_LOST | FLAG_DOUBTFUL)
+"""Flags that make a position unfit for force evaluation."""
+
+
+@dataclass
+class Tracks:
+    """Particles found in one frame.
+
+    Attributes
+    ----------
+    ids : int64 (N,)
+        Stable identities.
+    xy_px : float64 (N, 2)
+        Positions (x = column, y = row) in image pixels.
+    mass : float32 (N,)
+        Integrated brightness above background.
+    flags : uint8 (N,)
+        Bitwise OR of ``FLAG_*``.
+    """
+
+    ids: np.ndarray
+    xy_px: np.ndarray
+    mass: np.ndarray
+    flags: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "Tracks":
+        return cls(np.zeros(0, np.int64), np.zeros((0, 2)), np.zeros(0, np.float32), np.zeros(0, np.uint8))
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    @property
+    def usable(self) -> np.ndarray:
+        """Boolean mask of positions the force program may act on."""
+        return (self.flags & UNUSABLE) == 0
+
+
+class Tracker(Protocol):
+    """Turns frames into tracks with stable identities."""
+
+    def reset(self) -> None: ...
+    def update(self, image: np.ndarray, frame_index: int) -> Tracks: ...
+    def warm_up(self) -> None: ...

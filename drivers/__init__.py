@@ -1,0 +1,1 @@
+"""Serial device drivers, camera backends and their protocol-exact emulators."""

@@ -1,0 +1,1 @@
+"""Learned, equivariant interaction models (torch)."""

@@ -1,0 +1,1 @@
+"""Bundled experiment protocols. Each ``name.py`` is runnable as ``cybloid run name``."""

@@ -84,6 +84,9 @@ class FeedbackLoop:
         """Compile every kernel before the first frame (never inside the hot path)."""
         if self._warm:
             return
+        cam_warm = getattr(self.lab.camera, "warm_up", None)
+        if cam_warm is not None:
+            cam_warm()
         self.tracker.warm_up()
         self.actuator.warm_up()
         for term in self.program.terms.values():

@@ -47,6 +47,12 @@ class SimCamera:
         arrival = end + int(round(self.profile.latency.readout_s / w.dt))
         return start, end, arrival
 
+    def warm_up(self) -> None:
+        """Compile the simulation's kernels (called by the loop before it starts)."""
+        from cybloid.sim.kernels import warm_up_kernels
+
+        warm_up_kernels()
+
     def start(self) -> None:
         self.running = True
 

@@ -188,3 +188,16 @@ def render_gaussians(img, xs_px, ys_px, amp, sigma_px):
             for i in range(i0, i1 + 1):
                 dx = i - xc
                 img[j, i] += a * math.exp(-(dx * dx * inv + ey))
+
+
+def warm_up_kernels() -> None:
+    """Compile the simulation kernels on tiny inputs (before the watchdog is armed)."""
+    pos = np.array([[1.0, 1.0], [2.5, 1.0]])
+    noise = np.zeros((1, 2, 2))
+    spots = np.array([[1.5, 1.0]])
+    brownian_steps(pos, noise, 1e-4, 1.0, 0.1, spots, np.ones(1), 1.0, 4.0,
+                   np.array([0.0, 0.0, 10.0, 10.0]), False, 2.0, True, np.zeros((2, 2)))
+    brownian_steps(pos, noise, 1e-4, 1.0, 0.1, spots, np.ones(1), 1.0, 4.0,
+                   np.array([0.0, 0.0, 10.0, 10.0]), True, 2.0, True, np.zeros((2, 2)))
+    img = np.zeros((8, 8), np.float32)
+    render_gaussians(img, np.array([3.0]), np.array([3.0]), np.array([1.0]), 1.0)

@@ -26,6 +26,14 @@ class Calibration:
         Inherent loop latency from exposure middle to force applied (s).
     source : str
         Where it came from (a file path, or ``"simulator truth"``).
+    created : str
+        ISO 8601 UTC time the calibration was made (``""``: unknown, e.g. nominal values).
+    quality : dict
+        Quality figures per procedure (``{"coords": {"holdout_rms_px": ...}, ...}``).
+    hardware : str
+        Name of the hardware profile it was measured on.
+    lab : str
+        Name of the lab profile it was measured with.
     """
 
     pixel_size_um: float
@@ -35,6 +43,8 @@ class Calibration:
     source: str = "nominal"
     created: str = ""
     quality: dict = field(default_factory=dict)
+    hardware: str = ""
+    lab: str = ""
 
     def __post_init__(self) -> None:
         self.steer_from_px = np.asarray(self.steer_from_px, dtype=float).reshape(2, 3)
@@ -52,6 +62,38 @@ class Calibration:
             latency_s=profile.inherent_latency_s,
             source=f"simulator truth ({profile.name})",
         )
+
+    # files ------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path) -> "Calibration":
+        """Read a calibration file (TOML, format ``cybloid-calibration/1``).
+
+        Raises :class:`cybloid.errors.CalibrationError` naming the file and key of any problem.
+        """
+        from cybloid.calibration.files import load_calibration
+
+        return load_calibration(path)
+
+    def save(self, path) -> None:
+        """Write this calibration as a TOML file (format ``cybloid-calibration/1``)."""
+        from cybloid.calibration.files import save_calibration
+
+        save_calibration(self, path)
+
+    def age_days(self, now=None) -> float:
+        """Days since ``created`` (``inf`` when unknown)."""
+        from cybloid.calibration.files import age_days
+
+        return age_days(self.created, now)
+
+    def replace(self, **changes) -> "Calibration":
+        """A copy with some fields changed (``quality`` is merged, not replaced)."""
+        vals = {k: getattr(self, k) for k in ("pixel_size_um", "steer_from_px", "force_curve", "latency_s",
+                                              "source", "created", "hardware", "lab")}
+        q = {k: dict(v) if isinstance(v, dict) else v for k, v in self.quality.items()}
+        q.update(changes.pop("quality", {}) or {})
+        vals.update(changes)
+        return Calibration(quality=q, **vals)
 
     # coordinate maps ------------------------------------------------------------------
     def px_to_um(self, xy_px: np.ndarray) -> np.ndarray:

@@ -17,6 +17,15 @@ One beam is time-shared among the spots of a table. Two ways to realise a force:
 
 Spots are kept inside the safe field of view (flagged as clipped); forces above the
 hardware limit are clipped (flagged).
+
+Predictive placement: a spot computed from a frame acts from ``latency`` after the exposure
+middle and is held for one frame period T, so a moving particle would run ahead of (or
+behind) its spot, which then brakes it and pulls it sideways. When the frame period is known
+(``frame_period_s``), each spot is placed relative to the particle's *predicted* position
+``latency + T/2`` ahead, from a smoothed per-identity velocity (exponential average of
+frame-to-frame displacements, weight ``velocity_smoothing``). For a diffusing particle the
+prediction is near zero and adds only ~0.03 um of jitter; for a particle moving at 60 um/s
+at 100 fps it removes a 0.5 um lag (a 27 degree tilt of the force).
 """
 
 from __future__ import annotations
@@ -109,17 +118,51 @@ class Actuator:
     """Turns forces into a :class:`SpotTable` using a calibration and safety limits."""
 
     def __init__(self, calibration: Calibration, limits: Limits, fov_um: tuple[float, float],
-                 power_frac: float = 1.0, mode: str = "duty") -> None:
+                 power_frac: float = 1.0, mode: str = "duty", frame_period_s: float | None = None,
+                 predict: bool = True, velocity_smoothing: float = 0.3) -> None:
         if mode not in MODES:
             raise ParameterError(f"actuation mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if not 0.0 < velocity_smoothing <= 1.0:
+            raise ParameterError(f"velocity_smoothing must be in (0, 1], got {velocity_smoothing!r}")
         self.calibration = calibration
         self.limits = limits
         self.fov_um = fov_um
         self.power_frac = float(power_frac)
         self.mode = mode
+        self.frame_period_s = frame_period_s
+        self.predict = predict
+        self.velocity_smoothing = float(velocity_smoothing)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the velocity estimates (e.g. after the particles were re-acquired)."""
+        self._ids = np.zeros(0, np.int64)
+        self._pos = np.zeros((0, 2))
+        self._vel = np.zeros((0, 2))
+
+    def _predicted(self, positions_um: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Positions ``latency + T/2`` ahead from smoothed velocities (um); updates the estimates."""
+        T = self.frame_period_s
+        pos = np.asarray(positions_um, float)
+        ids = np.asarray(ids, np.int64)
+        vel = np.zeros_like(pos)
+        if len(self._ids) and len(ids):
+            order = np.argsort(self._ids)
+            sid = self._ids[order]
+            k = np.clip(np.searchsorted(sid, ids), 0, len(sid) - 1)
+            hit = sid[k] == ids
+            src = order[k[hit]]
+            step = (pos[hit] - self._pos[src]) / T
+            a = self.velocity_smoothing
+            vel[hit] = a * step + (1 - a) * self._vel[src]
+        vel[~np.isfinite(vel)] = 0.0
+        ok = np.isfinite(pos).all(axis=1)
+        self._ids, self._pos, self._vel = ids[ok], pos[ok], vel[ok]
+        return pos + vel * (self.calibration.latency_s + 0.5 * T)
 
     def warm_up(self) -> None:
         self.spots(np.zeros((1, 2)) + 5, np.ones((1, 2)), np.ones(1, bool), np.zeros(1, np.int64))
+        self.reset()
 
     def spots(self, positions_um: np.ndarray, forces_pN: np.ndarray, active: np.ndarray,
               ids: np.ndarray) -> tuple[SpotTable, np.ndarray, np.ndarray]:
@@ -127,6 +170,8 @@ class Actuator:
 
         Only ``active`` particles can get a spot.
         """
+        if self.predict and self.frame_period_s:
+            positions_um = self._predicted(positions_um, ids)
         idx = np.flatnonzero(active)
         sat_all = np.zeros(len(positions_um), np.uint8)
         if len(idx) == 0:

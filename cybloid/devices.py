@@ -30,6 +30,7 @@ class SteeringAck:
 
     t_applied: float
     n_spots: int
+    events: list | None = None  # faults the driver recovered from during this send (dicts)
 
 
 @runtime_checkable

@@ -97,3 +97,24 @@ class History:
         xy = self._pos[row, slots]
         ok = ~np.isnan(xy[:, 0])
         return ids[ok], xy[ok]
+
+    def ensure_depth(self, depth: int) -> None:
+        """Grow the buffer to at least ``depth`` frames, keeping what it holds (no-op if deep enough).
+
+        Called by delayed force terms whose delay needs more frames than the loop's default;
+        it allocates, so it happens once when such a term first runs, not every frame.
+        """
+        depth = int(depth)
+        if depth <= self.depth:
+            return
+        keep = min(self.depth, self.count)
+        pos = np.full((depth, self._pos.shape[1], 2), np.nan)
+        t = np.full(depth, np.nan)
+        frame = np.full(depth, -1, np.int64)
+        for lag in range(keep):
+            old = (self.count - 1 - lag) % self.depth
+            new = (self.count - 1 - lag) % depth
+            pos[new] = self._pos[old]
+            t[new] = self._t[old]
+            frame[new] = self._frame[old]
+        self._pos, self._t, self._frame, self.depth = pos, t, frame, depth

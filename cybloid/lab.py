@@ -57,14 +57,13 @@ class Lab:
     def close(self) -> None:
         self.safe_off()
         for dev in (self.camera, self.steering, self.laser, self.stage):
-            for meth in ("stop", "close"):
+            for meth in ("stop", "close"):  # stop (camera acquisition, stage motion), then close ports
                 fn = getattr(dev, meth, None)
-                if fn is not None and not (dev is self.camera and meth == "close" and not hasattr(dev, "close")):
+                if fn is not None:
                     try:
                         fn()
                     except Exception as exc:
                         log.warning("closing %s: %s", type(dev).__name__, exc)
-                    break
         for r in reversed(self.resources):
             try:
                 r.close()
@@ -122,9 +121,17 @@ def open_lab(
     ctx = {"world": world, "clock": clock, "profile": prof, "truth": truth, "hardware": hw, "resources": []}
     devices = {}
     _register_simulated()
-    for role in ROLES:
-        opts = hw.roles[role]
-        devices[role] = builder_for(role, opts["driver"], hw.source)(opts, ctx)
+    try:
+        for role in ROLES:
+            opts = hw.roles[role]
+            devices[role] = builder_for(role, opts["driver"], hw.source)(opts, ctx)
+    except BaseException:  # close what was opened (ports, emulators) before reporting
+        for dev in list(reversed(list(devices.values()))) + list(reversed(ctx["resources"])):
+            try:
+                (getattr(dev, "close", None) or getattr(dev, "stop", lambda: None))()
+            except Exception as exc:
+                log.warning("closing %r after a failed open: %s", dev, exc)
+        raise
     cal = calibration or truth
     lab_obj = Lab(devices["camera"], devices["steering"], devices["laser"], devices["stage"], clock, cal,
                   prof, hw, world, ctx["resources"])

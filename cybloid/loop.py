@@ -40,7 +40,9 @@ def default_tracker(lab: Lab):
     sigma = math.sqrt(psf_px**2 + (d_px / 4) ** 2)
     diameter = int(2 * math.ceil(2.0 * sigma) + 1)
     expected_mass = c.peak_photons * c.gain_adu_per_e * 2 * math.pi * sigma**2
-    return SimpleTracker(diameter_px=max(diameter, 5), minmass=0.3 * expected_mass)
+    from cybloid.tracking.fast import FastTracker
+
+    return FastTracker(diameter_px=max(diameter, 5), minmass=0.3 * expected_mass, sigma_px=sigma)
 
 
 class FeedbackLoop:
@@ -67,7 +69,8 @@ class FeedbackLoop:
         self.program = program or ForceProgram()
         self.history = History(history_depth)
         self.actuator = Actuator(lab.calibration, lab.limits, lab.profile.fov_um,
-                                 power_frac=lab.laser.power_mW() / lab.laser.max_power_mW if lab.laser.max_power_mW else 0.0)
+                                 power_frac=lab.laser.power_mW() / lab.laser.max_power_mW if lab.laser.max_power_mW else 0.0,
+                                 frame_period_s=lab.frame_period_s)
         self.sinks: list[Sink] = []
         self.keep_images = keep_images
         self.watchdog = Watchdog(self._stalled, watchdog_timeout_s)
@@ -139,6 +142,8 @@ class FeedbackLoop:
         t5 = pc()
         t_sent = lab.clock.send_time(frame.t_arrival, t5 - t1)
         ack = lab.steering.send(table, t_sent)
+        if ack.events:  # recovered device faults go into this frame's record
+            self._pending_events.extend(ack.events)
         t6 = pc()
         timings = {"grab": (t1 - t0) * 1e3, "track": (t2 - t1) * 1e3, "history": (t3 - t2) * 1e3,
                    "forces": (t4 - t3) * 1e3, "actuate": (t5 - t4) * 1e3, "send": (t6 - t5) * 1e3}

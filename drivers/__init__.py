@@ -1,1 +1,26 @@
-"""Serial device drivers, camera backends and their protocol-exact emulators."""
+"""Serial device drivers, camera backends and their protocol-exact emulators.
+
+Importing this package registers the drivers with :func:`cybloid.hardware.register_driver`:
+
+=========  ==========================  ===========================================
+role       driver                      device
+=========  ==========================  ===========================================
+steering   ``cbsp``                    beam-steering controller, CBSP/1 (PROTOCOL.md)
+laser      ``cobolt``                  Cobolt laser, ASCII commands
+stage      ``proscan``                 Prior ProScan III stage controller
+camera     ``opencv``                  USB camera / video via cv2.VideoCapture
+camera     ``tiff``                    multi-page TIFF stack
+=========  ==========================  ===========================================
+
+Serial drivers take ``port = "emulator"`` to run against their emulator (docs/drivers.md).
+"""
+
+from cybloid.hardware import register_driver
+
+from .builders import build_laser, build_opencv_camera, build_stage, build_steering, build_tiff_camera
+
+register_driver("steering", "cbsp", build_steering)
+register_driver("laser", "cobolt", build_laser)
+register_driver("stage", "proscan", build_stage)
+register_driver("camera", "opencv", build_opencv_camera)
+register_driver("camera", "tiff", build_tiff_camera)

@@ -7,4 +7,10 @@ Add a benchmark: a module ``cybloid/bench/NAME.py`` with ``DESCRIPTION``,
 
 BENCHMARKS = [
     "loop",
+    "tracking",
+    "recording",
+    "sweep",
+    "models",
+    "forces",
+    "gui",
 ]

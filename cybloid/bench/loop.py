@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=400, help="measured frames per case (default 400)")
     p.add_argument("--baseline-frames", type=int, default=40, help="measured frames of the baseline (default 40)")
     p.add_argument("--quick", action="store_true", help="few frames, only the small case (smoke test)")
+    p.add_argument("--serial-frames", type=int, default=1000,
+                   help="frames of the serial-path case (100-spot table send + ack over a pty; 0: skip)")
 
 
 class LocateEveryFrame:
@@ -105,4 +107,9 @@ def run(args: argparse.Namespace) -> dict:
                           {"name": "trackpy.locate + NN link per frame", "samples_ms": base},
                           stages={k: round(v, 4) for k, v in stages.items()},
                           notes="stage medians in ms; grab = simulated camera, not part of the latency"))
+    serial_frames = min(args.serial_frames, 100) if args.quick else args.serial_frames
+    if serial_frames > 0:
+        from cybloid.drivers.bench_serial import serial_case
+
+        cases.append(serial_case(100, serial_frames))
     return document("loop", cases)

@@ -19,6 +19,16 @@ COMMANDS = [
     "check",
     "protocols",
     "bench",
+    "track",
+    "emulate",
+    "replay",
+    "export",
+    "report",
+    "gui",
+    "sweep",
+    "calibrate",
+    "train",
+    "models",
 ]
 
 EPILOG = """examples:

@@ -17,6 +17,10 @@ def add_lab_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="lab_set", metavar="SECTION.KEY=VALUE", action="append", default=[],
                    help="override one lab-profile value, e.g. --set camera.fps=50 (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated lab (default 0)")
+    p.add_argument("--calibration", metavar="FILE", default=None,
+                   help="calibration file (TOML, see 'cybloid calibrate'); required on real hardware")
+    p.add_argument("--uncalibrated", action="store_true",
+                   help="run real hardware without a (fresh) calibration, on nominal values")
 
 
 def add_param_option(p: argparse.ArgumentParser) -> None:

@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     proto = load_protocol(args.protocol)
     values = proto.values(parse_assignments(args.param))
     lab, loop, values = prepare(proto, values, hardware=args.hardware, lab=args.lab, seed=args.seed,
-                                realtime=args.realtime, overrides=lab_overrides(args.lab_set) or None)
+                                realtime=args.realtime, overrides=lab_overrides(args.lab_set) or None,
+                                calibration=args.calibration, allow_uncalibrated=args.uncalibrated)
     bar = None
     try:
         recorder = make_recorder(args)
@@ -57,12 +58,18 @@ def run(args: argparse.Namespace) -> int:
 
         meta = {"seed": args.seed, "hardware": lab.hardware.name, "lab_profile": lab.profile.to_dict(),
                 "realtime": bool(args.realtime)}
+        if recorder is not None:  # hardware profile, calibration in force, laser power (for replay)
+            from cybloid.recording.format import lab_metadata
+
+            meta.update(lab_metadata(lab))
         runner = ProtocolRunner(loop, proto, values, recorder=recorder, on_progress=progress, metadata=meta)
         try:
             summary = runner.run()
         finally:
             if bar is not None:
                 bar.close()
+            if recorder is not None:
+                recorder.close()  # wait until the session is complete on disk (laser already off)
         if recorder is not None:
             summary.session = str(getattr(recorder, "path", "") or "") or None
         print("\n".join(summary.lines()))

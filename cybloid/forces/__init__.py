@@ -1,6 +1,17 @@
-"""Force programs: sums of force terms, each a Numba kernel over arrays (pN, um, s)."""
+"""Force programs: sums of force terms, each a Numba kernel over arrays (pN, um, s).
+
+See docs/forces.md for the catalogue of terms, their parameters and units.
+"""
 
 from cybloid.forces.base import ForceContext, ForceProgram, ForceTerm
+from cybloid.forces.delayed import Delayed, DelayedSelf, FeedbackPuller, lag_frames, realised_delay_s
 from cybloid.forces.external import HarmonicTrap
+from cybloid.forces.manybody import SquareAngular
+from cybloid.forces.pair import (HarmonicRingPair, LennardJonesPair, PairTerm, SoftPair, TabulatedPair, UserPair,
+                                 WCAPair, YukawaPair)
+from cybloid.forces.potentials import AnnularRing, ConstantBias, TabulatedPotential, UserPotential
 
-__all__ = ["ForceContext", "ForceProgram", "ForceTerm", "HarmonicTrap"]
+__all__ = ["AnnularRing", "ConstantBias", "Delayed", "DelayedSelf", "FeedbackPuller", "ForceContext", "ForceProgram",
+           "ForceTerm", "HarmonicRingPair", "HarmonicTrap", "LennardJonesPair", "PairTerm", "SoftPair",
+           "SquareAngular", "TabulatedPair", "TabulatedPotential", "UserPair", "UserPotential", "WCAPair",
+           "YukawaPair", "lag_frames", "realised_delay_s"]

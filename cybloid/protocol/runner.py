@@ -233,7 +233,8 @@ class ProtocolRunner:
             return
         if on:
             self.recorder.start({**self.metadata, "protocol": self.proto.name, "protocol_path": str(self.proto.path),
-                                 "protocol_source": self.proto.source, "params": self.values.as_dict()})
+                                 "protocol_source": self.proto.source, "params": self.values.as_dict(),
+                                 "program": self.loop.program.describe()})
             self.recording = True
         else:
             self.recording = False
@@ -319,8 +320,13 @@ class ProtocolRunner:
 
 def prepare(proto: LoadedProtocol, values: Values | Mapping[str, Any] | None = None, *, hardware: Any = None,
             lab: Any = None, seed: int = 0, realtime: bool = False, overrides: Mapping[str, Any] | None = None,
-            calibration: Any = None, tracker: Any = None) -> tuple[Lab, FeedbackLoop, Values]:
-    """Open the lab for a protocol (with its simulated set-up) and build the loop."""
+            calibration: Any = None, tracker: Any = None,
+            allow_uncalibrated: bool = False) -> tuple[Lab, FeedbackLoop, Values]:
+    """Open the lab for a protocol (with its simulated set-up) and build the loop.
+
+    ``calibration`` (a Calibration or a TOML path) is required on real hardware unless
+    ``allow_uncalibrated`` (see :func:`cybloid.calibration.check.require_calibration`).
+    """
     from cybloid.hardware import load_hardware_profile
     from cybloid.profile import LabProfile, load_lab_profile
 
@@ -329,6 +335,9 @@ def prepare(proto: LoadedProtocol, values: Values | Mapping[str, Any] | None = N
     if overrides:
         prof = prof.with_overrides(overrides, where="--set")
     hw = load_hardware_profile(hardware) if not hasattr(hardware, "roles") else hardware
+    from cybloid.calibration.check import require_calibration
+
+    calibration = require_calibration(hw, calibration, override=allow_uncalibrated)
     init = None
     sim_over: dict[str, Any] = {}
     if proto.simulation is not None:

@@ -15,6 +15,10 @@ FLAG_DOUBTFUL = np.uint8(4)
 """Found, but mass, size, eccentricity or refinement shift is out of bounds."""
 FLAG_EDGE = np.uint8(8)
 """Too close to the image edge for a full refinement window."""
+FLAG_CONTACT = np.uint8(16)
+"""Another particle within one feature diameter; its light was modelled and subtracted."""
+FLAG_SHIFT = np.uint8(32)
+"""A whole-field shift (stage move) was detected and compensated in this frame."""
 
 UNUSABLE = np.uint8(FLAG_LOST | FLAG_DOUBTFUL)
 """Flags that make a position unfit for force evaluation."""
@@ -34,12 +38,18 @@ class Tracks:
         Integrated brightness above background.
     flags : uint8 (N,)
         Bitwise OR of ``FLAG_*``.
+    size : float32 (N,), optional
+        Gaussian width of the particle image (px); 0 where not measured.
+    ecc : float32 (N,), optional
+        Eccentricity of the particle image (0 round .. 1).
     """
 
     ids: np.ndarray
     xy_px: np.ndarray
     mass: np.ndarray
     flags: np.ndarray
+    size: np.ndarray | None = None
+    ecc: np.ndarray | None = None
 
     @classmethod
     def empty(cls) -> "Tracks":

@@ -1,0 +1,246 @@
+"""Calibration files: versioned TOML (format ``cybloid-calibration/1``).
+
+Layout::
+
+    format = "cybloid-calibration/1"
+    created = "2026-11-24T19:00:00Z"      # UTC, ISO 8601
+
+    [setup]
+    hardware = "simulated"               # hardware profile name
+    lab = "default"                      # lab profile name
+
+    [values]
+    pixel_size_um = 0.2                  # um per image pixel
+    steer_from_px = [[128.0, -1.5, 300.0], [1.5, 128.0, -200.0]]   # su = A @ [x_px, y_px] + b
+    latency_s = 0.0045                   # exposure middle -> force applied
+
+    [values.force_curve]
+    max_force_pN = 20.0                  # full beam, full power
+    offset_at_max_um = 1.0
+    range_um = 4.0
+
+    [quality.coords]                     # one table per procedure run, free-form numbers/strings
+    date = "..."
+    holdout_rms_px = 0.02
+
+Reading never executes anything; every problem raises
+:class:`~cybloid.errors.CalibrationError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from cybloid.calibration.model import Calibration
+from cybloid.errors import CalibrationError
+from cybloid.forcecurve import ForceCurve
+
+CALIBRATION_FORMAT = "cybloid-calibration/1"
+
+
+# ---------------------------------------------------------------------------- dates
+def utc_now_iso() -> str:
+    """Current UTC time as ``YYYY-MM-DDTHH:MM:SSZ``."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_date(text: str) -> _dt.datetime:
+    """Parse an ISO 8601 date/time (``Z`` or offset; naive means UTC)."""
+    t = _dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=_dt.timezone.utc)
+    return t
+
+
+def age_days(created: str, now: _dt.datetime | None = None) -> float:
+    """Days since ``created``; ``inf`` if empty or unparsable."""
+    if not created:
+        return math.inf
+    try:
+        t = parse_date(created)
+    except ValueError:
+        return math.inf
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    return (now - t).total_seconds() / 86400.0
+
+
+# ---------------------------------------------------------------------------- writing
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        if math.isnan(f):
+            return "nan"
+        if math.isinf(f):
+            return "inf" if f > 0 else "-inf"
+        return repr(f)
+    if isinstance(v, str):
+        esc = v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+        esc = "".join(c if ord(c) >= 32 else f"\\u{ord(c):04x}" for c in esc)
+        return f'"{esc}"'
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if v is None:
+        return '""'
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _toml_key(k: str) -> str:
+    k = str(k)
+    if k and all(c.isalnum() or c in "_-" for c in k):
+        return k
+    return _toml_value(k)
+
+
+def _write_table(lines: list[str], name: str, table: Mapping[str, Any]) -> None:
+    scalars = {k: v for k, v in table.items() if not isinstance(v, Mapping)}
+    subs = {k: v for k, v in table.items() if isinstance(v, Mapping)}
+    if name and (scalars or not subs):
+        lines.append("")
+        lines.append(f"[{name}]")
+    for k, v in scalars.items():
+        lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
+    for k, v in subs.items():
+        _write_table(lines, f"{name}.{_toml_key(k)}" if name else _toml_key(k), v)
+
+
+def calibration_to_dict(cal: Calibration) -> dict[str, Any]:
+    """The TOML document of a calibration as a plain dict."""
+    fc = cal.force_curve
+    return {
+        "format": CALIBRATION_FORMAT,
+        "created": cal.created or utc_now_iso(),
+        "source": cal.source,
+        "setup": {"hardware": cal.hardware, "lab": cal.lab},
+        "values": {
+            "pixel_size_um": float(cal.pixel_size_um),
+            "steer_from_px": np.asarray(cal.steer_from_px, float).tolist(),
+            "latency_s": float(cal.latency_s),
+            "force_curve": {"max_force_pN": float(fc.max_force_pN), "offset_at_max_um": float(fc.offset_at_max_um),
+                            "range_um": float(fc.range_um)},
+        },
+        "quality": {k: dict(v) for k, v in (cal.quality or {}).items() if isinstance(v, Mapping)},
+    }
+
+
+def save_calibration(cal: Calibration, path: str | Path) -> None:
+    """Write ``cal`` to ``path`` (TOML)."""
+    doc = calibration_to_dict(cal)
+    lines = ["# cybloid calibration (see docs/calibration.md); units in the key names"]
+    _write_table(lines, "", doc)
+    path = Path(path)
+    try:
+        if path.parent and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise CalibrationError(f"{path}: cannot write calibration file: {exc}") from None
+
+
+# ---------------------------------------------------------------------------- reading
+def _num(where: str, key: str, v: Any, positive: bool = True) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise CalibrationError(f"{where}: {key} must be a finite number, got {v!r}")
+    if positive and v <= 0:
+        raise CalibrationError(f"{where}: {key} must be positive, got {v!r}")
+    return float(v)
+
+
+def _table(where: str, data: Mapping[str, Any], key: str, name: str) -> Mapping[str, Any]:
+    if key not in data:
+        raise CalibrationError(f"{where}: missing [{name}] table")
+    t = data[key]
+    if not isinstance(t, Mapping):
+        raise CalibrationError(f"{where}: [{name}] must be a table")
+    return t
+
+
+def _get(where: str, table: Mapping[str, Any], key: str, name: str) -> Any:
+    if key not in table:
+        raise CalibrationError(f"{where}: missing key {name}")
+    return table[key]
+
+
+def calibration_from_dict(data: Mapping[str, Any], where: str = "<calibration>") -> Calibration:
+    """Validate a parsed calibration document and build the :class:`Calibration`."""
+    if not isinstance(data, Mapping):
+        raise CalibrationError(f"{where}: a calibration file must be a TOML table")
+    fmt = data.get("format")
+    if fmt is None:
+        raise CalibrationError(f"{where}: missing key format (expected {CALIBRATION_FORMAT!r})")
+    if fmt != CALIBRATION_FORMAT:
+        raise CalibrationError(f"{where}: format = {fmt!r} is not supported (expected {CALIBRATION_FORMAT!r})")
+    known = {"format", "created", "source", "setup", "values", "quality"}
+    for k in data:
+        if k not in known:
+            raise CalibrationError(f"{where}: unknown key {k} (known: {', '.join(sorted(known))})")
+    created = data.get("created", "")
+    if not isinstance(created, (str, _dt.datetime)):
+        raise CalibrationError(f"{where}: created must be an ISO 8601 date string, got {created!r}")
+    if isinstance(created, _dt.datetime):
+        created = created.isoformat()
+    if created:
+        try:
+            parse_date(created)
+        except ValueError:
+            raise CalibrationError(f"{where}: created = {created!r} is not an ISO 8601 date") from None
+    setup = data.get("setup", {})
+    if not isinstance(setup, Mapping):
+        raise CalibrationError(f"{where}: [setup] must be a table")
+    for k in ("hardware", "lab"):
+        if not isinstance(setup.get(k, ""), str):
+            raise CalibrationError(f"{where}: setup.{k} must be a string")
+    vals = _table(where, data, "values", "values")
+    px = _num(where, "values.pixel_size_um", _get(where, vals, "pixel_size_um", "values.pixel_size_um"))
+    raw = _get(where, vals, "steer_from_px", "values.steer_from_px")
+    try:
+        m = np.asarray(raw, dtype=float)
+    except (TypeError, ValueError):
+        raise CalibrationError(f"{where}: values.steer_from_px must be a 2x3 matrix of numbers") from None
+    if m.shape != (2, 3) or not np.all(np.isfinite(m)):
+        raise CalibrationError(f"{where}: values.steer_from_px must be a 2x3 matrix of finite numbers, got {raw!r}")
+    if abs(np.linalg.det(m[:, :2])) < 1e-12:
+        raise CalibrationError(f"{where}: values.steer_from_px is singular (its 2x2 part has no inverse)")
+    lat_raw = _get(where, vals, "latency_s", "values.latency_s")
+    lat = _num(where, "values.latency_s", lat_raw, positive=False)
+    if lat < 0:
+        raise CalibrationError(f"{where}: values.latency_s must not be negative, got {lat_raw!r}")
+    fct = _get(where, vals, "force_curve", "values.force_curve")
+    if not isinstance(fct, Mapping):
+        raise CalibrationError(f"{where}: [values.force_curve] must be a table")
+    fc = ForceCurve(*(_num(where, f"values.force_curve.{k}", _get(where, fct, k, f"values.force_curve.{k}"))
+                      for k in ("max_force_pN", "offset_at_max_um", "range_um")))
+    quality = data.get("quality", {})
+    if not isinstance(quality, Mapping):
+        raise CalibrationError(f"{where}: [quality] must be a table")
+    src = data.get("source", "")
+    return Calibration(px, m, fc, lat, source=where if not src else f"{where}", created=str(created),
+                       quality={k: dict(v) if isinstance(v, Mapping) else v for k, v in quality.items()},
+                       hardware=str(setup.get("hardware", "")), lab=str(setup.get("lab", "")))
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    """Load and validate a calibration file."""
+    path = Path(path)
+    if not path.exists():
+        raise CalibrationError(f"calibration file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CalibrationError(f"{path}: cannot read calibration file: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CalibrationError(f"{path}: malformed TOML: {exc}") from None
+    return calibration_from_dict(data, where=str(path))

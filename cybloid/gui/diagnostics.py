@@ -1,0 +1,138 @@
+"""Diagnostics: per-stage loop time (histogram and time series), frame rate, drops, tracking."""
+
+from __future__ import annotations
+
+import collections
+from typing import Iterable
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtWidgets
+
+from cybloid.record import FLAG_DEADLINE, FLAG_SATURATED, STAGES, FrameRecord
+
+COLOURS = {"grab": (150, 150, 150), "track": (0, 200, 0), "history": (0, 180, 255), "forces": (255, 140, 0),
+           "actuate": (255, 0, 255), "send": (255, 255, 0), "compute": (255, 60, 60)}
+
+
+class DiagnosticsStats:
+    """Rolling statistics over the last ``window`` frames (no Qt; unit-testable)."""
+
+    def __init__(self, window: int = 1000) -> None:
+        self.window = window
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything (a new lab, or a jump in a replay)."""
+        window = self.window
+        self.index = collections.deque(maxlen=window)
+        self.t_arrival = collections.deque(maxlen=window)
+        self.timings = {s: collections.deque(maxlen=window) for s in (*STAGES, "compute")}
+        self.tracked = collections.deque(maxlen=window)
+        self.saturated = collections.deque(maxlen=window)
+        self.latency_ms = collections.deque(maxlen=window)
+        self.frames = 0
+        self.dropped = 0  # frames skipped (index gaps)
+        self.deadline_misses = 0
+        self.saturated_frames = 0
+        self._last_index: int | None = None
+
+    def add(self, records: Iterable[FrameRecord]) -> None:
+        for rec in records:
+            if self._last_index is not None and rec.index <= self._last_index:
+                self.reset()  # frame numbers restarted: a new lab
+            if self._last_index is not None and rec.index > self._last_index + 1:
+                self.dropped += rec.index - self._last_index - 1
+            self._last_index = rec.index
+            self.frames += 1
+            self.index.append(rec.index)
+            self.t_arrival.append(rec.t_arrival)
+            for s in STAGES:
+                self.timings[s].append(rec.timings_ms.get(s, np.nan))
+            self.timings["compute"].append(rec.compute_ms)
+            self.tracked.append(rec.n_tracked)
+            nsat = int(np.count_nonzero(np.asarray(rec.saturation) & 3)) if len(rec.saturation) else 0
+            self.saturated.append(nsat)
+            if rec.laser_on and rec.spots is not None and len(rec.spots):
+                self.latency_ms.append(rec.latency_s * 1e3)
+            self.deadline_misses += bool(rec.flags & FLAG_DEADLINE)
+            self.saturated_frames += bool(rec.flags & FLAG_SATURATED)
+
+    def frame_rate(self, span_s: float = 1.0) -> float:
+        """Frames per second over the last ``span_s`` s of lab time."""
+        t = np.asarray(self.t_arrival)
+        if len(t) < 2:
+            return 0.0
+        recent = t[t >= t[-1] - span_s]
+        if len(recent) < 2 or recent[-1] <= recent[0]:
+            return 0.0
+        return (len(recent) - 1) / (recent[-1] - recent[0])
+
+    def percentile(self, stage: str, q: float) -> float:
+        a = np.asarray(self.timings[stage], dtype=float)
+        a = a[np.isfinite(a)]
+        return float(np.percentile(a, q)) if len(a) else float("nan")
+
+
+class DiagnosticsPanel(QtWidgets.QWidget):
+    """Plots and figures of the loop's health."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.stats = DiagnosticsStats()
+        self.extra: dict[str, str] = {}
+        self.series_frames = 400
+        self.series = pg.PlotWidget(title="loop stage CPU time (ms) per frame")
+        self.series.setLabel("bottom", "frame")
+        self.series.addLegend(offset=(-5, 5), colCount=3)
+        self.hist = pg.PlotWidget(title="histogram (ms)")
+        self.hist.setLogMode(y=True)
+        self.curves = {}
+        self.hcurves = {}
+        for s in ("grab", "track", "forces", "actuate", "send", "compute"):
+            self.curves[s] = self.series.plot(pen=pg.mkPen(COLOURS[s], width=1), name=s)
+            self.hcurves[s] = self.hist.plot(pen=pg.mkPen(COLOURS[s], width=1.5), stepMode="center")
+        self.figures = QtWidgets.QPlainTextEdit(readOnly=True)  # no re-layout when the text changes
+        self.figures.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        self.figures.setLineWrapMode(QtWidgets.QPlainTextEdit.LineWrapMode.NoWrap)
+        lay = QtWidgets.QHBoxLayout(self)
+        plots = QtWidgets.QSplitter()
+        plots.addWidget(self.series)
+        plots.addWidget(self.hist)
+        lay.addWidget(plots, 3)
+        lay.addWidget(self.figures, 1)
+
+    def add(self, records: Iterable[FrameRecord]) -> None:
+        self.stats.add(records)
+
+    def redraw(self) -> None:
+        st = self.stats
+        if not st.frames:
+            self.figures.setPlainText("no frames yet")
+            return
+        n = self.series_frames
+        idx = np.asarray(st.index, dtype=float)[-n:]
+        for s, c in self.curves.items():
+            c.setData(idx, np.asarray(st.timings[s], dtype=float)[-n:])
+        hi = max(st.percentile("compute", 99), st.percentile("grab", 99), 1e-3) * 1.5
+        edges = np.linspace(0, hi, 41)
+        for s, c in self.hcurves.items():
+            a = np.asarray(st.timings[s], dtype=float)
+            h, _ = np.histogram(np.clip(a[np.isfinite(a)], 0, hi), edges)
+            c.setData(edges, h.astype(float) + 0.5)
+        lat = np.asarray(st.latency_ms)
+        lines = [
+            f"frame rate      {st.frame_rate():7.1f} /s",
+            f"frames          {st.frames:7d}",
+            f"dropped         {st.dropped:7d}",
+            f"deadline misses {st.deadline_misses:7d}",
+            f"tracked         {st.tracked[-1]:7d}",
+            f"saturated now   {st.saturated[-1]:7d}",
+            f"saturated frames{st.saturated_frames:7d}",
+            f"compute p50     {st.percentile('compute', 50):7.3f} ms",
+            f"compute p99     {st.percentile('compute', 99):7.3f} ms",
+            f"track p99       {st.percentile('track', 99):7.3f} ms",
+            f"lab latency     {np.median(lat):7.2f} ms" if len(lat) else "lab latency         n/a",
+        ]
+        lines += [f"{k:<16}{v}" for k, v in self.extra.items()]
+        self.figures.setPlainText("\n".join(lines))

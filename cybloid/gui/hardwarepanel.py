@@ -1,0 +1,171 @@
+"""Hardware panel: devices and their state, laser power, stage, and the LASER OFF control."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from PySide6 import QtCore, QtWidgets
+
+from cybloid.hardware import ROLES
+
+
+def set_text(widget: Any, text: str) -> bool:
+    """Set a label's text only when it changed; True if changed."""
+    if widget.text() == text:
+        return False
+    widget.setText(text)
+    return True
+
+log = logging.getLogger(__name__)
+
+
+def interlock_state(laser: Any) -> str:
+    """``"closed"``/``"open"`` when the laser driver reports an interlock, else ``"n/a"``."""
+    for name in ("interlock", "interlock_ok", "interlock_closed"):
+        v = getattr(laser, name, None)
+        if v is None:
+            continue
+        try:
+            v = v() if callable(v) else v
+        except Exception as exc:
+            return f"error: {exc}"
+        if isinstance(v, bool):
+            return "closed (OK)" if v else "OPEN"
+        return str(v)
+    return "n/a"
+
+
+def device_state(dev: Any) -> str:
+    """``connected``/``disconnected`` where the driver tells, else ``ok`` (present)."""
+    if dev is None:
+        return "missing"
+    for name in ("connected", "is_connected", "is_open"):
+        v = getattr(dev, name, None)
+        if v is None:
+            continue
+        try:
+            v = v() if callable(v) else v
+        except Exception as exc:
+            return f"error: {exc}"
+        return "connected" if v else "DISCONNECTED"
+    return "ok"
+
+
+class LaserOffButton(QtWidgets.QPushButton):
+    """The big red button."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__("LASER OFF  (Esc / Ctrl+L)", parent)
+        self.setMinimumHeight(56)
+        self.setStyleSheet("QPushButton { background: #c00; color: white; font-size: 16pt; font-weight: bold; "
+                           "border-radius: 6px; } QPushButton:pressed { background: #800; }")
+        self.setFocusPolicy(QtCore.Qt.FocusPolicy.NoFocus)
+
+
+class HardwarePanel(QtWidgets.QWidget):
+    """Device table, laser state and power, stage position and moves."""
+
+    def __init__(self, worker: Any, parent=None) -> None:
+        super().__init__(parent)
+        self.worker = worker
+        self.table = QtWidgets.QTableWidget(len(ROLES), 4)
+        self.table.setHorizontalHeaderLabels(["role", "driver", "device", "state"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setMaximumHeight(150)
+
+        self.laser_state = QtWidgets.QLabel()
+        self._shown_on: bool | None = None
+        self.interlock = QtWidgets.QLabel()
+        lim = worker.lab.limits.max_power_mW
+        self.power = QtWidgets.QDoubleSpinBox(minimum=0.0, maximum=min(lim, worker.lab.laser.max_power_mW),
+                                              decimals=1, singleStep=10.0, suffix=" mW")
+        self.power.setValue(worker.lab.laser.power_mW())
+        self.power.setToolTip(f"clamped to the hardware limit {lim:g} mW")
+        self.set_power_btn = QtWidgets.QPushButton("Set power")
+        self.set_power_btn.clicked.connect(self.apply_power)
+        self.laser_on_btn = QtWidgets.QPushButton("Laser ON")
+        self.laser_on_btn.setToolTip("switch the trapping laser on (the force program acts while it is on)")
+        self.laser_on_btn.clicked.connect(self.laser_on)
+
+        self.stage_pos = QtWidgets.QLabel()
+        self.sx = QtWidgets.QDoubleSpinBox(minimum=-1e5, maximum=1e5, decimals=2, suffix=" um")
+        self.sy = QtWidgets.QDoubleSpinBox(minimum=-1e5, maximum=1e5, decimals=2, suffix=" um")
+        move = QtWidgets.QPushButton("Move stage to")
+        move.clicked.connect(self.move_stage)
+        self.calib = QtWidgets.QLabel()
+        self.calib.setWordWrap(True)
+        self.state = QtWidgets.QLabel()
+
+        form = QtWidgets.QFormLayout()
+        form.addRow("laser", self.laser_state)
+        form.addRow("interlock", self.interlock)
+        pw = QtWidgets.QHBoxLayout()
+        pw.addWidget(self.power)
+        pw.addWidget(self.set_power_btn)
+        pw.addWidget(self.laser_on_btn)
+        form.addRow("power", pw)
+        form.addRow("stage", self.stage_pos)
+        st = QtWidgets.QHBoxLayout()
+        st.addWidget(self.sx)
+        st.addWidget(self.sy)
+        st.addWidget(move)
+        form.addRow("", st)
+        form.addRow("calibration", self.calib)
+        form.addRow("loop", self.state)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.addWidget(self.table)
+        lay.addLayout(form)
+        lay.addStretch(1)
+        self.refresh()
+
+    def apply_power(self) -> float:
+        p = self.power.value()
+        got = self.worker.set_power(p)
+        log.info("laser power set to %.1f mW", got)
+        return got
+
+    def laser_on(self) -> None:
+        self.worker.laser_on(self.power.value())
+        log.warning("laser ON (power %.1f mW)", self.worker.lab.laser.power_mW())
+        self.refresh()
+
+    def move_stage(self) -> None:
+        x, y = self.sx.value(), self.sy.value()
+        self.worker.submit(lambda: self.worker.lab.stage.move_to(x, y), wait_s=0.5)
+        log.info("stage moved to (%.2f, %.2f) um", x, y)
+
+    def refresh(self) -> None:
+        lab = self.worker.lab
+        for r, role in enumerate(ROLES):
+            dev = getattr(lab, role)
+            for c, text in enumerate((role, lab.hardware.driver(role), type(dev).__name__, device_state(dev))):
+                item = self.table.item(r, c)
+                if item is None:
+                    self.table.setItem(r, c, QtWidgets.QTableWidgetItem(text))
+                elif item.text() != text:
+                    item.setText(text)
+        try:
+            on = bool(lab.laser.is_on)
+            p = lab.laser.power_mW()
+            set_text(self.laser_state, f"{'ON' if on else 'off'}   {p:.1f} mW of {lab.laser.max_power_mW:g} mW "
+                                     f"(limit {lab.limits.max_power_mW:g} mW)")
+            if on != self._shown_on:
+                self._shown_on = on
+                self.laser_state.setStyleSheet("color: white; background: #c00; font-weight: bold; padding: 2px"
+                                               if on else "color: #2a2; font-weight: bold")
+        except Exception as exc:
+            set_text(self.laser_state, f"unknown ({exc})")
+        set_text(self.interlock, interlock_state(lab.laser))
+        try:
+            x, y = lab.stage.position()
+            set_text(self.stage_pos, f"({x:.2f}, {y:.2f}) um")
+        except Exception as exc:
+            set_text(self.stage_pos, f"unknown ({exc})")
+        set_text(self.calib, f"{lab.calibration.source}; pixel {lab.calibration.pixel_size_um:g} um; "
+                           f"latency {lab.calibration.latency_s * 1e3:.2f} ms")
+        wd = self.worker.loop.watchdog
+        set_text(self.state, f"{'running' if self.worker.running else 'stopped'}"
+                           + ("; WATCHDOG TRIPPED" if wd.tripped else ""))

@@ -1,0 +1,352 @@
+"""Live view: the camera image in field-of-view um with toggleable overlays.
+
+Overlays: particles (with identities), trajectory tails, force vectors, laser spots, the
+programmed potential (trap centres and rings), lost/flagged particles. Zoom and pan with the
+mouse (right-drag or wheel), image levels with the histogram on the right.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtWidgets
+
+from cybloid.record import FLAG_SATURATED, FrameRecord
+
+TRACK_LOST = 2
+TRACK_DOUBTFUL = 4
+OVERLAYS = ("particles", "ids", "tails", "forces", "spots", "potential", "flagged")
+OVERLAY_LABELS = {"particles": "particles", "ids": "ids", "tails": "tails", "forces": "forces",
+                  "spots": "laser spots", "potential": "potential", "flagged": "lost/flagged"}
+
+
+def term_geometry(term: Any) -> tuple[np.ndarray, list[tuple[np.ndarray, float]]]:
+    """Centres (M, 2) um and rings [(centre, radius_um)] drawn for a force term (duck typed).
+
+    A term with ``centres_um`` / ``centre_um`` / ``center_um`` shows its centres; a ring
+    parameter (``radius``, ``ring_radius``, ``R``) draws a ring around each centre, else a
+    ``capture_radius`` draws the capture circle.
+    """
+    centres = None
+    for attr in ("centres_um", "centers_um", "centre_um", "center_um"):
+        c = getattr(term, attr, None)
+        if c is not None:
+            try:
+                centres = np.asarray(c, dtype=float).reshape(-1, 2)
+            except (TypeError, ValueError):
+                centres = None
+            break
+    if centres is None:
+        values = getattr(term, "values", None)
+        if values is not None and "x0" in values and "y0" in values:
+            centres = np.array([[values["x0"], values["y0"]]], dtype=float)
+    if centres is None:
+        return np.zeros((0, 2)), []
+    rings: list[tuple[np.ndarray, float]] = []
+    values = getattr(term, "values", {}) or {}
+    radius = None
+    for name in ("radius", "ring_radius", "R", "radius_um", "capture_radius"):
+        if name in values:
+            try:
+                radius = float(values[name])
+            except (TypeError, ValueError):
+                radius = None
+            break
+    if radius is not None and np.isfinite(radius) and 0 < radius < 1e3:
+        rings = [(c, radius) for c in centres]
+    return centres, rings
+
+
+def _circles(rings: Iterable[tuple[np.ndarray, float]], n: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    th = np.linspace(0, 2 * np.pi, n)
+    xs, ys = [], []
+    for c, r in rings:
+        xs.append(np.append(c[0] + r * np.cos(th), np.nan))
+        ys.append(np.append(c[1] + r * np.sin(th), np.nan))
+    if not xs:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+class TailBuffer:
+    """The last ``length`` positions (um) of each identity, as one NaN-separated polyline."""
+
+    def __init__(self, length: int = 100, slots: int = 64) -> None:
+        self.length = int(length)
+        self.xy = np.full((self.length, slots, 2), np.nan)
+        self.row = -1
+        self.slot_of: dict[int, int] = {}
+        self.last_seen = np.full(slots, -(1 << 62), np.int64)
+        self.count = 0
+
+    def _slot(self, i: int) -> int:
+        s = self.slot_of.get(i)
+        if s is not None:
+            return s
+        stale = np.flatnonzero(self.last_seen < self.count - self.length)
+        if len(stale):
+            s = int(stale[0])
+            for k, v in list(self.slot_of.items()):
+                if v == s:
+                    del self.slot_of[k]
+        else:
+            s = self.xy.shape[1]
+            grown = np.full((self.length, 2 * s, 2), np.nan)
+            grown[:, :s] = self.xy
+            self.xy = grown
+            self.last_seen = np.concatenate([self.last_seen, np.full(s, -(1 << 62), np.int64)])
+        self.xy[:, s] = np.nan
+        self.slot_of[i] = s
+        return s
+
+    def push(self, index: int, ids: np.ndarray, positions_um: np.ndarray) -> None:
+        self.row = (self.row + 1) % self.length
+        self.xy[self.row] = np.nan
+        self.count += 1
+        pos = np.asarray(positions_um, dtype=float).reshape(-1, 2)
+        slots = np.fromiter((self._slot(i) for i in np.asarray(ids).tolist()), np.int64, len(pos))
+        self.xy[self.row, slots] = pos
+        self.last_seen[slots] = self.count
+
+    def polylines(self) -> tuple[np.ndarray, np.ndarray]:
+        """x, y of all tails, oldest first, NaN between identities."""
+        if self.count == 0:
+            return np.zeros(0), np.zeros(0)
+        order = np.roll(np.arange(self.length), -(self.row + 1))
+        live = self.last_seen >= self.count - self.length
+        a = self.xy[order][:, live]  # (T, S, 2)
+        a = np.concatenate([a, np.full((1, a.shape[1], 2), np.nan)], axis=0)
+        a = a.transpose(1, 0, 2).reshape(-1, 2)
+        return a[:, 0], a[:, 1]
+
+
+class LiveView(QtWidgets.QWidget):
+    """Camera image plus overlays, all in field-of-view um (y down, as on the camera)."""
+
+    def __init__(self, parent=None, tail_frames: int = 100) -> None:
+        super().__init__(parent)
+        self.pixel_size_um = 1.0
+        self.particle_diameter_um = 2.0
+        self.steer_to_um: Callable[[np.ndarray], np.ndarray] | None = None
+        self.force_scale_um_per_pN = 2.0
+        self.tail_frames = tail_frames
+        self.tails = TailBuffer(tail_frames)
+        self._shape: tuple[int, int] | None = None
+        self._auto_levels_pending = True
+        self.frames_shown = 0
+        self.last_index = -1
+
+        self.glw = pg.GraphicsLayoutWidget()
+        self.vb = self.glw.addViewBox(lockAspect=True, invertY=True, enableMenu=True)
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.vb.addItem(self.image)
+        self.hist = pg.HistogramLUTItem(image=self.image)
+        self.glw.addItem(self.hist)
+        # the histogram's repaint costs more than the image's: refresh it once a second, not per frame
+        self.image.sigImageChanged.disconnect(self.hist.imageChanged)
+        self.hist_interval_s = 1.0
+        self._hist_t = 0.0
+
+        self.items: dict[str, Any] = {}
+        self.items["potential"] = pg.PlotDataItem(pen=pg.mkPen((80, 200, 255), width=1), connect="finite")
+        self.centres = pg.ScatterPlotItem(symbol="+", size=14, pen=pg.mkPen((80, 200, 255), width=2), brush=None)
+        self.items["tails"] = pg.PlotDataItem(pen=pg.mkPen((255, 200, 0, 150), width=1), connect="finite")
+        self.items["particles"] = pg.ScatterPlotItem(symbol="o", pen=pg.mkPen((0, 255, 0), width=1.5), brush=None)
+        self.items["forces"] = pg.PlotDataItem(pen=pg.mkPen((255, 80, 80), width=1), connect="pairs")
+        self.items["spots"] = pg.ScatterPlotItem(symbol="o", size=7, pen=None, brush=pg.mkBrush(255, 0, 255, 200))
+        self.items["flagged"] = pg.ScatterPlotItem(symbol="x", size=14, pen=pg.mkPen((255, 40, 40), width=2), brush=None)
+        for name in ("potential", "tails", "particles", "forces", "spots", "flagged"):
+            self.vb.addItem(self.items[name])
+        self.vb.addItem(self.centres)
+        self._labels: list[pg.TextItem] = []
+
+        # controls
+        self.checks: dict[str, QtWidgets.QCheckBox] = {}
+        bar = QtWidgets.QHBoxLayout()
+        for name in OVERLAYS:
+            cb = QtWidgets.QCheckBox(OVERLAY_LABELS[name])
+            cb.setChecked(name not in ("ids",))
+            cb.toggled.connect(self._apply_visibility)
+            self.checks[name] = cb
+            bar.addWidget(cb)
+        bar.addStretch(1)
+        bar.addWidget(QtWidgets.QLabel("force scale (um/pN)"))
+        self.scale_box = QtWidgets.QDoubleSpinBox(minimum=0.01, maximum=1000.0, value=self.force_scale_um_per_pN,
+                                                  decimals=2, singleStep=0.5)
+        self.scale_box.valueChanged.connect(self._set_scale)
+        bar.addWidget(self.scale_box)
+        auto = QtWidgets.QPushButton("Auto levels")
+        auto.clicked.connect(self.auto_levels)
+        bar.addWidget(auto)
+        fit = QtWidgets.QPushButton("Fit view")
+        fit.clicked.connect(self.fit_view)
+        bar.addWidget(fit)
+        # a line edit, not a label: changing its text never re-lays out the window (30 times a second)
+        self.info = QtWidgets.QLineEdit("no frame yet", readOnly=True, frame=False)
+        self.info.setFocusPolicy(QtCore.Qt.FocusPolicy.NoFocus)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(bar)
+        lay.addWidget(self.glw, 1)
+        lay.addWidget(self.info)
+        self._apply_visibility()
+
+    # ------------------------------------------------------------------ configuration
+    def set_geometry(self, pixel_size_um: float, particle_diameter_um: float,
+                     steer_to_um: Callable[[np.ndarray], np.ndarray] | None) -> None:
+        self.pixel_size_um = float(pixel_size_um)
+        self.particle_diameter_um = float(particle_diameter_um)
+        self.steer_to_um = steer_to_um
+        self._shape = None
+
+    def _set_scale(self, v: float) -> None:
+        self.force_scale_um_per_pN = float(v)
+
+    def _apply_visibility(self) -> None:
+        for name, cb in self.checks.items():
+            on = cb.isChecked()
+            if name == "ids":
+                for t in self._labels:
+                    t.setVisible(on)
+                continue
+            self.items[name].setVisible(on)
+            if name == "potential":
+                self.centres.setVisible(on)
+
+    def set_overlay(self, name: str, on: bool) -> None:
+        self.checks[name].setChecked(on)
+
+    def auto_levels(self) -> None:
+        self._auto_levels_pending = True
+
+    def fit_view(self) -> None:
+        if self._shape is not None:
+            h, w = self._shape
+            self.vb.setRange(QtCore.QRectF(0, 0, w * self.pixel_size_um, h * self.pixel_size_um), padding=0.02)
+
+    def reset_tails(self) -> None:
+        self.tails = TailBuffer(self.tail_frames)
+
+    # ------------------------------------------------------------------ data
+    def add_records(self, records: Iterable[FrameRecord]) -> None:
+        """Extend the trajectory tails with every frame's positions (light records)."""
+        if not self.checks["tails"].isChecked():
+            return
+        for rec in records:
+            self.tails.push(rec.index, rec.ids, rec.positions_um)
+
+    def show_record(self, rec: FrameRecord, image: np.ndarray | None = None, terms: Iterable[Any] = ()) -> None:
+        """Draw one record (its image unless ``image`` is given) and the overlays."""
+        img = rec.image if image is None else image
+        if img is not None:
+            if self._shape != img.shape:
+                self._shape = img.shape
+                h, w = img.shape
+                self.image.setImage(img, autoLevels=True)
+                self.image.setRect(QtCore.QRectF(0, 0, w * self.pixel_size_um, h * self.pixel_size_um))
+                self.fit_view()
+                self._auto_levels_pending = False
+                self._update_hist(True)
+            elif self._auto_levels_pending:
+                self.image.setImage(img, autoLevels=True)
+                self._auto_levels_pending = False
+                self._update_hist(True)
+            else:
+                self.image.setImage(img, autoLevels=False)
+                if time.monotonic() - self._hist_t > self.hist_interval_s:
+                    self._update_hist(False)
+        pos = np.asarray(rec.positions_um, dtype=float).reshape(-1, 2)
+        n = len(pos)
+        checks = {k: cb.isChecked() for k, cb in self.checks.items()}
+        if checks["particles"]:
+            px_um = self.vb.viewPixelSize()[0] or 1.0  # screen pixels are drawn at a fixed size: fast path
+            size = float(np.clip(1.2 * self.particle_diameter_um / px_um, 4, 200))
+            self.items["particles"].setData(pos[:, 0], pos[:, 1], size=size)
+        if checks["ids"]:
+            self._draw_labels(rec.ids, pos)
+        if checks["tails"]:
+            x, y = self.tails.polylines()
+            self.items["tails"].setData(x, y)
+        if checks["forces"]:
+            f = np.asarray(rec.forces_pN, dtype=float).reshape(-1, 2)
+            if n and len(f) == n:
+                ends = pos + f * self.force_scale_um_per_pN
+                seg = np.empty((2 * n, 2))
+                seg[0::2] = pos
+                seg[1::2] = ends
+                keep = np.repeat(np.hypot(f[:, 0], f[:, 1]) > 1e-9, 2)
+                seg = seg[keep]
+                self.items["forces"].setData(seg[:, 0], seg[:, 1])
+            else:
+                self.items["forces"].setData([], [])
+        if checks["spots"]:
+            spots = rec.spots
+            if spots is not None and len(spots) and self.steer_to_um is not None:
+                su = np.stack([spots.x_su, spots.y_su], axis=1).astype(float)
+                xy = self.steer_to_um(su)
+                self.items["spots"].setData(xy[:, 0], xy[:, 1])
+            else:
+                self.items["spots"].setData([], [])
+        if checks["potential"]:
+            cs, rings = [], []
+            for term in terms:
+                c, r = term_geometry(term)
+                if len(c):
+                    cs.append(c)
+                rings.extend(r)
+            if cs:
+                c = np.concatenate(cs)
+                self.centres.setData(c[:, 0], c[:, 1])
+            else:
+                self.centres.setData([], [])
+            x, y = _circles(rings)
+            self.items["potential"].setData(x, y)
+        if checks["flagged"]:
+            q = np.asarray(rec.quality).reshape(-1)
+            bad = (q & (TRACK_LOST | TRACK_DOUBTFUL)) != 0 if len(q) == n else np.zeros(n, bool)
+            sat = np.asarray(rec.saturation).reshape(-1)
+            if len(sat) == n:
+                bad = bad | ((sat & 3) != 0)
+            self.items["flagged"].setData(pos[bad, 0], pos[bad, 1])
+        self.frames_shown += 1
+        self.last_index = rec.index
+        lost = int(np.count_nonzero((np.asarray(rec.quality) & TRACK_LOST) != 0)) if n else 0
+        self.info.setText(f"frame {rec.index}   t = {rec.t_exposure_mid:.2f} s   tracked {n}   lost {lost}   "
+                          f"spots {len(rec.spots) if rec.spots is not None else 0}   "
+                          f"laser {'ON' if rec.laser_on else 'off'}"
+                          + ("   SATURATED" if rec.flags & FLAG_SATURATED else ""))
+
+    def _update_hist(self, auto: bool) -> None:
+        self._hist_t = time.monotonic()
+        self.hist.imageChanged(autoLevel=auto)
+
+    def _draw_labels(self, ids: np.ndarray, pos: np.ndarray) -> None:
+        n = len(ids)
+        while len(self._labels) < n:
+            t = pg.TextItem(color=(255, 255, 0), anchor=(0, 1))
+            self.vb.addItem(t)
+            self._labels.append(t)
+        r = 0.6 * self.particle_diameter_um
+        for k, t in enumerate(self._labels):
+            if k < n:
+                t.setText(str(int(ids[k])))
+                t.setPos(pos[k, 0] + r, pos[k, 1] - r)
+                t.setVisible(True)
+            else:
+                t.setVisible(False)
+
+    def close_items(self) -> None:
+        """Remove every graphics item (explicit teardown before the application exits)."""
+        for t in self._labels:
+            self.vb.removeItem(t)
+        self._labels.clear()
+        for it in [*self.items.values(), self.centres, self.image]:
+            try:
+                self.vb.removeItem(it)
+            except Exception:
+                pass
+        self.glw.clear()
+        self.glw.close()

@@ -1,0 +1,389 @@
+"""The dashboard window: live view in the middle, panels in docks, log and status at the bottom.
+
+Two timers run in the GUI thread: the display timer (30 Hz) pulls the newest record and
+everything that arrived since the last tick, and a 10 ms probe measures the GUI thread's
+responsiveness (the longest gap between its ticks, shown in Diagnostics). Neither ever
+waits for the loop; protocol timing lives in the loop thread, never on a GUI timer.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from cybloid.gui.analysispanel import AnalysisPanel
+from cybloid.gui.diagnostics import DiagnosticsPanel
+from cybloid.gui.liveview import LiveView
+from cybloid.gui.logpanel import LogPanel, QtLogHandler
+
+log = logging.getLogger(__name__)
+
+LASER_OFF_KEYS = ("Esc", "Ctrl+L")
+GIL_SWITCH_INTERVAL_S = 0.001
+
+
+def set_text(widget: Any, text: str) -> bool:
+    """Set a label's text only when it changed (a change may re-lay out the window); True if changed."""
+    if widget.text() == text:
+        return False
+    widget.setText(text)
+    return True
+
+
+class StallMeter(QtCore.QObject):
+    """Measures the GUI thread's stalls: gaps between ticks of a fast precise timer (ms)."""
+
+    def __init__(self, parent=None, interval_ms: int = 10) -> None:
+        super().__init__(parent)
+        self.interval_ms = interval_ms
+        self.timer = QtCore.QTimer(self)
+        self.timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self._tick)
+        self.reset()
+
+    def reset(self) -> None:
+        self._last: float | None = None
+        self.gaps_ms: list[float] = []
+        self.max_gap_ms = 0.0
+        self.ticks = 0
+
+    def start(self) -> None:
+        self._last = None
+        self.timer.start()
+
+    def stop(self) -> None:
+        self.timer.stop()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            gap = (now - self._last) * 1e3
+            self.gaps_ms.append(gap)
+            if len(self.gaps_ms) > 100_000:
+                del self.gaps_ms[:50_000]
+            self.max_gap_ms = max(self.max_gap_ms, gap)
+        self._last = now
+        self.ticks += 1
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.gaps_ms, q)) if self.gaps_ms else float("nan")
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    """The dashboard on a live lab (``worker``) or a recorded session (``replay``).
+
+    Parameters
+    ----------
+    worker : LabWorker, optional
+        The loop thread of a live lab (started by :meth:`start`).
+    replay : ReplaySource, optional
+    open_recorder : callable(dir) -> recorder, optional
+        Defaults to ``cybloid.recording.open_recorder``.
+    record_dir : str
+        Default destination of recordings.
+    display_hz : float
+        Display refresh rate.
+    """
+
+    def __init__(self, worker: Any = None, replay: Any = None, open_recorder: Callable[[str], Any] | None = None,
+                 record_dir: str = "sessions", display_hz: float = 30.0) -> None:
+        super().__init__()
+        if (worker is None) == (replay is None):
+            raise ValueError("MainWindow needs exactly one of worker (live) or replay")
+        self.worker = worker
+        self.replay = replay
+        self.closed = False
+        self.clean_shutdown: bool | None = None
+        self._ticks = 0
+        self._shown = None
+        self._geometry_of = None
+        self._last_analysis = 0.0
+        self._switch_interval: float | None = None
+        self.setWindowTitle("cybloid - " + ("live: " + worker.lab.hardware.name if worker else
+                                            f"replay: {getattr(replay.session, 'path', '')}"))
+        self.resize(1500, 950)
+        self.setDockOptions(QtWidgets.QMainWindow.DockOption.AllowTabbedDocks)
+
+        self.live = LiveView()
+        self.setCentralWidget(self.live)
+        self.log_panel = LogPanel()
+        self.diagnostics = DiagnosticsPanel()
+        mono = QtGui.QFontDatabase.systemFont(QtGui.QFontDatabase.SystemFont.FixedFont)
+        self.diagnostics.figures.setFont(mono)
+        self.analysis = AnalysisPanel()
+        self.force = self.protocol = self.recording = self.hardware = None
+        self.replay_bar = None
+
+        right: list[tuple[str, QtWidgets.QWidget]] = []
+        if worker is not None:
+            from cybloid.gui.forcepanel import ForcePanel
+            from cybloid.gui.hardwarepanel import HardwarePanel, LaserOffButton
+            from cybloid.gui.protocolpanel import ProtocolPanel
+            from cybloid.gui.recordingpanel import RecordingPanel
+
+            self.recording = RecordingPanel(worker, open_recorder, record_dir)
+            self.force = ForcePanel(worker)
+            self.protocol = ProtocolPanel(worker, recorder_factory=self.recording.make_recorder)
+            self.hardware = HardwarePanel(worker)
+            right = [("Force program", self.force), ("Protocol", self.protocol), ("Recording", self.recording),
+                     ("Hardware", self.hardware)]
+            self.laser_off_button = LaserOffButton()
+            self.laser_off_button.clicked.connect(self.laser_off)
+            top = QtWidgets.QDockWidget("Safety")
+            top.setObjectName("dock-safety")
+            top.setFeatures(QtWidgets.QDockWidget.DockWidgetFeature.NoDockWidgetFeatures)
+            top.setWidget(self.laser_off_button)
+            self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, top)
+            self.shortcuts = []
+            for key in LASER_OFF_KEYS:
+                sc = QtGui.QShortcut(QtGui.QKeySequence(key), self)
+                sc.setContext(QtCore.Qt.ShortcutContext.ApplicationShortcut)
+                sc.activated.connect(self.laser_off)
+                self.shortcuts.append(sc)
+            lab = worker.lab
+            self.analysis.configure(lab.frame_period_s, lab.profile.fov_um, lab.profile.diffusion)
+        else:
+            from cybloid.gui.replay import ReplayBar
+
+            self.replay_bar = ReplayBar(replay)
+            bar = QtWidgets.QToolBar("Replay")
+            bar.setObjectName("toolbar-replay")
+            bar.addWidget(self.replay_bar)
+            self.addToolBar(QtCore.Qt.ToolBarArea.BottomToolBarArea, bar)
+            info = QtWidgets.QPlainTextEdit(readOnly=True)
+            try:
+                info.setPlainText("\n".join(replay.session.describe()))
+            except Exception as exc:
+                info.setPlainText(str(exc))
+            right = [("Session", info)]
+            self._configure_replay()
+
+        docks = []
+        for title, w in right:
+            d = QtWidgets.QDockWidget(title)
+            d.setObjectName(f"dock-{title}")
+            scroll = QtWidgets.QScrollArea()
+            scroll.setWidgetResizable(True)
+            scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+            scroll.setWidget(w)
+            d.setWidget(scroll)
+            self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, d)
+            docks.append(d)
+        for d in docks[1:]:
+            self.tabifyDockWidget(docks[0], d)
+        if docks:
+            docks[0].raise_()
+        bottom = []
+        for title, w in (("Diagnostics", self.diagnostics), ("Analysis", self.analysis), ("Log", self.log_panel)):
+            d = QtWidgets.QDockWidget(title)
+            d.setObjectName(f"dock-{title}")
+            d.setWidget(w)
+            self.addDockWidget(QtCore.Qt.DockWidgetArea.BottomDockWidgetArea, d)
+            bottom.append(d)
+        for d in bottom[1:]:
+            self.tabifyDockWidget(bottom[0], d)
+        bottom[0].raise_()
+        self.resizeDocks(bottom, [300] * len(bottom), QtCore.Qt.Orientation.Vertical)
+        self.resizeDocks(docks, [460] * len(docks), QtCore.Qt.Orientation.Horizontal)
+
+        self.status_laser = QtWidgets.QLabel()
+        self.status_loop = QtWidgets.QLabel()
+        self.status_error = QtWidgets.QLabel()
+        sb = self.statusBar()
+        sb.addPermanentWidget(self.status_error, 1)
+        sb.addPermanentWidget(self.status_loop)
+        sb.addPermanentWidget(self.status_laser)
+
+        self.log_handler = QtLogHandler()
+        self.log_handler.bridge.message.connect(self.log_panel.append)
+        self.log_handler.bridge.message.connect(self._status_message)
+        self._logger = logging.getLogger("cybloid")
+        self._logger.addHandler(self.log_handler)
+        if self._logger.getEffectiveLevel() > logging.INFO:
+            self._logger.setLevel(logging.INFO)
+
+        self.timer = QtCore.QTimer(self)
+        self.timer.setInterval(max(1, int(round(1000.0 / display_hz))))
+        self.timer.timeout.connect(self.tick)
+        self.stall = StallMeter(self)
+
+    # ------------------------------------------------------------------ life cycle
+    def start(self) -> None:
+        """Start the loop thread (live) and the display timers."""
+        # Painting calls back into Python many times per frame; with the default 5 ms GIL
+        # switch interval each call-back can wait up to 5 ms for the loop thread. 1 ms keeps
+        # the GUI thread responsive (restored when the window closes).
+        if self._switch_interval is None:
+            self._switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(self._switch_interval, GIL_SWITCH_INTERVAL_S))
+        if self.worker is not None:
+            self.worker.start()
+            log.info("dashboard: %s lab running (%s)", self.worker.lab.hardware.name,
+                     "simulated" if self.worker.lab.hardware.is_simulated else "hardware")
+        self.timer.start()
+        self.stall.start()
+
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:
+        self.shutdown()
+        event.accept()
+
+    def shutdown(self) -> bool:
+        """Stop timers, recording, the loop thread; laser off; close the lab. Idempotent."""
+        if self.closed:
+            return bool(self.clean_shutdown)
+        self.closed = True
+        self.timer.stop()
+        self.stall.stop()
+        ok = True
+        if self.worker is not None:
+            self.worker.lab.safe_off()
+            if self.recording is not None and self.recording.recording:
+                self.recording.stop(wait=True)
+            ok = self.worker.shutdown()
+            if self.recording is not None:
+                self.recording.close_all()
+            log.info("dashboard closed: loop %s, laser %s", "stopped" if not self.worker.running else "STILL RUNNING",
+                     "ON" if self.worker.lab.laser.is_on else "off")
+        self.analysis.wait_idle()
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval)
+        self._logger.removeHandler(self.log_handler)
+        self.live.close_items()
+        self.clean_shutdown = ok
+        return ok
+
+    # ------------------------------------------------------------------ safety
+    def laser_off(self) -> None:
+        """LASER OFF: from the GUI thread, at once; aborts a running protocol."""
+        if self.worker is None:
+            return
+        errors = self.worker.laser_off()
+        if errors:
+            log.error("LASER OFF: %s", "; ".join(errors))
+        else:
+            log.warning("LASER OFF pressed: laser off, beam blanked")
+        if self.hardware is not None:
+            self.hardware.refresh()
+        self._update_status()
+
+    # ------------------------------------------------------------------ display
+    def _configure_replay(self) -> None:
+        s = self.replay.session
+        meta = getattr(s, "metadata", {}) or {}
+        prof = meta.get("lab_profile") or {}
+        steer = None
+        lp = None
+        try:
+            from cybloid.profile import profile_from_dict
+            from cybloid.recording.replay import calibration_from_metadata
+
+            lp = profile_from_dict(prof, source="session metadata") if prof else None
+            if lp is not None or meta.get("calibration"):
+                steer = calibration_from_metadata(meta, lp).steer_to_um
+        except Exception as exc:
+            log.info("replay: no calibration for laser spots (%s)", exc)
+        diameter = float((prof.get("particles") or {}).get("diameter_um", 2.0))
+        px = s.pixel_size_um if np.isfinite(getattr(s, "pixel_size_um", np.nan)) else 1.0
+        self.live.set_geometry(px, diameter, steer)
+        cam = prof.get("camera") or {}
+        box = (cam.get("width_px", 512) * px, cam.get("height_px", 512) * px)
+        diffusion = None
+        try:
+            diffusion = lp.diffusion if lp is not None else None
+        except Exception:
+            pass
+        self.analysis.configure(self.replay.frame_period_s, box, diffusion)
+
+    def _sync_geometry(self) -> None:
+        lab = self.worker.lab
+        if self._geometry_of is not lab:
+            self._geometry_of = lab
+            self.live.set_geometry(lab.calibration.pixel_size_um, lab.profile.particles.diameter_um,
+                                   lab.calibration.steer_to_um)
+            self.live.reset_tails()
+            self.diagnostics.stats.reset()
+            self.analysis.configure(lab.frame_period_s, lab.profile.fov_um, lab.profile.diffusion)
+            self.analysis.clear()
+
+    def tick(self) -> None:
+        """One display refresh (GUI thread): pull, draw, and every few ticks the slower panels."""
+        self._ticks += 1
+        k = self._ticks
+        try:
+            if self.worker is not None:
+                self._sync_geometry()
+                recs = self.worker.drain()
+                rec = self.worker.latest
+                image = None
+                terms = list(self.worker.loop.program.terms.values())
+            else:
+                src = self.replay
+                src.advance()
+                if src.seeked:
+                    src.seeked = False
+                    self.live.reset_tails()
+                    self.diagnostics.stats.reset()
+                    self.analysis.clear()
+                recs = src.drain()
+                rec = src.latest()
+                image = src.image(rec) if rec is not self._shown else None
+                terms = []
+            if recs:
+                self.live.add_records(recs)
+                self.diagnostics.add(recs)
+                self.analysis.add(recs)
+            if rec is not None and rec is not self._shown:
+                self._shown = rec
+                self.live.show_record(rec, image=image, terms=terms)
+            if k % 16 == 0:
+                self.diagnostics.extra = {"GUI stall max": f"{self.stall.max_gap_ms:7.1f} ms",
+                                          "GUI gap p99": f"{self.stall.percentile(99):7.1f} ms"}
+                if self.worker is not None:
+                    self.diagnostics.extra["feed overflow"] = f"{self.worker.feed_overflow:7d}"
+                    cam_drop = getattr(self.worker.lab.camera, "dropped", None)
+                    if cam_drop is not None:
+                        self.diagnostics.extra["camera dropped"] = f"{cam_drop:7d}"
+                self.diagnostics.redraw()
+            elif k % 8 == 4:
+                for panel in (self.force, self.protocol, self.recording, self.hardware):
+                    if panel is not None:
+                        panel.refresh()
+                if self.replay_bar is not None:
+                    self.replay_bar.refresh()
+                self._update_status()
+            elif self.replay_bar is not None and k % 2 == 0:
+                self.replay_bar.refresh()
+            now = time.monotonic()
+            if now - self._last_analysis > 1.0:
+                self._last_analysis = now
+                self.analysis.kick()
+            self.analysis.redraw()
+        except Exception:
+            log.exception("dashboard display update failed")
+
+    def _update_status(self) -> None:
+        if self.worker is None:
+            set_text(self.status_loop, "replay")
+            return
+        lab = self.worker.lab
+        on = bool(lab.laser.is_on)
+        if set_text(self.status_laser, " LASER ON " if on else " laser off "):
+            self.status_laser.setStyleSheet("background: #c00; color: white; font-weight: bold" if on
+                                            else "color: #2a2; font-weight: bold")
+        r = self.worker.runner
+        state = getattr(r, "state", "idle") if r is not None else "idle"
+        set_text(self.status_loop, f"loop {'running' if self.worker.running else 'STOPPED'}; protocol {state}")
+
+    @QtCore.Slot(int, str)
+    def _status_message(self, level: int, line: str) -> None:
+        if level >= logging.ERROR:
+            self.status_error.setText(line)
+            self.status_error.setStyleSheet("color: #d33; font-weight: bold")
+        elif level >= logging.WARNING:
+            self.statusBar().showMessage(line, 8000)

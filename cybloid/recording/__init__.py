@@ -1,0 +1,11 @@
+"""Session recording and reading (format ``cybloid-session/1``, see ``docs/sessions.md``).
+
+``open_recorder(dir)`` gives the recorder the protocol runner drives (never blocks the loop);
+``open_session(path)`` reads a session back (complete or cut off by a crash).
+"""
+
+from cybloid.recording.format import FORMAT
+from cybloid.recording.recorder import Recorder, open_recorder
+from cybloid.recording.session import Session, SessionRecord, open_session
+
+__all__ = ["FORMAT", "Recorder", "open_recorder", "Session", "SessionRecord", "open_session"]

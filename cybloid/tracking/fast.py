@@ -1,0 +1,431 @@
+"""The hot-path tracker: trackpy acquisition when needed, Numba window refinement every frame.
+
+Per frame (all in pixels, x = column, y = row):
+
+1. *Predict*: last position plus the field drift (non-zero only while the whole field moves).
+2. *Refine* every known particle in a circular window around its prediction with the
+   Gaussian-mask, neighbour-subtracting kernel of :mod:`cybloid.tracking.refine`. A particle
+   keeps its identity because its own window follows it (it moves far less than its radius
+   per frame); two windows ending on one particle are resolved in favour of the one that moved
+   least.
+3. *Check the field*: if most particles were lost or the median displacement is large, the
+   stage moved: run an acquisition, estimate the whole-field shift by voting, and refine again
+   from the shifted predictions, so every identity survives the move.
+4. *Acquire* (``trackpy.locate``) at start, every ``reacquire_every`` frames, when a particle
+   is newly lost inside the image, and on a field shift; detections that no found particle
+   covers are linked to lost particles (gated assignment, within ``memory`` frames) or get new
+   identities.
+5. *Edge watch* (every frame without an acquisition): bright local maxima in the border band
+   that no particle covers are particles entering the field of view; they are refined in their
+   (clipped) windows and get new identities once their centre is inside the image. trackpy
+   cannot do this: it ignores features within its margin of the edge.
+6. *Flags*: NEW, LOST (not found: kept at its prediction for ``memory`` frames), EDGE (window
+   clipped by the image border; the position stays unbiased), CONTACT (a neighbour within one
+   feature diameter, its light subtracted), DOUBTFUL (image width, eccentricity or mass out of
+   bounds, a jump of more than 0.8 ``max_step_px`` in one frame, or the centre beyond the image's outer
+   pixel edge), SHIFT (a whole-field shift was compensated). A particle whose centre is more
+   than ``outside_sigmas`` widths beyond the image edge has left the field of view (LOST).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from cybloid.tracking.base import Tracks
+from cybloid.tracking.link import assign, estimate_shift
+from cybloid.tracking.refine import (ST_OK, assess, close_pairs, edge_candidates, has_close, make_flags,
+                                     neighbour_lists, refine_gauss)
+
+
+def estimate_background(image: np.ndarray) -> tuple[float, float]:
+    """Uniform background and its noise (ADU): sigma-clipped median and MAD of a subsample."""
+    sub = np.asarray(image[::2, ::2], dtype=np.float32).ravel()
+    med = float(np.median(sub))
+    mad = float(np.median(np.abs(sub - med))) * 1.4826
+    for _ in range(3):
+        sel = sub[sub < med + 3.0 * max(mad, 1e-3)]
+        if sel.size < 16:
+            break
+        med = float(np.median(sel))
+        mad = float(np.median(np.abs(sel - med))) * 1.4826
+    return med, max(mad, 1e-3)
+
+
+class FastTracker:
+    """Window tracker for the real-time loop and for offline video.
+
+    Parameters
+    ----------
+    diameter_px : int
+        Odd feature diameter (px): trackpy's ``diameter`` and the refinement window.
+    minmass : float, optional
+        Minimal integrated brightness above background (ADU) of a found particle. None: 0.3x
+        the median mass of the detections of the first frame that has any clearly above the
+        noise (10 standard deviations of the mass of a window of pure noise).
+    sigma_px : float, optional
+        Gaussian width of one particle image (px). None: measured at the first acquisition.
+    reacquire_every : int
+        Scheduled full-frame acquisition period in frames (0: never).
+    memory : int
+        Frames a lost particle keeps its identity (refined at its last position meanwhile).
+    max_step_px : float, optional
+        Largest displacement per frame (px) before a refinement is abandoned (the particle is
+        then lost and searched for by an acquisition); default: the window radius. A step of
+        more than 0.8 of it is flagged DOUBTFUL.
+    background : float, optional
+        Fixed uniform background (ADU); measured at every acquisition when None.
+    edge_watch : bool
+        Look for particles entering across the image border on every frame.
+    size_range : (float, float)
+        Accepted image width as multiples of ``sigma_px``; outside: DOUBTFUL.
+    max_ecc : float
+        Largest accepted eccentricity; above: DOUBTFUL.
+    max_mass_ratio : float
+        Largest accepted mass as a multiple of the median mass at the last acquisition (two
+        particles on top of each other); above: DOUBTFUL.
+    """
+
+    def __init__(self, diameter_px: int = 13, minmass: float | None = None, sigma_px: float | None = None,
+                 reacquire_every: int = 500, memory: int = 5, max_step_px: float | None = None,
+                 background: float | None = None, edge_watch: bool = True,
+                 size_range: tuple[float, float] = (0.6, 1.6), max_ecc: float = 0.6,
+                 max_mass_ratio: float = 1.7) -> None:
+        if int(diameter_px) != diameter_px or diameter_px % 2 == 0 or diameter_px < 5:
+            raise ValueError(f"diameter_px must be an odd integer >= 5, got {diameter_px}")
+        if sigma_px is not None and not sigma_px > 0:
+            raise ValueError(f"sigma_px must be > 0, got {sigma_px}")
+        self.diameter_px = int(diameter_px)
+        self.radius = self.diameter_px / 2.0
+        self.fixed_minmass = minmass
+        self.fixed_sigma = sigma_px
+        self.reacquire_every = int(reacquire_every)
+        self.memory = int(memory)
+        self.max_step_px = float(max_step_px) if max_step_px else None
+        self._max_step = self.max_step_px or self.radius
+        self.fixed_background = background
+        self.edge_watch = bool(edge_watch)
+        self.size_range = size_range
+        self.max_ecc = float(max_ecc)
+        self.max_mass_ratio = float(max_mass_ratio)
+        self.max_iter = 10
+        self.tol_px = 0.02
+        self.sweeps = 2
+        self.min_sep_px = 0.5 * self.diameter_px
+        self.shift_px = max(2.0, 0.3 * self.radius)
+        self.drift_px = 1.0
+        self.outside_sigmas = 0.5  # a centre this far beyond the image edge still counts as measured
+        self.reset()
+
+    @classmethod
+    def for_profile(cls, profile, **kwargs) -> "FastTracker":
+        """A tracker sized for a lab profile's particles and camera (as the loop's default)."""
+        c = profile.camera
+        d_px = profile.particles.diameter_um / c.pixel_size_um
+        psf_px = c.psf_sigma_um / c.pixel_size_um
+        sigma = math.sqrt(psf_px**2 + (d_px / 4) ** 2)
+        diameter = max(int(2 * math.ceil(2.0 * sigma) + 1), 5)
+        expected_mass = c.peak_photons * c.gain_adu_per_e * 2 * math.pi * sigma**2
+        opts = {"diameter_px": diameter, "minmass": 0.3 * expected_mass, "sigma_px": sigma}
+        opts.update(kwargs)
+        return cls(**opts)
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Forget every particle; the next frame starts with an acquisition."""
+        self._ids = np.zeros(0, np.int64)
+        self._xy = np.zeros((0, 2))
+        self._amp = np.zeros(0)
+        self._missing = np.zeros(0, np.int64)
+        self._next_id = 0
+        self._since_acq = 0
+        self._drift = np.zeros(2)
+        self._all = np.arange(1024, dtype=np.int64)
+        self._mass_ref = 0.0
+        self.background = self.fixed_background
+        self.noise = None
+        self.minmass = self.fixed_minmass
+        self.sigma_px = self.fixed_sigma
+        self.frames = 0
+        self.acquisitions = 0
+        self.last_acquisition: str | None = None
+        self.last_shift_px: np.ndarray | None = None
+        self._started = False
+
+    @property
+    def _mass_per_amp(self) -> float:
+        return 2.0 * math.pi * self.sigma_px**2
+
+    def warm_up(self) -> None:
+        """Compile every kernel (uint16 and float32 images) and trackpy's numba engine (uint16)."""
+        yy, xx = np.mgrid[0:64, 0:64]
+        base = 100 + 1000 * (np.exp(-((xx - 31.3) ** 2 + (yy - 30.6) ** 2) / 8.0)
+                             + np.exp(-((xx - 2.0) ** 2 + (yy - 40.0) ** 2) / 8.0)
+                             + np.exp(-((xx - 36.5) ** 2 + (yy - 31.0) ** 2) / 8.0))
+        saved = (self.fixed_minmass, self.fixed_sigma, self.fixed_background)
+        try:
+            self.fixed_minmass, self.fixed_sigma, self.fixed_background = 1000.0, 2.0, 100.0
+            self.reset()
+            img = base.astype(np.uint16)
+            for _ in range(3):
+                self.update(img, 0)
+            self._measure_sigma(img, np.array([[31.0, 31.0]]))
+            xy = np.array([[31.0, 31.0], [36.0, 31.0]])
+            nbs, nbi = neighbour_lists(xy, 10.0)
+            close_pairs(xy, np.ones(2, bool), nbs, nbi, 8.0)
+            # float32 frames (offline video): the Numba kernels only, trackpy compiles on first use
+            img = base.astype(np.float32)
+            xy = np.array([[31.0, 31.0], [36.0, 31.0]])
+            n = len(xy)
+            self._refine(img, xy, np.zeros(n), np.arange(n), np.ones(n, bool), cold=True)
+            edge_candidates(img, 6, 500.0, xy, 6.5, 8)
+        finally:
+            self.fixed_minmass, self.fixed_sigma, self.fixed_background = saved
+            self.reset()
+
+    # ------------------------------------------------------------------ pieces
+    def _locate(self, image: np.ndarray) -> np.ndarray:
+        import trackpy as tp
+
+        minmass = 0.1 * self.minmass if self.minmass else 0.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            df = tp.locate(image, self.diameter_px, minmass=minmass, separation=max(3, int(0.6 * self.diameter_px)),
+                           engine="numba")
+        self.acquisitions += 1
+        return df[["x", "y"]].to_numpy(float) if len(df) else np.zeros((0, 2))
+
+    def _refine(self, image, xy, amp, todo, use_nb, cold=False):
+        """Refine ``xy[todo]`` in place, more Gauss-Seidel sweeps where neighbours are close.
+
+        In the hot path (``cold`` false) amplitudes come from the previous frame and one more
+        sweep of the particles with a close neighbour refined after them suffices; detections
+        (``cold``) start without amplitudes and get two more sweeps of every close particle.
+        """
+        n = len(xy)
+        size = np.zeros(n)
+        ecc = np.zeros(n)
+        vis = np.zeros(n)
+        st = np.zeros(n, np.int8)
+        nbs, nbi = neighbour_lists(xy, self.radius + 3.0 * self.sigma_px + 2.0)
+        outside = self.outside_sigmas * self.sigma_px
+        refine_gauss(image, xy, amp, todo, self.sigma_px, self.radius, self.background, self.max_iter, self.tol_px,
+                     self._max_step, outside, nbs, nbi, use_nb, size, ecc, vis, st)
+        if len(nbi) and self.sweeps > 1:
+            again = todo[has_close(xy, nbs, nbi, 4.5 * self.sigma_px, not cold)[todo]]
+            for _ in range(self.sweeps - 1 + cold):
+                if len(again) == 0:
+                    break
+                refine_gauss(image, xy, amp, again, self.sigma_px, self.radius, self.background, self.max_iter,
+                             self.tol_px, self._max_step, outside, nbs, nbi, use_nb, size, ecc, vis, st)
+        return size, ecc, vis, st, nbs, nbi
+
+    def _measure_sigma(self, image: np.ndarray, det: np.ndarray) -> None:
+        """Set ``sigma_px`` from the deconvolved widths of detected particles."""
+        sigma = max(self.diameter_px / 5.0, 1.0)
+        for _ in range(3):
+            self.sigma_px = sigma
+            xy = det.copy()
+            amp = np.zeros(len(xy))
+            size, ecc, vis, st, _, _ = self._refine(image, xy, amp, np.arange(len(xy)), np.ones(len(xy), bool),
+                                                    cold=True)
+            # only detections clearly above the noise (amplitude noise: noise / (sqrt(pi) sigma))
+            floor = 10.0 * (self.noise or 1.0) / (math.sqrt(math.pi) * sigma)
+            good = (st == ST_OK) & (vis > 0.999) & (amp > floor)
+            if good.sum() == 0:
+                break
+            sigma = float(np.clip(np.median(size[good]), 0.5, self.diameter_px))
+        self.sigma_px = sigma
+
+    def _start(self, image: np.ndarray) -> np.ndarray:
+        """First acquisition: background, width and minimal mass where not given."""
+        if self.background is None:
+            self.background, self.noise = estimate_background(image)
+        elif self.noise is None:
+            self.noise = estimate_background(image)[1]
+        det = self._locate(image)
+        if self.sigma_px is None:
+            if len(det):
+                self._measure_sigma(image, det)
+            else:
+                self.sigma_px = max(self.diameter_px / 5.0, 1.0)
+        if self.minmass is None:
+            xy = det.copy()
+            amp = np.zeros(len(xy))
+            _, _, _, st, _, _ = self._refine(image, xy, amp, np.arange(len(xy)), np.ones(len(xy), bool), cold=True)
+            m = amp[st == ST_OK] * self._mass_per_amp
+            # the mass of a window of pure noise has a standard deviation of 2 sqrt(pi) sigma noise
+            floor = 10.0 * 2.0 * math.sqrt(math.pi) * self.sigma_px * (self.noise or 1.0)
+            m = m[m > floor]
+            if m.size == 0:  # nothing to learn from yet: start again on the next frame
+                self.sigma_px, self.background = self.fixed_sigma, self.fixed_background
+                return np.zeros((0, 2))
+            self.minmass = max(floor, 0.3 * float(np.median(m)))
+        self._started = True
+        return det
+
+    # ------------------------------------------------------------------ the frame
+    def update(self, image: np.ndarray, frame_index: int = 0) -> Tracks:
+        """Track one frame; returns every identity known after it (lost ones flagged LOST)."""
+        if image.ndim != 2:
+            raise ValueError(f"expected a 2D image, got shape {image.shape}")
+        h, w = image.shape
+        det = None
+        reason = None
+        if not self._started:
+            det = self._start(image)
+            reason = "start"
+            if not self._started:
+                self.frames += 1
+                return Tracks.empty()
+        elif self.reacquire_every and self._since_acq >= self.reacquire_every:
+            reason = "schedule"
+            if self.fixed_background is None:
+                self.background, self.noise = estimate_background(image)
+        n = len(self._ids)
+        mpa = self._mass_per_amp
+        min_amp = self.minmass / mpa
+        pred = self._xy + self._drift if self._drift.any() else self._xy.copy()
+        xy = pred.copy()
+        amp = self._amp.copy()
+        use_nb = self._missing == 0
+        size, ecc, vis, st, nbs, nbi = self._refine(image, xy, amp, self._all[:n], use_nb)
+        found, newly_lost, n_prev, n_both, mdx, mdy = assess(xy, pred, amp, st, self._missing, min_amp, w, h)
+        med = np.zeros(2)
+        shifted = False
+        if n_both >= 3 and math.hypot(mdx, mdy) > 0.25 * self.drift_px:
+            both = found & (self._missing == 0)
+            med = np.median(xy[both] - pred[both], axis=0)
+        if reason is None and n_prev >= 3 and ((n_prev - n_both) > 0.5 * n_prev or math.hypot(*med) > self.shift_px):
+            reason = "shift"
+        if reason is None and newly_lost.any():
+            reason = "lost"
+        if reason is not None:
+            if det is None:
+                det = self._locate(image)
+            self._since_acq = 0
+            if reason == "shift":
+                est = estimate_shift(pred, det, bin_px=self.radius, max_shift_px=0.5 * max(h, w),
+                                     min_support=max(3, int(0.3 * min(n, len(det)))))
+                if est is not None:
+                    shifted = True
+                    self.last_shift_px = est[0]
+                    pred = pred + est[0]
+                    xy = pred.copy()
+                    amp = self._amp.copy()
+                    size, ecc, vis, st, nbs, nbi = self._refine(image, xy, amp, self._all[:n], use_nb)
+                    found = assess(xy, pred, amp, st, self._missing, min_amp, w, h)[0]
+                    med = np.zeros(2)
+        else:
+            self._since_acq += 1
+        if self.edge_watch:
+            # trackpy ignores features within its margin of the edge: watch the border band
+            band = int(math.ceil(self.radius))
+            thr = self.background + max(6.0 * (self.noise or 0.0), 0.5 * min_amp)
+            cover = xy if det is None or len(det) == 0 else np.concatenate([xy, det])
+            cand = edge_candidates(image, band, thr, cover, self.radius, 64)
+            if len(cand):
+                det = cand if det is None or len(det) == 0 else np.concatenate([det, cand])
+        self.last_acquisition = reason
+        # two windows on one particle: the one that moved least keeps it
+        if n > 1 and len(nbi):
+            for a, b in close_pairs(xy, found, nbs, nbi, self.min_sep_px):
+                if not (found[a] and found[b]):
+                    continue
+                da = (xy[a, 0] - pred[a, 0]) ** 2 + (xy[a, 1] - pred[a, 1]) ** 2
+                db = (xy[b, 0] - pred[b, 0]) ** 2 + (xy[b, 1] - pred[b, 1]) ** 2
+                found[b if db > da else a] = False
+        new = np.zeros(n, bool)
+        if det is not None and len(det):
+            m0 = len(xy)
+            xy, amp, size, ecc, vis, st, found, new = self._add_detections(
+                image, det, xy, amp, size, ecc, vis, st, found, pred)
+            pred = np.concatenate([pred, xy[n:]])
+            if len(xy) != m0:
+                nbs, nbi = neighbour_lists(xy, self.radius + 3.0 * self.sigma_px + 2.0)
+        # field drift: keeps windows centred while the stage moves steadily
+        if not shifted and reason is None:
+            d = self._drift + med
+            self._drift = d if math.hypot(*d) > self.drift_px else np.zeros(2)
+        else:
+            self._drift = np.zeros(2)
+        mass = amp * mpa
+        if reason is not None and found.any():
+            self._mass_ref = float(np.median(mass[found]))
+        s = self.sigma_px
+        max_mass = self.max_mass_ratio * self._mass_ref if self._mass_ref else np.inf
+        flags = make_flags(xy, pred, found, new, size, ecc, vis, mass, self.size_range[0] * s, self.size_range[1] * s,
+                           self.max_ecc, 0.8 * self._max_step, max_mass, shifted, nbs, nbi, float(self.diameter_px))
+        return self._finish(xy, amp, mass, size, ecc, flags, found, pred)
+
+    def _add_detections(self, image, det, xy, amp, size, ecc, vis, st, found, pred):
+        """Refine detections; link the uncovered ones to lost particles or give new identities."""
+        n = len(xy)
+        m = len(det)
+        allxy = np.concatenate([np.where(found[:, None], xy, pred), det])
+        allamp = np.concatenate([np.where(found, amp, 0.0), np.zeros(m)])
+        use_nb = np.concatenate([found, np.ones(m, bool)])
+        dsize, decc, dvis, dst, _, _ = self._refine(image, allxy, allamp, np.arange(n, n + m), use_nb, cold=True)
+        dxy = allxy[n:]
+        damp = allamp[n:]
+        ok = (dst[n:] == ST_OK) & (damp * self._mass_per_amp >= self.minmass)
+        # covered by a found particle, or a duplicate of a brighter detection
+        if found.any() and ok.any():
+            dist, _ = cKDTree(xy[found]).query(dxy, distance_upper_bound=self.min_sep_px)
+            ok &= ~np.isfinite(dist)
+        idx = np.flatnonzero(ok)
+        if len(idx) > 1:
+            idx = idx[np.argsort(-damp[idx])]
+            keep: list[int] = []
+            for k in idx:
+                if all(math.hypot(*(dxy[k] - dxy[q])) >= self.min_sep_px for q in keep):
+                    keep.append(int(k))
+            idx = np.array(keep, np.int64)
+        new = np.zeros(n, bool)
+        if len(idx) == 0:
+            return xy, amp, size, ecc, vis, st, found, new
+        # lost particles within reach take their detection back
+        lost = np.flatnonzero(~found)
+        if len(lost):
+            gate = self._max_step * (2 + np.minimum(self._missing[lost], self.memory))
+            src, dst_ = assign(pred[lost], dxy[idx], gate)
+            for s, d in zip(lost[src], idx[dst_]):
+                xy[s] = dxy[d]
+                amp[s], size[s], ecc[s], vis[s], st[s] = damp[d], dsize[n + d], decc[n + d], dvis[n + d], dst[n + d]
+                found[s] = True
+            idx = np.setdiff1d(idx, idx[dst_]) if len(dst_) else idx
+        k = len(idx)
+        if k:
+            ids = np.arange(self._next_id, self._next_id + k, dtype=np.int64)
+            self._next_id += k
+            self._ids = np.concatenate([self._ids, ids])
+            self._missing = np.concatenate([self._missing, np.zeros(k, np.int64)])
+            xy = np.concatenate([xy, dxy[idx]])
+            amp = np.concatenate([amp, damp[idx]])
+            size = np.concatenate([size, dsize[n + idx]])
+            ecc = np.concatenate([ecc, decc[n + idx]])
+            vis = np.concatenate([vis, dvis[n + idx]])
+            st = np.concatenate([st, dst[n + idx]])
+            found = np.concatenate([found, np.ones(k, bool)])
+            new = np.concatenate([new, np.ones(k, bool)])
+        return xy, amp, size, ecc, vis, st, found, new
+
+    def _finish(self, xy, amp, mass, size, ecc, flags, found, pred) -> Tracks:
+        out_xy = np.where(found[:, None], xy, pred)
+        missing = np.where(found, 0, self._missing + 1)
+        if missing.max(initial=0) > self.memory:
+            keep = missing <= self.memory
+            self._ids, out_xy, mass, flags = self._ids[keep], out_xy[keep], mass[keep], flags[keep]
+            size, ecc, amp, found, missing = size[keep], ecc[keep], amp[keep], found[keep], missing[keep]
+        out = Tracks(self._ids.copy(), out_xy, mass.astype(np.float32), flags, size.astype(np.float32),
+                     ecc.astype(np.float32))
+        self._xy = out_xy.copy()
+        self._amp = np.where(found, amp, 0.0)
+        self._missing = missing
+        if len(self._all) < len(self._ids):
+            self._all = np.arange(2 * len(self._ids), dtype=np.int64)
+        self.frames += 1
+        return out

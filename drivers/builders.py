@@ -1,0 +1,170 @@
+"""Hardware-profile builders of the serial drivers and camera backends, with option validation.
+
+Each builder checks its table of the hardware profile (unknown keys, types, ranges, ports)
+and raises :class:`~cybloid.errors.ProfileError` naming the file, role and key. With
+``port = "emulator"`` the builder first starts the device's emulator on a pseudo terminal
+(acting on the simulated world) and connects the driver to it; the emulator goes into
+``ctx["resources"]`` so that ``Lab.close()`` stops it after the drivers are closed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Callable, Mapping
+
+from cybloid.errors import ProfileError
+
+from .serial_link import STANDARD_BAUDRATES
+
+EMULATOR = "emulator"
+
+
+def _where(ctx: Mapping[str, Any], role: str) -> str:
+    hw = ctx.get("hardware")
+    return f"{getattr(hw, 'source', '<profile>')}: [{role}]"
+
+
+def _num(lo: float, hi: float, integer: bool = False) -> Callable[[str, Any], Any]:
+    def check(where: str, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not float(v).is_integer()):
+            raise ProfileError(f"{where} must be {'an integer' if integer else 'a number'}, got {v!r}")
+        if not (math.isfinite(v) and lo <= v <= hi):
+            raise ProfileError(f"{where} must be between {lo:g} and {hi:g}, got {v!r}")
+        return int(v) if integer else float(v)
+    return check
+
+
+def _baud(where: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v not in STANDARD_BAUDRATES:
+        raise ProfileError(f"{where} must be one of {', '.join(map(str, STANDARD_BAUDRATES))} (bit/s), got {v!r}")
+    return v
+
+
+def _port(where: str, v: Any) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise ProfileError(f"{where} must be a device path (e.g. /dev/ttyUSB0, COM3), a pyserial URL or "
+                           f"'{EMULATOR}', got {v!r}")
+    v = v.strip()
+    if v == EMULATOR or "://" in v or v.upper().startswith("COM"):
+        return v
+    if not os.path.exists(v):
+        raise ProfileError(f"{where}: serial port {v!r} does not exist (is the device plugged in? "
+                           f"use port = \"{EMULATOR}\" for its emulator)")
+    return v
+
+
+def _bool(where: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ProfileError(f"{where} must be true or false, got {v!r}")
+    return v
+
+
+def _str(where: str, v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise ProfileError(f"{where} must be a non-empty string, got {v!r}")
+    return v
+
+
+def _source(where: str, v: Any) -> Any:
+    if isinstance(v, bool) or not isinstance(v, (int, str)) or (isinstance(v, int) and v < 0) or v == "":
+        raise ProfileError(f"{where} must be a camera index (0, 1, ...) or a file path/URL, got {v!r}")
+    return v
+
+
+def options(role: str, opts: Mapping[str, Any], ctx: Mapping[str, Any], schema: dict[str, tuple], ) -> dict[str, Any]:
+    """Validated options: ``schema`` maps key -> (check, default); default ``...`` means required."""
+    where = _where(ctx, role)
+    out: dict[str, Any] = {}
+    for k in opts:
+        if k != "driver" and k not in schema:
+            raise ProfileError(f"{where} unknown key '{k}' for driver '{opts.get('driver')}' "
+                               f"(known: {', '.join(sorted(schema))})")
+    for k, (check, default) in schema.items():
+        if k in opts:
+            out[k] = check(f"{where} {k}", opts[k])
+        elif default is ...:
+            raise ProfileError(f"{where} driver '{opts.get('driver')}' needs '{k}'")
+        else:
+            out[k] = default
+    return out
+
+
+# ---------------------------------------------------------------------- serial devices
+STEERING = {"port": (_port, ...), "baudrate": (_baud, 921600), "timeout_s": (_num(0.001, 60), 0.2),
+            "retries": (_num(0, 10, True), 1), "heartbeat_timeout_ms": (_num(10, 60000, True), None)}
+LASER = {"port": (_port, ...), "baudrate": (_baud, 115200), "timeout_s": (_num(0.001, 60), 0.5),
+         "max_power_mW": (_num(0.001, 1e6), None), "poll_s": (_num(0.0, 60), 0.25), "rearm_s": (_num(0, 600), 1.0)}
+STAGE = {"port": (_port, ...), "baudrate": (_baud, 9600), "timeout_s": (_num(0.001, 60), 0.5),
+         "move_timeout_s": (_num(0.01, 600), 10.0), "travel_um": (_num(0.0, 1e6), 25000.0),
+         "speed_percent": (_num(1, 100, True), None)}
+OPENCV = {"source": (_source, 0), "exposure_s": (_num(0, 10), None), "readout_s": (_num(0, 10), 0.0),
+          "width_px": (_num(1, 65536, True), None), "height_px": (_num(1, 65536, True), None),
+          "fps": (_num(0.001, 1e5), None)}
+TIFF = {"path": (_str, ...), "fps": (_num(0.001, 1e5), None), "exposure_s": (_num(0, 10), None),
+        "readout_s": (_num(0, 10), None), "loop": (_bool, False)}
+
+
+def build_steering(opts: Mapping[str, Any], ctx: dict) -> Any:
+    from .steering import SerialSteering
+
+    o = options("steering", opts, ctx, STEERING)
+    port = o["port"]
+    if port == EMULATOR:
+        from .emulate_steering import SteeringEmulator
+
+        hb = (o["heartbeat_timeout_ms"] or 1000) / 1000.0
+        emu = SteeringEmulator(ctx["world"], ctx["clock"], ctx["truth"], heartbeat_timeout_s=hb).start()
+        ctx["resources"].append(emu)
+        port = emu.port
+    return SerialSteering(port, ctx["clock"], o["baudrate"], o["timeout_s"], o["retries"], o["heartbeat_timeout_ms"])
+
+
+def build_laser(opts: Mapping[str, Any], ctx: dict) -> Any:
+    from .laser import CoboltLaser
+
+    o = options("laser", opts, ctx, LASER)
+    prof = ctx["profile"]
+    rated = o["max_power_mW"] or prof.laser.max_power_mW
+    port = o["port"]
+    if port == EMULATOR:
+        from .emulate_laser import LaserEmulator
+
+        emu = LaserEmulator(ctx["world"], max_power_mW=prof.laser.max_power_mW).start()
+        ctx["resources"].append(emu)
+        port = emu.port
+    limit = getattr(getattr(ctx.get("hardware"), "limits", None), "max_power_mW", math.inf)
+    return CoboltLaser(port, o["baudrate"], o["timeout_s"], rated, limit, o["poll_s"], o["rearm_s"])
+
+
+def build_stage(opts: Mapping[str, Any], ctx: dict) -> Any:
+    from .stage import ProScanStage
+
+    o = options("stage", opts, ctx, STAGE)
+    port = o["port"]
+    if port == EMULATOR:
+        from .emulate_stage import StageEmulator
+
+        emu = StageEmulator(ctx["world"], travel_um=o["travel_um"]).start()
+        ctx["resources"].append(emu)
+        port = emu.port
+    return ProScanStage(port, o["baudrate"], o["timeout_s"], o["move_timeout_s"], o["travel_um"], o["speed_percent"])
+
+
+def build_opencv_camera(opts: Mapping[str, Any], ctx: dict) -> Any:
+    from .cameras import OpenCVCamera
+
+    o = options("camera", opts, ctx, OPENCV)
+    c = ctx["profile"].camera
+    return OpenCVCamera(o["source"], ctx["clock"], o["exposure_s"] if o["exposure_s"] is not None else c.exposure_s,
+                        o["readout_s"], o["width_px"], o["height_px"], o["fps"] or c.fps)
+
+
+def build_tiff_camera(opts: Mapping[str, Any], ctx: dict) -> Any:
+    from .cameras import TiffStackCamera
+
+    o = options("camera", opts, ctx, TIFF)
+    prof = ctx["profile"]
+    return TiffStackCamera(o["path"], ctx["clock"], o["fps"] or prof.camera.fps,
+                           o["exposure_s"] if o["exposure_s"] is not None else prof.camera.exposure_s,
+                           o["readout_s"] if o["readout_s"] is not None else prof.latency.readout_s, o["loop"])

@@ -1,0 +1,111 @@
+"""Learned models end to end: a simulated session of a programmed pair force -> cybloid train ->
+model file -> cybloid models -> a protocol with the learned force on the simulated lab."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)
+
+from cybloid.cli import main  # noqa: E402
+from cybloid.models import ModelError, load_model  # noqa: E402
+from cybloid.models.simulate import record_session  # noqa: E402
+from cybloid.recording import open_recorder, open_session  # noqa: E402
+
+SMALL = {"camera.width_px": 160, "camera.height_px": 160}
+CRYSTAL = {"particles": 9, "gather": 0.0, "duration": 5.0}
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    """5 s of a 9-particle crystal with programmed bonds (a tabulated pair force), tracks only."""
+    return record_session("crystal-hexagonal", tmp_path_factory.mktemp("sessions"), CRYSTAL, seed=3, overrides=SMALL)
+
+
+def _nn_distance(path, last=50):
+    from scipy.spatial import cKDTree
+
+    df = open_session(path).tracks()
+    frames = sorted(df.frame.unique())[-last:]
+    out = []
+    for f in frames:
+        g = df[df.frame == f][["x", "y"]].to_numpy()
+        out.append(np.median(cKDTree(g).query(g, 2)[0][:, 1]))
+    return float(np.mean(out))
+
+
+def test_train_pair_from_a_session_and_use_it_in_a_protocol(session, tmp_path, capsys):
+    out = tmp_path / "models" / "bonds.pt"
+    assert main(["train", str(session), "--model", "pair", "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "learned vs programmed pair force" in text
+    assert out.exists() and out.with_suffix(".png").stat().st_size > 1000
+    model, meta = load_model(out)
+    assert model.kind == "pair" and meta["reference"].startswith("bonds")
+    # target: within 10% RMS of the programmed force over the sampled distances
+    assert meta["metrics"]["pair_rel_rms"] < 0.10, meta["metrics"]
+    assert main(["models", str(tmp_path / "models")]) == 0
+    listing = capsys.readouterr().out
+    assert "bonds.pt: pair" in listing and "vs programmed" in listing
+    # the learned force rebuilds the crystal: same nearest-neighbour distance as the programmed bonds
+    learned = record_session("learned-crystal", tmp_path / "learned", {**CRYSTAL, "model": str(out)}, seed=3,
+                             overrides=SMALL)
+    flags = open_session(learned).frames_table()["flags"].to_numpy()
+    assert not np.any(flags & 8)  # no NaN force flagged
+    assert _nn_distance(learned) == pytest.approx(_nn_distance(session), abs=0.4)
+    assert _nn_distance(learned) == pytest.approx(8.0, abs=0.6)  # the programmed spacing
+
+
+def test_train_frame_averaged_model(session, tmp_path):
+    out = tmp_path / "fa.pt"
+    assert main(["train", str(session), "--model", "frame-averaged", "--epochs", "2", "--max-samples", "1000",
+                 "--out", str(out), "--no-progress"]) == 0
+    model, meta = load_model(out)
+    assert model.kind == "frame-averaged" and meta["metrics"]["valid_rel_rms"] < 0.5
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    rec = open_recorder(tmp_path / "rec", frames=False)
+    rec.start({"protocol": "nothing"})
+    rec.stop()
+    rec.close()
+    assert main(["train", str(rec.path), "--no-progress"]) == 2
+    assert "no tracks" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "missing"), "--no-progress"]) == 2
+    assert "not found" in capsys.readouterr().err
+    (tmp_path / "old.pt").write_bytes(b"\x80\x02}q\x00.")
+    assert main(["models", str(tmp_path / "old.pt")]) == 2
+    assert "old.pt" in capsys.readouterr().err
+    with pytest.raises(ModelError, match="model not found"):
+        from cybloid.models import model_path
+
+        model_path(tmp_path / "nope.pt")
+
+
+def test_learn_a_programmed_yukawa_force_from_loop_records():
+    """Records gathered with loop.add_sink -> from_records -> pair model ~ the programmed YukawaPair."""
+    from cybloid.forces import YukawaPair
+    from cybloid.lab import open_lab
+    from cybloid.loop import FeedbackLoop
+    from cybloid.models import from_records, train
+    from cybloid.models.reference import radial_force
+
+    lab = open_lab(seed=5, overrides={**SMALL, "particles.count": 14, "laser.max_force_pN": 60.0})
+    loop = FeedbackLoop(lab, keep_images=False)
+    term = YukawaPair(amplitude=100.0, kappa=0.5, cutoff=10.0)
+    loop.program.set_term("yukawa", term)
+    records = []
+    loop.add_sink(records.append)
+    try:
+        loop.warm_up()
+        lab.laser.on()
+        for _ in range(200):
+            loop.step()
+    finally:
+        lab.safe_off()
+        loop.close()
+        lab.close()
+    traj = from_records(records, gamma=lab.profile.gamma, kT=lab.profile.kT)
+    assert traj.particle_frames > 2000
+    res = train([traj], "pair", cutoff_um=10.0, reference=radial_force(term, lab.profile.kT), progress=False)
+    assert res.metrics["pair_rel_rms"] < 0.10, res.metrics

@@ -73,7 +73,8 @@ def sampled_range(distances: np.ndarray, cutoff_um: float, min_count: int = 20) 
     where 0.05 um bins hold at least ``min_count`` pairs."""
     d = distances[distances < cutoff_um]
     if len(d) == 0:
-        raise ModelError("no pair of particles closer than the cutoff in the training data")
+        raise ModelError(f"no two particles closer than the cutoff ({cutoff_um:g} um) in the training data: "
+                         "no pair force to learn (a larger --cutoff?)")
     lo = float(np.percentile(d, 0.5))
     bins = np.arange(lo, cutoff_um + 0.05, 0.05)
     cnt, edges = np.histogram(d, bins)

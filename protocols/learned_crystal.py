@@ -1,6 +1,7 @@
-"""Many cybloids whose pair force is a *learned* model: the crystal protocol with the
-programmed bonds replaced by a model file (``cybloid train --model pair`` or
-``--model frame-averaged``).
+"""Many cybloids form a hexagonal crystal through a learned pair force (a model file).
+
+This is the crystal protocol with the programmed bonds replaced by a model file
+(``cybloid train --model pair`` or ``--model frame-averaged``).
 
 Train on a session of ``crystal-hexagonal`` (``--skip`` its gathering phase) and run this
 protocol: the learned pair force should rebuild the same hexagonal crystal. Check with

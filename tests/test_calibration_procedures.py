@@ -161,3 +161,52 @@ def test_cli_calibrate_coords_writes_a_file_run_accepts(tmp_path, capsys):
                  "camera.width_px=128", "--set", "camera.height_px=128", "--calibration", str(out),
                  "--no-progress"]) == 0
     assert main(["calibrate", "force", "--offsets", "a,b"]) == 2
+
+
+def test_coords_through_the_emulated_serial_hardware():
+    """Same procedure through the steering/laser drivers and their emulators (pseudo terminals)."""
+    lab = open_calibration_lab("coords", hardware="emulated", overrides=SMALL, seed=3)
+    try:
+        fit, _ = run_calibration("coords", lab, grid=4, holdout_fraction=0.25)
+    finally:
+        lab.close()
+    true_px_from_su = _invert_affine(lab.profile.steer_from_px)
+    su = _affine_apply(lab.profile.steer_from_px, np.array([[20.0, 20.0], [100.0, 30.0], [64.0, 110.0]]))
+    err = np.hypot(*(_affine_apply(fit.px_from_steer, su) - _affine_apply(true_px_from_su, su)).T)
+    assert err.max() < 0.1
+
+
+def _deterministic_steps(latency_s, T=0.01, gamma=0.0168, share=0.05, fc=ForceCurve(20.0, 1.0, 4.0), dt=2e-5):
+    """Noise-free particle under on/off spot steps, integrated finely: frames for fit_latency."""
+    from cybloid.calibration.probe import ProbeFrame
+
+    frames, x, t, pending, active = [], np.array([10.0, 10.0]), 0.0, [], None
+    for k in range(54):
+        tm = k * T
+        while t < tm - 1e-12:
+            while pending and pending[0][0] <= t + 1e-12:
+                active = pending.pop(0)[1]
+            h = min(dt, tm - t, max(pending[0][0] - t, 1e-12) if pending else dt)
+            if active is not None:
+                o = active - x
+                d = float(np.hypot(*o))
+                x = x + h * share * fc.force(d) * o / max(d, 1e-12) / gamma
+            t += h
+        pf = ProbeFrame(k, tm, np.array([0]), x[None, :].copy(), np.array([True]))
+        spot = x + np.array([1.0, 0.0]) if k % 9 >= 4 else None
+        if spot is not None:
+            pf.spots_um, pf.share = spot[None, :], np.array([share])
+        pf.t_applied_s = tm + latency_s
+        pending.append((tm + latency_s, spot))
+        frames.append(pf)
+    return frames, {i: 0 for i in range(len(frames))}, list(range(len(frames) - 1)), fc, gamma
+
+
+@pytest.mark.parametrize("latency_s", [0.0035, 0.0127])
+def test_latency_fit_recovers_a_known_delay_exactly(latency_s):
+    from cybloid.calibration.latency import fit_latency
+
+    frames, pid_of, pairs, fc, gamma = _deterministic_steps(latency_s)
+    est, err, amp, *_ = fit_latency(frames, pid_of, pairs, fc.force, gamma, 1.0, 0.01)
+    assert est == pytest.approx(latency_s, abs=1e-4)
+    assert amp == pytest.approx(1.0, abs=0.05)

@@ -76,3 +76,12 @@ def test_prediction_jitter_for_a_diffusing_particle_is_small(cal):
         shifts.append(xy[0] - pos[0] - [cal.force_curve.offset_at_max_um, 0.0])
     rms = np.sqrt(np.mean(np.square(shifts[10:])))
     assert 0.005 < rms < 0.05  # um: a few percent of the 1 um offset
+
+
+def test_prediction_lead_is_capped_for_a_mislinked_jump(cal):
+    T = 0.01
+    act = Actuator(cal, Limits(), (200.0, 200.0), frame_period_s=T, velocity_smoothing=1.0, max_lead_um=0.5)
+    f = np.array([[1.0, 0.0]])
+    act.spots(np.array([[50.0, 50.0]]), f, np.ones(1, bool), np.array([3]))
+    _, xy, _ = act.spots(np.array([[80.0, 50.0]]), f, np.ones(1, bool), np.array([3]))  # 30 um "jump"
+    np.testing.assert_allclose(xy[0], [80.0 + 0.5 + cal.force_curve.offset_at_max_um, 50.0])

@@ -85,7 +85,9 @@ def test_edit_force_parameter_valid_applied_invalid_refused(live, qtbot):
         assert "refused" in live.force.message.text()
         _frames(live, 3, qtbot)
         assert term.values["stiffness"] == 0.5, bad  # never applied
-    assert "below its minimum" in (edit.setText("-1") or live.force.apply() or live.force.message.text())
+    edit.setText("-1")
+    assert not live.force.apply()
+    assert "stiffness" in live.force.message.text() and "below its minimum" in live.force.message.text()
 
 
 def test_validate_edits_and_centres_parsing():
@@ -323,3 +325,42 @@ def test_protocol_runs_to_end_and_records(live, qtbot, tmp_path):
     assert all(r.laser_on for r in s.records())  # recorded while the protocol held the trap
     panel.refresh()
     assert "done" in panel.progress.format()
+
+
+def test_add_ring_term_centred_and_drawn(live, qtbot):
+    from cybloid.gui.liveview import term_geometry
+
+    if "AnnularRing" not in live.force._classes:
+        pytest.skip("no AnnularRing force term in this installation")
+    fov = live.worker.lab.profile.fov_um
+    term = live.force.add_term("AnnularRing", "ring", "")
+    qtbot.waitUntil(lambda: "ring" in live.worker.loop.program.terms, timeout=5000)
+    centres, rings = term_geometry(term)
+    np.testing.assert_allclose(centres, [[fov[0] / 2, fov[1] / 2]])  # default: the field's centre
+    assert rings and rings[0][1] == term.values["radius"]
+    with pytest.raises(ParameterError, match="one centre"):
+        live.force.add_term("AnnularRing", "ring2", "1, 2; 3, 4")
+    live.tick()
+    x, y = live.live.items["potential"].getData()
+    assert x is not None and np.nanmax(np.hypot(x - fov[0] / 2, y - fov[1] / 2)) == pytest.approx(
+        term.values["radius"], rel=1e-6)
+
+
+def test_cli_gui_runs_screenshots_and_exits_cleanly(tmp_path):
+    png = tmp_path / "shot.png"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    proc = subprocess.run([sys.executable, "-m", "cybloid", "gui", "--quit-after", "2", "--screenshot", str(png),
+                           "--set", "camera.width_px=128", "--set", "camera.height_px=128",
+                           "--record-dir", str(tmp_path / "s")],
+                          env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert png.stat().st_size > 5000
+    assert "laser off" in proc.stderr
+
+
+def test_cli_gui_without_display_is_a_one_line_error():
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    proc = subprocess.run([sys.executable, "-m", "cybloid", "gui"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert "no display" in proc.stderr and "Traceback" not in proc.stderr

@@ -62,6 +62,7 @@ def test_submit_runs_at_once_when_stopped():
 
 
 def test_tail_buffer_polylines():
+    pytest.importorskip("PySide6")
     pytest.importorskip("pyqtgraph")
     from cybloid.gui.liveview import TailBuffer
 

@@ -200,3 +200,23 @@ def test_track_table_without_tracks_is_a_clear_error():
                     source="empty-session")
     with pytest.raises(ModelError, match="lacks column"):
         from_tracks(pd.DataFrame({"frame": [0], "x": [1.0]}), frame_period_s=0.01)
+
+
+def test_frame_averaged_model_learns_a_many_body_force_the_pair_model_cannot():
+    """A density-dependent pull towards the neighbours' centroid is not a sum of pair forces."""
+    from cybloid.models.training import train
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for k in range(100):
+        pos = sy.random_disk(rng, 30, 14.0, 2.0)
+        rel, mask = neighbour_table(pos, 6.0, 32)
+        w = np.where(mask, (1 - (np.linalg.norm(rel, axis=-1) / 6) ** 2) ** 2, 0.0)
+        n = w.sum(axis=1)
+        f = 0.3 * (n**2)[:, None] * (w[..., None] * rel).sum(axis=1) / np.maximum(n, 1e-9)[:, None]
+        frames.append(FrameData(k, 0.01 * k, np.arange(30), pos, f, np.ones(30, bool)))
+    tr = Trajectory(frames, 0.01)
+    pair = train([tr], "pair", cutoff_um=6.0, progress=False).metrics["valid_rel_rms"]
+    fa = train([tr], "frame-averaged", cutoff_um=6.0, epochs=15, max_samples=None, progress=False)
+    assert pair > 0.2  # the pair model cannot represent it
+    assert fa.metrics["valid_rel_rms"] < 0.5 * pair, (pair, fa.metrics)

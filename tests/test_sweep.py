@@ -71,6 +71,29 @@ def test_table_has_one_row_per_run_and_matches_single_runs(trap_sweep):
     assert json.loads((out / "sweep.json").read_text())["grid"] == {"stiffness": [0.05, 0.2]}
 
 
+def test_row_matches_a_plain_protocol_run(trap_sweep):
+    """The same run as ``cybloid run`` does it (prepare + ProtocolRunner, a sink), reduced by hand."""
+    from cybloid.protocol.loader import load_protocol
+    from cybloid.protocol.runner import ProtocolRunner, prepare
+
+    spec, _, _, df = trap_sweep
+    row = df.iloc[3]
+    proto = load_protocol("harmonic-trap")
+    lab, loop, vals = prepare(proto, {**spec.fixed, "stiffness": row["stiffness"]}, seed=int(row["seed"]),
+                              overrides=SMALL)
+    recs = []
+    loop.add_sink(recs.append)
+    summary = ProtocolRunner(loop, proto, vals).run()
+    loop.close()
+    lab.close()
+    assert summary.status == "done" and summary.frames == row["frames"]
+    ids = np.unique(np.concatenate([r.ids for r in recs]))
+    xy = np.array([[r.positions_um[r.ids == i][0] for i in ids] for r in recs])  # every particle in every frame
+    var_x, var_y = xy.var(axis=0).mean(axis=0)
+    assert row["var_x_um2"] == pytest.approx(var_x, rel=1e-9)
+    assert row["var_y_um2"] == pytest.approx(var_y, rel=1e-9)
+
+
 def test_sweep_measures_the_trap_variance(trap_sweep):
     """Variance per axis about the trap centre: kT/stiffness, raised by the loop's own delay.
 
@@ -199,6 +222,11 @@ def test_report_writes_line_plots_and_heat_maps(trap_sweep, tmp_path):
     assert result.ran == 4 and result.workers == 0
     files = write_sweep_report(tmp_path / "two")
     assert (tmp_path / "two" / "report" / "var_um2.png") in files
+    # `cybloid report DIR` recognises a sweep directory
+    from cybloid.cli import main
+
+    assert main(["report", str(tmp_path / "two"), "--png-dir", str(tmp_path / "cli")]) == 0
+    assert (tmp_path / "cli" / "index.html").is_file() and (tmp_path / "cli" / "var_um2.png").is_file()
 
 
 def test_cli_sweep_serial_and_errors(tmp_path, capsys):

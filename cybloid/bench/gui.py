@@ -11,7 +11,8 @@ import time
 from cybloid.bench.common import case, document
 
 DESCRIPTION = ("dashboard GUI-thread stall: gaps between ticks of a 10 ms GUI timer while the simulated lab "
-               "(512x512, 100 frames/s) runs in the loop thread and the window draws at 30 Hz; "
+               "(512x512, 100 frames/s) runs in the loop thread and the window draws at 30 Hz (also: with Python's "
+               "default GIL switch interval, and the window alone without the loop thread); "
                "baseline: the same 10 ms sleep loop in a separate process (the machine's own scheduling noise)")
 
 PROBE = """
@@ -29,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="3 s, one case (smoke test)")
 
 
-def _measure(app, seconds: float, switch_interval_s: float | None) -> dict:
+def _measure(app, seconds: float, switch_interval_s: float | None, alone: bool = False) -> dict:
     from PySide6 import QtCore
 
     from cybloid.gui import window as W
@@ -46,6 +47,25 @@ def _measure(app, seconds: float, switch_interval_s: float | None) -> dict:
         while win.worker.frames < 50 and time.monotonic() < t_end:  # warm: loop running, window laid out
             app.processEvents()
             time.sleep(0.005)
+        feeder = None
+        if alone:  # the window alone: stop the loop thread, feed it the last 100 records at 100 Hz
+            import dataclasses
+
+            recs = [win.worker.latest]
+            win.worker.stop()
+            recs += [dataclasses.replace(recs[0], index=recs[0].index + i) for i in range(1, 100)]
+            k = [0]
+
+            def feed() -> None:
+                k[0] += 1
+                r = recs[k[0] % len(recs)]
+                win.worker.latest = r
+                win.worker.feed.append(dataclasses.replace(r, image=None))
+                win.worker.frames += 1
+
+            feeder = QtCore.QTimer()
+            feeder.timeout.connect(feed)
+            feeder.start(10)
         ref = subprocess.Popen([sys.executable, "-c", PROBE, str(seconds)], stdout=subprocess.PIPE, text=True)
         win.stall.reset()
         f0 = win.worker.frames
@@ -57,6 +77,8 @@ def _measure(app, seconds: float, switch_interval_s: float | None) -> dict:
         frames = win.worker.frames - f0
         shown = win.live.frames_shown - shown0
         ref_gaps = [float(x) for x in (ref.communicate(timeout=seconds + 30)[0].split())]
+        if feeder is not None:
+            feeder.stop()
         win.close()
     finally:
         W.GIL_SWITCH_INTERVAL_S = old
@@ -70,13 +92,14 @@ def run(args: argparse.Namespace) -> dict:
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0]])
     seconds = 3.0 if args.quick else float(args.seconds)
-    variants = [("dashboard, GIL switch 1 ms (default)", None)]
+    variants = [("dashboard, GIL switch 1 ms (default)", None, False)]
     if not args.quick:
-        variants.append(("dashboard, GIL switch 5 ms (Python default)", 0.005))
+        variants += [("dashboard, GIL switch 5 ms (Python default)", 0.005, False),
+                     ("window alone (loop thread stopped, frames fed at 100 Hz)", None, True)]
     cases = []
-    for name, sw in variants:
+    for name, sw, alone in variants:
         load0 = os.getloadavg()[0]
-        m = _measure(app, seconds, sw)
+        m = _measure(app, seconds, sw, alone)
         cases.append(case(name, {"seconds": seconds, "timer_ms": 10, "display_hz": 30, "fps": 100, "width": 512},
                           m["gaps"], baseline={"name": "10 ms sleep loop, separate process", "samples_ms": m["ref"],
                                                "max_ms": max(m["ref"], default=float("nan"))},

@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_param_option(p)
     add_lab_options(p)
     p.add_argument("--record", metavar="DIR", help="write the session into a new directory under DIR")
+    p.add_argument("--record-every", metavar="N", type=int, default=1,
+                   help="with --record: store every N-th camera frame (tracks of every frame are kept)")
+    p.add_argument("--tracks-only", action="store_true", help="with --record: store no camera frames")
     p.add_argument("--realtime", action="store_true", help="run on wall time instead of virtual time")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -31,7 +34,11 @@ def make_recorder(args: argparse.Namespace):
         return None
     from cybloid.recording import open_recorder  # provided by the recording module
 
-    return open_recorder(args.record)
+    if args.record_every < 1:
+        from cybloid.errors import ParameterError
+
+        raise ParameterError(f"--record-every must be >= 1, got {args.record_every}")
+    return open_recorder(args.record, every_nth_frame=args.record_every, frames=not args.tracks_only)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -31,6 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-samples", type=int, default=40000, help="particle-frames for the many-body part")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: small models)")
+    p.add_argument("--symmetries", action="store_true",
+                   help="also fit the soft-equivariance model and report how far rotation, reflection and "
+                   "translation symmetry hold in the data (saved in the model's metadata)")
+    p.add_argument("--symmetry-steps", type=int, default=800, metavar="N",
+                   help="training steps of the soft-equivariance model (default 800)")
     p.add_argument("--report", metavar="PNG", help="validation plot (default: next to the model file)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -43,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         from cybloid.models.errors import ModelError  # pragma: no cover
 
         raise ModelError("cybloid train needs torch: pip install 'cybloid[models]'") from None
+    import numpy as np
+
     from cybloid.errors import ParameterError
     from cybloid.models.data import from_sessions
     from cybloid.models.io import default_model_dir, save_model
@@ -77,6 +84,19 @@ def run(args: argparse.Namespace) -> int:
                 reference=ref[1] if ref and args.target != "residual" else None, progress=not args.no_progress)
     out = Path(args.out) if args.out else default_model_dir() / f"{Path(args.sessions[0]).name}-{args.model}.pt"
     meta = {**res.meta, "reference": ref[0] if ref else None, "cutoff_um": cutoff, "skip_s": args.skip}
+    if args.symmetries:
+        from cybloid.models.soft import fit_soft
+        from cybloid.models.training import build_samples
+
+        samples = build_samples(trajs, args.target, cutoff, 16)
+        if len(samples) > 20000:
+            samples = samples.take(np.random.default_rng(args.seed).choice(len(samples), 20000, replace=False))
+        soft = fit_soft(samples, cutoff_um=cutoff, steps=args.symmetry_steps, seed=args.seed,
+                        progress=not args.no_progress)
+        print("  symmetries of the data (soft equivariance; violation 0 = exact, > 0.05 = broken):")
+        for line in soft.lines():
+            print("  " + line)
+        meta["symmetries"] = {"violation": soft.violation, "strength": soft.strength, "broken": soft.broken}
     save_model(res.model, out, meta)
     m = res.metrics
     print(f"  validation: relative RMS force error {m.get('valid_rel_rms', float('nan')):.4f} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -88,6 +89,10 @@ def run_app(hardware: Any = "simulated", lab: Any = "default", seed: int = 0,
             allow_uncalibrated: bool = False) -> int:
     """Run the dashboard until its window closes. Returns 0 when it shut down cleanly (laser off)."""
     QtCore, QtWidgets, pg = _qt()
+    if (sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")
+            and not os.environ.get("QT_QPA_PLATFORM") and QtWidgets.QApplication.instance() is None):
+        raise CybloidError("no display to open the dashboard on (DISPLAY is not set): run it on a desktop, under "
+                           "'xvfb-run -a cybloid gui ...', or with QT_QPA_PLATFORM=offscreen for scripted runs")
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     app.setApplicationName("cybloid")
     win = main_window(hardware, lab, seed, overrides, replay, record_dir, calibration=calibration,

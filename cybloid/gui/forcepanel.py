@@ -39,7 +39,7 @@ def available_terms() -> dict[str, type[ForceTerm]]:
     while todo:
         cls = todo.pop()
         todo.extend(cls.__subclasses__())
-        if inspect.isabstract(cls) or cls.add_forces is ForceTerm.add_forces:
+        if inspect.isabstract(cls) or cls.add_forces is ForceTerm.add_forces or cls.__name__.startswith("_"):
             continue
         if constructor_needs(cls) is not None:
             out[cls.__name__] = cls
@@ -54,11 +54,11 @@ def constructor_needs(cls: type) -> list[str] | None:
         return None
     needs = []
     for name, p in list(sig.parameters.items())[1:]:
-        if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) or p.default is not p.empty:
+        if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
             continue
         if name in CENTRE_ARGS:
-            needs.append(name)
-        else:
+            needs.append(name)  # required or not: the panel supplies centres
+        elif p.default is p.empty:
             return None
     return needs
 
@@ -257,10 +257,15 @@ class ForcePanel(QtWidgets.QWidget):
         kwargs: dict[str, Any] = {}
         for arg in constructor_needs(cls) or []:
             if centres_text.strip():
-                kwargs[arg] = parse_centres(centres_text, f"{cls_name} {arg}")
+                c = parse_centres(centres_text, f"{cls_name} {arg}")
             else:
                 fov = self.worker.lab.profile.fov_um
-                kwargs[arg] = np.array([[fov[0] / 2, fov[1] / 2]])
+                c = np.array([[fov[0] / 2, fov[1] / 2]])
+            if arg in ("centre_um", "center_um"):  # one centre
+                if len(c) != 1:
+                    raise ParameterError(f"{cls_name}: {arg} takes one centre 'x, y' (um), got {len(c)}")
+                c = c[0]
+            kwargs[arg] = c
         try:
             term = cls(**kwargs)
         except CybloidError:

@@ -205,6 +205,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.log_handler.bridge.message.connect(self._status_message)
         self._logger = logging.getLogger("cybloid")
         self._logger.addHandler(self.log_handler)
+        self._logger_level = self._logger.level
         if self._logger.getEffectiveLevel() > logging.INFO:
             self._logger.setLevel(logging.INFO)
 
@@ -254,6 +255,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if self._switch_interval is not None:
             sys.setswitchinterval(self._switch_interval)
         self._logger.removeHandler(self.log_handler)
+        self._logger.setLevel(self._logger_level)
         self.live.close_items()
         self.clean_shutdown = ok
         return ok

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import socket
@@ -13,6 +14,11 @@ from typing import Any, Mapping, Sequence
 from cybloid.protocol.loader import LoadedProtocol, load_protocol
 from cybloid.protocol.runner import ProtocolRunner, prepare
 from cybloid.sweep.observables import RunData, compute_observables, resolve_observables
+
+
+def _lean(record: Any) -> Any:
+    """The record without its image (a shallow copy: a session recorder may still be writing the image)."""
+    return record if getattr(record, "image", None) is None else dataclasses.replace(record, image=None)
 
 
 class WindowRecorder:
@@ -37,7 +43,7 @@ class WindowRecorder:
             self.path = getattr(self.forward, "path", self.path)
 
     def offer(self, record: Any) -> None:
-        self.records.append(record)
+        self.records.append(_lean(record))
         if self.forward is not None:
             self.forward.offer(record)
 
@@ -95,7 +101,7 @@ def run_point(protocol: str | Path | LoadedProtocol, params: Mapping[str, Any] |
             forward = open_recorder(str(session_dir))
         loop.keep_images = forward is not None
         everything: list = []
-        loop.add_sink(everything.append)
+        loop.add_sink(lambda rec: everything.append(_lean(rec)))
         window = WindowRecorder(forward)
         meta = {"seed": int(seed), "hardware": the_lab.hardware.name, "lab_profile": the_lab.profile.to_dict(),
                 "realtime": False, "sweep": True}

@@ -13,9 +13,9 @@ Per frame (all in pixels, x = column, y = row):
    from the shifted predictions, so every identity survives the move.
 4. *Acquire* (``trackpy.locate``) at start, every ``reacquire_every`` frames, when a particle
    is newly lost inside the image, and on a field shift; detections that no found particle
-   covers are linked to lost particles (gated assignment, within ``memory`` frames) or get new
-   identities.
-5. *Edge watch* (every frame without an acquisition): bright local maxima in the border band
+   covers are linked to lost particles (minimal-distance assignment within two ``max_step_px``,
+   lost for at most ``memory`` frames) or get new identities.
+5. *Edge watch* (every frame): bright local maxima in the border band
    that no particle covers are particles entering the field of view; they are refined in their
    (clipped) windows and get new identities once their centre is inside the image. trackpy
    cannot do this: it ignores features within its margin of the edge.
@@ -312,7 +312,7 @@ class FastTracker:
                                      min_support=max(3, int(0.3 * min(n, len(det)))))
                 if est is not None:
                     shifted = True
-                    self.last_shift_px = est[0]
+                    self.last_shift_px = self._drift + est[0]  # field motion since the last frame
                     pred = pred + est[0]
                     xy = pred.copy()
                     amp = self._amp.copy()
@@ -346,12 +346,12 @@ class FastTracker:
             pred = np.concatenate([pred, xy[n:]])
             if len(xy) != m0:
                 nbs, nbi = neighbour_lists(xy, self.radius + 3.0 * self.sigma_px + 2.0)
-        # field drift: keeps windows centred while the stage moves steadily
-        if not shifted and reason is None:
-            d = self._drift + med
-            self._drift = d if math.hypot(*d) > self.drift_px else np.zeros(2)
-        else:
-            self._drift = np.zeros(2)
+        # field drift: the field's motion in this frame predicts the next one, which keeps the
+        # windows on their particles while the stage moves steadily (a single jump costs one
+        # more acquisition on the next frame)
+        d = self.last_shift_px if shifted else self._drift + med
+        speed = math.hypot(*d)
+        self._drift = d if self.drift_px < speed <= 4.0 * self.radius else np.zeros(2)
         mass = amp * mpa
         if reason is not None and found.any():
             self._mass_ref = float(np.median(mass[found]))
@@ -390,8 +390,7 @@ class FastTracker:
         # lost particles within reach take their detection back
         lost = np.flatnonzero(~found)
         if len(lost):
-            gate = self._max_step * (2 + np.minimum(self._missing[lost], self.memory))
-            src, dst_ = assign(pred[lost], dxy[idx], gate)
+            src, dst_ = assign(pred[lost], dxy[idx], 2.0 * self._max_step)
             for s, d in zip(lost[src], idx[dst_]):
                 xy[s] = dxy[d]
                 amp[s], size[s], ecc[s], vis[s], st[s] = damp[d], dsize[n + d], decc[n + d], dvis[n + d], dst[n + d]

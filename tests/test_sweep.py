@@ -234,11 +234,17 @@ def test_cli_sweep_serial_and_errors(tmp_path, capsys):
 
     rc = main(["sweep", "harmonic-trap", "--grid", "stiffness=0.05,0.1", "-p", "duration=0.2", "-p", "traps=1",
                "--set", "camera.width_px=128", "--set", "camera.height_px=128", "--workers", "0", "--no-progress",
-               "--out", str(tmp_path / "s")])
+               "--sessions", "--out", str(tmp_path / "s")])
     assert rc == 0
     df = pd.read_parquet(tmp_path / "s" / "results.parquet")
     assert list(df["stiffness"]) == [0.05, 0.1] and (df["frames"] == 20).all()
     assert np.isfinite(df["var_um2"]).all()
+    from cybloid.recording import open_session
+
+    for path in df["session"]:  # every run's session, with its frames
+        assert path.startswith(str(tmp_path / "s" / "sessions"))
+        session = open_session(path)
+        assert session.complete and session.n_frames == 20
     rc = main(["sweep", "harmonic-trap", "--grid", "stiffness=a:b:3", "--out", str(tmp_path / "t")])
     assert rc == 2
     assert "--grid" in capsys.readouterr().err

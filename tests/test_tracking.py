@@ -324,3 +324,22 @@ def test_warm_up_compiles_every_hot_path_kernel():
             lab.stage.move_by(2.0, 1.0)
         t.update(lab.camera.grab().image)
     assert [len(k.signatures) for k in kernels] == before
+
+
+def test_steady_stage_motion_is_followed_without_repeated_acquisitions():
+    """The stage moves 4.5 px per frame (more than half the window): the field drift is predicted."""
+    lab = open_lab(seed=11, overrides={**SMALL, "particles.count": 40, "arena.margin_um": 12.0})
+    t = default_tracker(lab)
+    owner: dict[int, int] = {}
+    acquisitions = 0
+    for i in range(30):
+        if i >= 5:
+            lab.stage.move_by(0.8, -0.4)
+        f = lab.camera.grab()
+        tr = t.update(f.image, f.index)
+        acquisitions += t.last_acquisition is not None
+        j = match(tr, truth_px(f, lab), 1.0)
+        for p, k in zip(tr.ids[tr.usable], j[tr.usable]):
+            assert k >= 0 and owner.setdefault(int(p), int(k)) == k
+    assert acquisitions <= 3  # start, and the frame the motion began
+    np.testing.assert_allclose(t._drift, [-4.0, 2.0], atol=0.3)

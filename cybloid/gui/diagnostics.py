@@ -105,21 +105,24 @@ class DiagnosticsPanel(QtWidgets.QWidget):
     def add(self, records: Iterable[FrameRecord]) -> None:
         self.stats.add(records)
 
-    def redraw(self) -> None:
+    def redraw(self, series: bool = True, histogram: bool = True) -> None:
+        """Redraw the figures and the plots asked for (each plot costs a repaint: spread them)."""
         st = self.stats
         if not st.frames:
             self.figures.setPlainText("no frames yet")
             return
-        n = self.series_frames
-        idx = np.asarray(st.index, dtype=float)[-n:]
-        for s, c in self.curves.items():
-            c.setData(idx, np.asarray(st.timings[s], dtype=float)[-n:])
-        hi = max(st.percentile("compute", 99), st.percentile("grab", 99), 1e-3) * 1.5
-        edges = np.linspace(0, hi, 41)
-        for s, c in self.hcurves.items():
-            a = np.asarray(st.timings[s], dtype=float)
-            h, _ = np.histogram(np.clip(a[np.isfinite(a)], 0, hi), edges)
-            c.setData(edges, h.astype(float) + 0.5)
+        if series:
+            n = self.series_frames
+            idx = np.asarray(st.index, dtype=float)[-n:]
+            for s, c in self.curves.items():
+                c.setData(idx, np.asarray(st.timings[s], dtype=float)[-n:])
+        if histogram:
+            hi = max(st.percentile("compute", 99), st.percentile("grab", 99), 1e-3) * 1.5
+            edges = np.linspace(0, hi, 41)
+            for s, c in self.hcurves.items():
+                a = np.asarray(st.timings[s], dtype=float)
+                h, _ = np.histogram(np.clip(a[np.isfinite(a)], 0, hi), edges)
+                c.setData(edges, h.astype(float) + 0.5)
         lat = np.asarray(st.latency_ms)
         lines = [
             f"frame rate      {st.frame_rate():7.1f} /s",

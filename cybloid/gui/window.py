@@ -8,6 +8,8 @@ waits for the loop; protocol timing lives in the loop thread, never on a GUI tim
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
 import sys
 import time
@@ -49,7 +51,7 @@ class StallMeter(QtCore.QObject):
 
     def reset(self) -> None:
         self._last: float | None = None
-        self.gaps_ms: list[float] = []
+        self.gaps_ms: collections.deque = collections.deque(maxlen=360_000)  # an hour of 10 ms ticks
         self.max_gap_ms = 0.0
         self.ticks = 0
 
@@ -65,14 +67,19 @@ class StallMeter(QtCore.QObject):
         if self._last is not None:
             gap = (now - self._last) * 1e3
             self.gaps_ms.append(gap)
-            if len(self.gaps_ms) > 100_000:
-                del self.gaps_ms[:50_000]
             self.max_gap_ms = max(self.max_gap_ms, gap)
         self._last = now
         self.ticks += 1
 
     def percentile(self, q: float) -> float:
-        return float(np.percentile(self.gaps_ms, q)) if self.gaps_ms else float("nan")
+        """Percentile of all gaps since the last reset (ms)."""
+        return float(np.percentile(np.asarray(self.gaps_ms), q)) if self.gaps_ms else float("nan")
+
+    def recent_percentile(self, q: float, n: int = 3000) -> float:
+        """Percentile of the last ``n`` gaps (ms): cheap enough for the display."""
+        if not self.gaps_ms:
+            return float("nan")
+        return float(np.percentile(np.fromiter(itertools.islice(reversed(self.gaps_ms), n), float), q))
 
 
 class MainWindow(QtWidgets.QMainWindow):
@@ -345,13 +352,13 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.live.show_record(rec, image=image, terms=terms)
             if k % 16 == 0:
                 self.diagnostics.extra = {"GUI stall max": f"{self.stall.max_gap_ms:7.1f} ms",
-                                          "GUI gap p99": f"{self.stall.percentile(99):7.1f} ms"}
+                                          "GUI gap p99": f"{self.stall.recent_percentile(99):7.1f} ms"}
                 if self.worker is not None:
                     self.diagnostics.extra["feed overflow"] = f"{self.worker.feed_overflow:7d}"
                     cam_drop = getattr(self.worker.lab.camera, "dropped", None)
                     if cam_drop is not None:
                         self.diagnostics.extra["camera dropped"] = f"{cam_drop:7d}"
-                self.diagnostics.redraw()
+                self.diagnostics.redraw(series=k % 32 == 0, histogram=k % 32 == 16)
             elif k % 8 == 4:
                 for panel in (self.force, self.protocol, self.recording, self.hardware):
                     if panel is not None:

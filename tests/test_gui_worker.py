@@ -89,3 +89,16 @@ def test_diagnostics_stats_rate_drops_and_reset():
     assert st.percentile("compute", 50) == pytest.approx(0.7)
     st.add([_record(0, 0.0, [1], [[0.0, 0.0]])])  # frame numbers restart: a new lab
     assert st.frames == 1 and st.dropped == 0
+
+
+def test_potential_overlay_from_recorded_program_description():
+    pytest.importorskip("PySide6")
+    pytest.importorskip("pyqtgraph")
+    from cybloid.gui.liveview import term_geometry, terms_from_description
+
+    trap = HarmonicTrap([[1.0, 2.0], [3.0, 4.0]], stiffness=0.1, capture_radius=2.5)
+    (term,) = terms_from_description({"trap": trap.describe()})
+    centres, rings = term_geometry(term)
+    np.testing.assert_allclose(centres, [[1.0, 2.0], [3.0, 4.0]])
+    assert [r for _, r in rings] == [2.5, 2.5]
+    assert terms_from_description(None) == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import queue
 import threading
 from typing import Any, Iterable
 
@@ -65,6 +66,8 @@ class AnalysisPanel(QtWidgets.QWidget):
         self.error: str | None = None
         self.enabled = True
         self._thread: threading.Thread | None = None
+        self._jobs: queue.Queue = queue.Queue(maxsize=1)
+        self._busy = threading.Event()
         self._new = False
         self.psi_t: collections.deque = collections.deque(maxlen=600)
         self.psi4: collections.deque = collections.deque(maxlen=600)
@@ -123,16 +126,26 @@ class AnalysisPanel(QtWidgets.QWidget):
         self.psi6.clear()
 
     def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._busy.is_set()
 
     def kick(self) -> None:
-        """Start a computation on a snapshot of the buffer unless one is running."""
+        """Hand a snapshot of the buffer to the analysis thread unless it is busy (never waits)."""
         if not (self.available and self.enabled) or self.busy() or len(self.buffer) < 3:
             return
-        snapshot = list(self.buffer)
-        args = (snapshot, self.frame_period_s, self.box_um, self.D)
+        if self._thread is None:  # one long-lived thread: starting a thread per job can stall the GUI
+            self._thread = threading.Thread(target=self._work, name="cybloid-analysis", daemon=True)
+            self._thread.start()
+        self._busy.set()
+        try:
+            self._jobs.put_nowait((list(self.buffer), self.frame_period_s, self.box_um, self.D))
+        except queue.Full:
+            self._busy.clear()
 
-        def work() -> None:
+    def _work(self) -> None:
+        while True:
+            args = self._jobs.get()
+            if args is None:
+                return
             try:
                 self.result = compute_analysis(*args)
                 self.error = None
@@ -140,9 +153,7 @@ class AnalysisPanel(QtWidgets.QWidget):
                 self.error = f"analysis failed: {type(exc).__name__}: {exc}"
                 log.warning("%s", self.error)
             self._new = True
-
-        self._thread = threading.Thread(target=work, name="cybloid-analysis", daemon=True)
-        self._thread.start()
+            self._busy.clear()
 
     def redraw(self) -> None:
         if not self._new:
@@ -171,5 +182,11 @@ class AnalysisPanel(QtWidgets.QWidget):
         self.label.setText(text)
 
     def wait_idle(self, timeout_s: float = 5.0) -> None:
+        """Let a computation in flight finish, then end the analysis thread."""
         if self._thread is not None:
+            try:
+                self._jobs.put(None, timeout=timeout_s)
+            except queue.Full:
+                pass
             self._thread.join(timeout_s)
+            self._thread = None

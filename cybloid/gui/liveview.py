@@ -60,6 +60,23 @@ def term_geometry(term: Any) -> tuple[np.ndarray, list[tuple[np.ndarray, float]]
     return centres, rings
 
 
+class DescribedTerm:
+    """A force term rebuilt from its ``describe()`` dict (a session's metadata), for drawing only."""
+
+    def __init__(self, desc: dict) -> None:
+        self.values = {k: v for k, v in desc.items() if not isinstance(v, (list, dict))}
+        for attr in ("centres_um", "centers_um", "centre_um", "center_um"):
+            if attr in desc:
+                setattr(self, attr, desc[attr])
+
+
+def terms_from_description(program: Any) -> list[DescribedTerm]:
+    """Drawable terms from ``ForceProgram.describe()`` ({name: {term, params..., centres_um}})."""
+    if not isinstance(program, dict):
+        return []
+    return [DescribedTerm(d) for d in program.values() if isinstance(d, dict)]
+
+
 def _circles(rings: Iterable[tuple[np.ndarray, float]], n: int = 64) -> tuple[np.ndarray, np.ndarray]:
     th = np.linspace(0, 2 * np.pi, n)
     xs, ys = [], []

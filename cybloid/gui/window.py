@@ -112,6 +112,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._geometry_of = None
         self._last_analysis = 0.0
         self._switch_interval: float | None = None
+        self._replay_terms: list = []
         self.setWindowTitle("cybloid - " + ("live: " + worker.lab.hardware.name if worker else
                                             f"replay: {getattr(replay.session, 'path', '')}"))
         self.resize(1500, 950)
@@ -297,6 +298,9 @@ class MainWindow(QtWidgets.QMainWindow):
                 steer = calibration_from_metadata(meta, lp).steer_to_um
         except Exception as exc:
             log.info("replay: no calibration for laser spots (%s)", exc)
+        from cybloid.gui.liveview import terms_from_description
+
+        self._replay_terms = terms_from_description(meta.get("program") or meta.get("force_program"))
         diameter = float((prof.get("particles") or {}).get("diameter_um", 2.0))
         px = s.pixel_size_um if np.isfinite(getattr(s, "pixel_size_um", np.nan)) else 1.0
         self.live.set_geometry(px, diameter, steer)
@@ -342,7 +346,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 recs = src.drain()
                 rec = src.latest()
                 image = src.image(rec) if rec is not self._shown else None
-                terms = []
+                terms = self._replay_terms
             if recs:
                 self.live.add_records(recs)
                 self.diagnostics.add(recs)

@@ -92,8 +92,8 @@ def run_point(protocol: str | Path | LoadedProtocol, params: Mapping[str, Any] |
     if isinstance(lab, Mapping):
         lab = profile_from_dict(lab, source="sweep spec")
     the_lab, loop, vals = prepare(proto, values, lab=lab, seed=int(seed), overrides=dict(lab_overrides or {}) or None)
+    forward = None
     try:
-        forward = None
         if session_dir is not None:
             from cybloid.recording import open_recorder  # provided by the recording module
 
@@ -108,8 +108,12 @@ def run_point(protocol: str | Path | LoadedProtocol, params: Mapping[str, Any] |
         summary = ProtocolRunner(loop, proto, vals, recorder=window, metadata=meta).run()
         prof = the_lab.profile
     finally:
-        loop.close()
-        the_lab.close()
+        try:
+            if forward is not None:
+                forward.close()  # wait until the session is complete on disk
+        finally:
+            loop.close()
+            the_lab.close()
     recs = window.records or everything
     if recs and skip_s > 0:
         t0 = recs[0].t_exposure_mid

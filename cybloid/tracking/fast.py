@@ -2,7 +2,8 @@
 
 Per frame (all in pixels, x = column, y = row):
 
-1. *Predict*: last position plus the field drift (non-zero only while the whole field moves).
+1. *Predict*: last position plus the field drift (the whole field's motion in the previous
+   frame, once above ``drift_px``; non-zero only while the field moves).
 2. *Refine* every known particle in a circular window around its prediction with the
    Gaussian-mask, neighbour-subtracting kernel of :mod:`cybloid.tracking.refine`. A particle
    keeps its identity because its own window follows it (it moves far less than its radius

@@ -141,6 +141,7 @@ def refine_gauss(image, xy, amp, todo, sigma, radius, background, max_iter, tol,
         ``ST_*`` code.
     """
     h, w = image.shape
+    flat = image.reshape(h * w)  # C-contiguous image: rows addressed by offset
     r = max(int(math.floor(radius - 0.5 + 0.5)), 1)
     nw = 2 * r + 1
     s2 = sigma * sigma
@@ -269,12 +270,12 @@ def refine_gauss(image, xy, amp, todo, sigma, radius, background, max_iter, tol,
             na = a1 - a0
             for b in range(b0, b1):
                 j = j0 + b
-                seg = image[j, i0 + a0:i0 + a1]
+                base = np.uint64(j * w + i0 + a0)  # unsigned: no negative-index wraparound test
                 r0 = 0.0
                 r1 = 0.0
                 r2 = 0.0
                 for a in range(na):
-                    v = seg[a] - background
+                    v = flat[base + np.uint64(a)] - background
                     r0 += v * wx[a]
                     r1 += v * wxd[a]
                     r2 += v * wxdd[a]

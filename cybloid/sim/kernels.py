@@ -14,7 +14,7 @@ import numpy as np
 from cybloid.forcecurve import gradient_force_pN
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def build_cells(xy, x0, y0, cell, ncx, ncy):
     """Counting-sort points into a grid. Returns (start[ncx*ncy+1], order[n])."""
     n = xy.shape[0]
@@ -39,7 +39,7 @@ def build_cells(xy, x0, y0, cell, ncx, ncy):
     return start, order
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _laser_force(px, py, spots, spot_f, w, rng, s_start, s_order, x0, y0, cell, ncx, ncy):
     fx = 0.0
     fy = 0.0
@@ -65,7 +65,7 @@ def _laser_force(px, py, spots, spot_f, w, rng, s_start, s_order, x0, y0, cell, 
     return fx, fy
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def brownian_steps(pos, noise, dt, mobility, diffusion, spots, spot_f, w, rng,
                    box, periodic, diameter, hard_core, ext_force):
     """Advance ``pos`` (N,2, um, in place) by ``noise.shape[0]`` Euler-Maruyama steps.
@@ -125,7 +125,7 @@ def brownian_steps(pos, noise, dt, mobility, diffusion, spots, spot_f, w, rng,
             _resolve_overlaps(pos, diameter, xmin, ymin, cell_p, ncx_p, ncy_p, periodic, lx, ly)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _resolve_overlaps(pos, diameter, x0, y0, cell, ncx, ncy, periodic, lx, ly):
     start, order = build_cells(pos, x0, y0, cell, ncx, ncy)
     n = pos.shape[0]
@@ -166,7 +166,7 @@ def _resolve_overlaps(pos, diameter, x0, y0, cell, ncx, ncy, periodic, lx, ly):
                     pos[j, 1] += push * dy
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def render_gaussians(img, xs_px, ys_px, amp, sigma_px):
     """Add Gaussian spots of peak ``amp[k]`` and width ``sigma_px`` to ``img`` (H,W) in place."""
     h, w = img.shape

@@ -273,6 +273,8 @@ class FastTracker:
         """Track one frame; returns every identity known after it (lost ones flagged LOST)."""
         if image.ndim != 2:
             raise ValueError(f"expected a 2D image, got shape {image.shape}")
+        if not image.flags.c_contiguous:
+            image = np.ascontiguousarray(image)
         h, w = image.shape
         det = None
         reason = None

@@ -23,7 +23,6 @@ from cybloid.lab import Lab
 from cybloid.record import (FLAG_DEADLINE, FLAG_DROPPED, FLAG_LASER_OFF, FLAG_LOST, FLAG_NAN_FORCE,
                             FLAG_SATURATED, FLAG_WATCHDOG, FrameRecord)
 from cybloid.tracking.base import FLAG_LOST as TRACK_LOST
-from cybloid.tracking.simple import SimpleTracker
 from cybloid.watchdog import Watchdog
 
 log = logging.getLogger(__name__)

@@ -216,13 +216,10 @@ def test_replay_restores_history_before_recording(tmp_path):
         assert res.frames_simulated == s.indices[0]  # the unrecorded frames were re-simulated
 
 
-def test_replay_fills_unstored_frames_by_resimulation(tmp_path, monkeypatch):
-    import cybloid.recording as recording
-
-    real = recording.open_recorder
-    monkeypatch.setattr(recording, "open_recorder", lambda d: real(d, every_nth_frame=3))
+def test_replay_fills_unstored_frames_by_resimulation(tmp_path):
     where = tmp_path / "nth"
-    assert main(["run", "harmonic-trap", "--param", "duration=0.3", "--record", str(where), "--no-progress"]) == 0
+    assert main(["run", "harmonic-trap", "--param", "duration=0.3", "--record", str(where), "--record-every", "3",
+                 "--no-progress"]) == 0
     (path,) = list(where.iterdir())
     s = open_session(path)
     assert s.n_frames == 30 and list(s.frame_indices) == list(range(0, 30, 3))

@@ -8,7 +8,7 @@ import numpy as np
 
 from cybloid.frame import Frame
 from cybloid.profile import LabProfile
-from cybloid.sim.kernels import render_gaussians
+from cybloid.sim.kernels import digitise, render_gaussians
 from cybloid.sim.world import SimWorld
 
 
@@ -110,12 +110,13 @@ class SimCamera:
         """Shot noise (Poisson; its normal limit where the mean is >= 30 e-) plus read noise."""
         c = self.profile.camera
         rng = self.world.rng
-        lam = img + np.float32(c.background_photons)
-        z = rng.standard_normal(lam.shape, dtype=np.float32)
-        electrons = lam + np.sqrt(lam + np.float32(c.read_noise_e**2)) * z
-        low = lam < 30.0
-        if low.any():
-            electrons[low] = rng.poisson(lam[low]) + c.read_noise_e * z[low]
-        adu = np.rint(electrons * np.float32(c.gain_adu_per_e))
-        np.clip(adu, 0, self._maxval, out=adu)
-        return adu.astype(np.uint16)
+        z = rng.standard_normal(img.shape, dtype=np.float32)
+        out = np.empty(img.shape, np.uint16)
+        n_low = digitise(img, z, float(c.background_photons), float(c.read_noise_e**2), float(c.gain_adu_per_e),
+                         float(self._maxval), out)
+        if n_low:
+            lam = img + np.float32(c.background_photons)
+            low = lam < 30.0
+            e = rng.poisson(lam[low]) + c.read_noise_e * z[low]
+            out[low] = np.clip(np.rint(e * c.gain_adu_per_e), 0, self._maxval).astype(np.uint16)
+        return out

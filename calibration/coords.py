@@ -194,7 +194,7 @@ def scan_spots(lab, su: np.ndarray, settle_frames: int = 1, average_frames: int 
             acc = None
             skipped = 0
             for _ in range(1000):
-                f = probe.grab()
+                probe.grab()
                 probe.send_su(s[None, :], 1.0, tag=i)
                 if not math.isfinite(t_app) or probe._frame.t_exposure_start >= t_app:
                     if skipped >= settle_frames:

@@ -91,7 +91,7 @@ class ForceResult:
     def lines(self) -> list[str]:
         c = self.curve
         out = self.diffusion.lines() + [
-            f"force-offset curve F(d) = F_max (d/w) exp(1/2 - d^2/(2 w^2)), full beam and power:",
+            "force-offset curve F(d) = F_max (d/w) exp(1/2 - d^2/(2 w^2)), full beam and power:",
             f"  F_max = {c.max_force_pN:.3f} +- {self.max_force_err_pN:.3f} pN, "
             f"w = {c.offset_at_max_um:.4f} +- {self.offset_at_max_err_um:.4f} um "
             f"(reduced chi^2 {self.chi2_red:.2f}; range kept at {c.range_um:g} um)",

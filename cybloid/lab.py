@@ -106,7 +106,6 @@ def open_lab(
     calibration : Calibration
         Calibration in force; the simulator's truth when None and the lab is simulated.
     """
-    from cybloid.sim.camera import SimCamera
     from cybloid.sim.world import SimWorld
 
     hw = hardware if isinstance(hardware, HardwareProfile) else load_hardware_profile(hardware)

@@ -8,7 +8,7 @@ a clear message before anything runs.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from cybloid.errors import ParameterError

@@ -75,7 +75,6 @@ class LearnedManyBody(ForceTerm):
 
     def forces(self, positions_um: np.ndarray, usable: np.ndarray) -> np.ndarray:
         """Model force (N, d) pN on the usable particles (zero elsewhere); may raise."""
-        n = positions_um.shape[0]
         out = np.zeros_like(positions_um, dtype=float)
         idx = np.flatnonzero(usable & np.isfinite(positions_um).all(axis=1))
         if len(idx) == 0:

@@ -9,10 +9,9 @@ position, ``-stiffness (x(t) - x(t - tau))``: the particle subdiffuses on times 
 Delays are realised to within half a frame (latency compensated, see docs/forces.md).
 """
 
-import numpy as np
-
 from cybloid.forces import Delayed, DelayedSelf, HarmonicTrap
 from cybloid.params import Param
+from cybloid.protocol.layout import square_grid
 from cybloid.protocol import mark, record, set_term, wait
 
 PARAMS = [
@@ -27,10 +26,7 @@ PARAMS = [
 
 def trap_centres(p, fov_um):
     """Centres (um) of a square grid of ``p.traps`` traps centred in the field of view."""
-    side = int(np.ceil(np.sqrt(p.traps)))
-    offs = (np.arange(side) - (side - 1) / 2) * p.spacing
-    gx, gy = np.meshgrid(offs + fov_um[0] / 2, offs + fov_um[1] / 2)
-    return np.column_stack([gx.ravel(), gy.ravel()])[: p.traps]
+    return square_grid(p.traps, p.spacing, fov_um)
 
 
 def simulation(p, lab):

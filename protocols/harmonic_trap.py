@@ -6,10 +6,9 @@ realised force goes through the actuator (laser spots), so the position variance
 should be kT/stiffness (equipartition) for a trap much slower than the loop's latency.
 """
 
-import numpy as np
-
 from cybloid.forces import HarmonicTrap
 from cybloid.params import Param
+from cybloid.protocol.layout import square_grid
 from cybloid.protocol import mark, record, set_term, wait
 
 PARAMS = [
@@ -22,10 +21,7 @@ PARAMS = [
 
 def trap_centres(p, fov_um):
     """Centres (um) of a square grid of ``p.traps`` traps centred in the field of view."""
-    side = int(np.ceil(np.sqrt(p.traps)))
-    offs = (np.arange(side) - (side - 1) / 2) * p.spacing
-    gx, gy = np.meshgrid(offs + fov_um[0] / 2, offs + fov_um[1] / 2)
-    return np.column_stack([gx.ravel(), gy.ravel()])[: p.traps]
+    return square_grid(p.traps, p.spacing, fov_um)
 
 
 def simulation(p, lab):

@@ -3,7 +3,6 @@
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -64,7 +63,7 @@ def test_syntax_error_names_file_and_line(tmp_path, capsys):
     f.write_text("from cybloid.protocol import wait\n\ndef protocol(p, lab):\n    yield wait(1\n")
     code, _, err = run_cli(capsys, "check", str(f))
     assert code == 2
-    assert f"broken.py:4: syntax error" in err
+    assert "broken.py:4: syntax error" in err
 
 
 def test_malformed_lab_profile_file(tmp_path, capsys):

@@ -136,8 +136,8 @@ def test_disk_full_stops_recording_with_event(tmp_path, monkeypatch):
     rec.start({"protocol": "full"})
     for i in range(10):
         rec.offer(make_record(i))  # never raises, never blocks
-    for _ in range(200):
-        if rec.error:
+    for _ in range(500):  # the writer thread sets .error, then calls on_error: wait for both
+        if rec.error and errors:
             break
         time.sleep(0.01)
     assert rec.error and "No space left" in rec.error and errors == [rec.error]

@@ -197,7 +197,7 @@ def test_frame_with_a_particle_missing():
     hole = np.hypot(xx - truth[k, 0], yy - truth[k, 1]) < 9
     img[hole] = np.random.default_rng(0).poisson(100, hole.sum())
     tr = t.update(img, f.index)
-    j = match(tr, truth, 1.0)
+    match(tr, truth, 1.0)
     lost = tr.flags & FLAG_LOST > 0
     assert lost.sum() == 1 and not tr.usable[lost].any()
     gone_id = tr.ids[lost][0]

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         prof = prof.with_overrides(over, where="--set")
     rep = dry_run(proto, values, LabInfo.from_profile(prof), warm_up=False)
     print(f"protocol {proto.name}: OK")
-    print(f"  parameters: " + ", ".join(f"{k}={v!r}" for k, v in rep.values.items()))
+    print("  parameters: " + ", ".join(f"{k}={v!r}" for k, v in rep.values.items()))
     print(f"  {rep.n_steps} steps, estimated duration {rep.duration_s:.2f} s "
           f"({rep.duration_s / prof.frame_period_s:.0f} frames at {prof.camera.fps:g} frames/s)")
     print(f"  force terms at the end: {', '.join(f'{k} ({v})' for k, v in rep.terms.items()) or 'none'}")

@@ -75,7 +75,6 @@ def pair_list(pos, usable, cutoff):
 
     Half-stencil sweep over a cell list with cell-ordered copies of the coordinates.
     """
-    n = pos.shape[0]
     x0, y0, cell, ncx, ncy = grid_for(pos, usable, cutoff)
     start, order = bin_particles(pos, usable, x0, y0, cell, ncx, ncy)
     m = order.shape[0]

@@ -519,8 +519,12 @@ def _preload() -> None:
                       np.zeros(0, np.uint8), np.zeros((0, 2)), np.zeros(0, np.uint8), SpotTable.empty(), {})
     buf = _RowBuffer()
     buf.rows.append((rec, -1))
-    pq.write_table(buf.table(), pa.BufferOutputStream(), compression="zstd")
-    numcodecs.Blosc(cname="lz4", clevel=1, shuffle=numcodecs.Blosc.BITSHUFFLE).encode(np.zeros(4, np.uint16))
+    try:  # a warm-up in memory: if it fails, the writer thread reports the real error later
+        pq.write_table(buf.table(), pa.BufferOutputStream(), compression="zstd")
+        numcodecs.Blosc(cname="lz4", clevel=1, shuffle=numcodecs.Blosc.BITSHUFFLE).encode(np.zeros(4, np.uint16))
+    except Exception as exc:
+        log.debug("recorder warm-up failed: %s", exc)
+        return
     _PRELOADED = True
 
 

@@ -31,15 +31,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-
 from cybloid.calibration.model import Calibration
+
 from cybloid.errors import CalibrationError
 from cybloid.forcecurve import ForceCurve
+from cybloid.tomlfile import read_toml
 
 CALIBRATION_FORMAT = "cybloid-calibration/1"
 
@@ -235,12 +235,5 @@ def load_calibration(path: str | Path) -> Calibration:
     path = Path(path)
     if not path.exists():
         raise CalibrationError(f"calibration file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CalibrationError(f"{path}: cannot read calibration file: {exc}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise CalibrationError(f"{path}: malformed TOML: {exc}") from None
+    data = read_toml(path, CalibrationError, "calibration file")
     return calibration_from_dict(data, where=str(path))

@@ -9,13 +9,13 @@ by ``cybloid.drivers``.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from cybloid.errors import ProfileError
+from cybloid.tomlfile import read_toml
 
 HARDWARE_FORMAT = "cybloid-hardware/1"
 ROLES = ("camera", "steering", "laser", "stage")
@@ -122,10 +122,5 @@ def load_hardware_profile(name_or_path: str | Path | None = None) -> HardwarePro
             raise ProfileError(
                 f"hardware profile '{name_or_path}' not found (not a file; bundled: {', '.join(sorted(bundled))})"
             )
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"{path}: malformed TOML: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"{path}: cannot read hardware profile: {exc}") from None
+    data = read_toml(path, ProfileError, "hardware profile")
     return hardware_from_dict(data, source=str(path))

@@ -8,7 +8,6 @@ key and value and names the file, section and key of any problem.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from cybloid.errors import ProfileError
+from cybloid.tomlfile import read_toml
 from cybloid.units import diffusion_coefficient, kT_pN_um, stokes_friction
 
 LAB_FORMAT = "cybloid-lab/1"
@@ -292,12 +292,5 @@ def load_lab_profile(name_or_path: str | Path | None = None) -> LabProfile:
         raise ProfileError(
             f"lab profile '{name_or_path}' not found (not a file; bundled: {', '.join(sorted(bundled))})"
         )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"{path}: cannot read lab profile: {exc}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"{path}: malformed TOML: {exc}") from None
+    data = read_toml(path, ProfileError, "lab profile")
     return profile_from_dict(data, source=str(path))

@@ -125,6 +125,8 @@ def test_run_and_abort_protocol_laser_off(live, qtbot):
     qtbot.waitUntil(lambda: live.worker.runner.state == "running", timeout=5000)
     panel.abort()
     qtbot.waitUntil(lambda: live.worker.runner.state == "aborted", timeout=10000)
+    # the worker stores the summary after the runner returns: wait for it, not just the state
+    qtbot.waitUntil(lambda: live.worker.last_summary is not None, timeout=10000)
     assert not lab.laser.is_on
     assert not lab.world.laser_on
     assert live.worker.last_summary.status == "aborted"

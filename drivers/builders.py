@@ -18,6 +18,7 @@ from cybloid.errors import ProfileError
 from .serial_link import STANDARD_BAUDRATES
 
 EMULATOR = "emulator"
+FIRMWARE = "firmware"  # steering: the reference firmware's host build (drivers/firmware/) on a pty
 
 
 def _where(ctx: Mapping[str, Any], role: str) -> str:
@@ -46,7 +47,7 @@ def _port(where: str, v: Any) -> str:
         raise ProfileError(f"{where} must be a device path (e.g. /dev/ttyUSB0, COM3), a pyserial URL or "
                            f"'{EMULATOR}', got {v!r}")
     v = v.strip()
-    if v == EMULATOR or "://" in v or v.upper().startswith("COM"):
+    if v in (EMULATOR, FIRMWARE) or "://" in v or v.upper().startswith("COM"):
         return v
     if not os.path.exists(v):
         raise ProfileError(f"{where}: serial port {v!r} does not exist (is the device plugged in? "
@@ -115,6 +116,13 @@ def build_steering(opts: Mapping[str, Any], ctx: dict) -> Any:
 
         hb = (o["heartbeat_timeout_ms"] or 1000) / 1000.0
         emu = SteeringEmulator(ctx["world"], ctx["clock"], ctx["truth"], heartbeat_timeout_s=hb).start()
+        ctx["resources"].append(emu)
+        port = emu.port
+    elif port == FIRMWARE:
+        from .emulate_firmware import FirmwareEmulator
+
+        hb = (o["heartbeat_timeout_ms"] or 1000) / 1000.0
+        emu = FirmwareEmulator(ctx["world"], ctx["clock"], ctx["truth"], heartbeat_timeout_s=hb).start()
         ctx["resources"].append(emu)
         port = emu.port
     return SerialSteering(port, ctx["clock"], o["baudrate"], o["timeout_s"], o["retries"], o["heartbeat_timeout_ms"])

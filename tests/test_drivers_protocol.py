@@ -18,6 +18,7 @@ from cybloid.drivers import laser as cobolt
 from cybloid.drivers import stage as proscan
 from cybloid.drivers import steering_protocol as sp
 from cybloid.errors import CybloidError, DeviceError
+from cybloid.frame import SpotTable
 
 
 def test_crc16_is_ccitt_false():
@@ -248,3 +249,200 @@ def test_line_emulators_answer_any_command_with_a_reply_or_an_error(text):
     finally:
         las.close()
         stg.close()
+
+
+# ---------------------------------------------------------------------- the same protocol tests on
+# both device implementations: the Python emulator and the reference firmware's host build (C)
+def _compiler_or_skip():
+    from cybloid.drivers.emulate_firmware import find_compiler
+
+    if find_compiler() is None:
+        pytest.skip("no C compiler: the firmware's host build cannot be built here")
+
+
+def _device(backend, world, clock, truth, **kw):
+    if backend == "python":
+        from cybloid.drivers.emulate_steering import SteeringEmulator
+
+        return SteeringEmulator(world, clock, truth, **kw).start()
+    _compiler_or_skip()
+    from cybloid.drivers.emulate_firmware import FirmwareEmulator
+
+    return FirmwareEmulator(world, clock, truth, **kw).start()
+
+
+BACKENDS = ["python", "firmware"]
+
+
+@pytest.fixture(params=BACKENDS)
+def device(request):
+    """(backend name, device, driver, world, clock, true calibration) with max 10 spots."""
+    from cybloid.drivers.steering import SerialSteering
+
+    w, clock, truth = _sim()
+    w.advance_to(1)  # compile the dynamics now, not inside a test's heartbeat window
+    emu = _device(request.param, w, clock, truth, heartbeat_timeout_s=30.0, max_spots=10)
+    drv = SerialSteering(emu.port, clock, timeout_s=0.5)
+    yield request.param, emu, drv, w, clock, truth
+    drv.close()
+    emu.close()
+
+
+def _raw(drv, ftype, seq, payload=b"", frame=None):
+    """Send one frame (or raw bytes) and read the reply to (ftype, seq)."""
+    with drv.link.lock:
+        drv.link.write(frame if frame is not None else sp.encode(ftype, seq, payload))
+        return drv._read_reply(ftype, seq)
+
+
+def test_table_lands_where_the_true_calibration_puts_it_with_its_shares(device):
+    from cybloid.drivers.steering import table_from_um
+
+    backend, emu, drv, w, clock, truth = device
+    assert drv.max_spots == 10 and drv.serial_number.startswith("CBSP-")
+    spots_um = np.array([[10.0, 20.0], [50.5, 60.25], [90.0, 5.0]])
+    t_sent = 0.0123
+    ack = drv.send(table_from_um(truth, spots_um, [0.5, 0.25, 0.2]), t_sent)
+    lat = w.profile.latency.actuation_s
+    assert ack.n_spots == 3
+    # the table takes effect at or after it was sent; the firmware swaps tables at the end of
+    # its dwell cycle (1 ms), the Python emulator at the next simulation tick
+    assert t_sent <= ack.t_applied <= t_sent + lat + 1e-3 + w.dt
+    w.advance_to(w.ticks(ack.t_applied + lat) + 1)
+    got, share = w.active_spots()
+    assert np.max(np.abs(got - spots_um)) < 1e-3  # whole steering units: 1.6 nm
+    # the firmware's shares are its integer dwell times per 1000 us cycle
+    tol = 2 / 65535 if backend == "python" else 1e-3 + 2 / 65535
+    assert share == pytest.approx([0.5, 0.25, 0.2], abs=tol)
+    assert not emu.blanked and not drv.blanked
+    drv.blank()
+    assert emu.blanked and drv.blanked
+    w.advance_to(w.tick + 1)
+    assert len(w.active_spots()[0]) == 0
+
+
+def test_oversize_table_is_refused_and_changes_nothing(device):
+    from cybloid.drivers.steering import table_from_um
+
+    backend, emu, drv, w, clock, truth = device
+    drv.send(table_from_um(truth, [[30.0, 30.0]], [0.8]), 0.0)
+    drv.max_spots = 4096  # let the driver send it: the device must refuse
+    with pytest.raises(DeviceError, match="more spots than the device holds"):
+        drv.send(SpotTable(np.zeros(11), np.zeros(11), np.full(11, 0.01)), 0.001)
+    w.advance_to(w.ticks(0.05))
+    got, share = w.active_spots()
+    assert len(got) == 1 and share[0] == pytest.approx(0.8, abs=2e-3)  # the refused table never applied
+    drv.send(SpotTable(np.zeros(10), np.zeros(10), np.full(10, 0.1)), 0.06)  # exactly max_spots: fine
+
+
+@pytest.mark.parametrize("ftype,payload,status", [
+    (sp.T_TABLE, sp.TABLE_HEAD.pack(0, 65535, 2) + np.array([(1, 1, 40000), (2, 2, 40000)], sp.SPOT_DTYPE).tobytes(),
+     sp.ST_SHARE_SUM),
+    (sp.T_TABLE, sp.TABLE_HEAD.pack(0, 65535, 2) + b"\0" * 6, sp.ST_BAD_LENGTH),
+    (sp.T_TABLE, b"\0" * 5, sp.ST_BAD_LENGTH),
+    (sp.T_BLANK, b"x", sp.ST_BAD_LENGTH),
+    (sp.T_HEARTBEAT, b"\0" * 7, sp.ST_BAD_LENGTH),
+    (sp.T_INFO, b"\0", sp.ST_BAD_LENGTH),
+    (sp.T_SET_TIMEOUT, struct.pack("<H", 9), sp.ST_BAD_VALUE),
+    (sp.T_SET_TIMEOUT, struct.pack("<H", 60001), sp.ST_BAD_VALUE),
+    (sp.T_SET_TIMEOUT, b"\0", sp.ST_BAD_LENGTH),
+    (0x33, b"", sp.ST_UNKNOWN_TYPE),
+    (0x7F, b"abc", sp.ST_UNKNOWN_TYPE),
+])
+def test_malformed_requests_get_the_status_the_spec_names(device, ftype, payload, status):
+    backend, emu, drv, *_ = device
+    r = _raw(drv, ftype, 77, payload)
+    assert (r.request, r.seq, r.status, r.n) == (ftype, 77, status, 0)
+    assert r.flags & sp.F_BLANKED  # nothing was un-blanked by a refused request
+    assert _raw(drv, sp.T_HEARTBEAT, 78, struct.pack("<Q", 0)).status == sp.ST_OK  # link still usable
+
+
+def test_damaged_frames_are_dropped_silently_and_the_next_one_is_answered(device):
+    backend, emu, drv, *_ = device
+    good = sp.encode(sp.T_INFO, 21)
+    bad = bytearray(sp.encode(sp.T_BLANK, 20))
+    bad[-1] ^= 0x5A  # bad CRC
+    with drv.link.lock:
+        drv.link.write(bytes(bad))
+        with pytest.raises(DeviceError, match="no valid acknowledgement"):
+            drv._read_reply(sp.T_BLANK, 20)
+        drv.link.write(b"\xa5\xa5\x00" + bytes(bad) + good)  # garbage, damage, then a good frame
+        r = drv._read_reply(sp.T_INFO, 21)
+    version, max_spots, hb_ms, serial = sp.INFO_BODY.unpack_from(r.extra, 0)
+    assert (r.status, version, max_spots, hb_ms) == (sp.ST_OK, 1, 10, 30000)
+    assert len(sp.encode(r.request | sp.REPLY, r.seq, sp.pack_reply(0, 0, 0, 0, r.extra))) == 41
+
+
+def test_set_timeout_then_lost_heartbeat_blanks_the_beam(device):
+    import time
+
+    from cybloid.drivers.steering import table_from_um
+
+    backend, emu, drv, w, clock, truth = device
+    assert _raw(drv, sp.T_SET_TIMEOUT, 5, struct.pack("<H", 100)).status == sp.ST_OK
+    drv.send(table_from_um(truth, [[20.0, 20.0]], [1.0]), 0.0)
+    assert not emu.blanked
+    for _ in range(5):  # heartbeats keep it alive
+        time.sleep(0.03)
+        drv.heartbeat()
+    assert not emu.blanked
+    t_last = time.monotonic()
+    deadline = t_last + 5.0
+    while not emu.blanked and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert emu.blanked
+    t_blank, reason = emu.blank_events[-1]
+    assert reason == "heartbeat timeout"
+    assert 0.1 <= t_blank - t_last + 0.01 < 0.6
+    w.advance_to(w.tick + 1)
+    assert len(w.active_spots()[0]) == 0  # the world's beam is off too
+    drv.heartbeat()  # the next reply says the beam was blanked behind the host's back
+    assert drv.stats["heartbeat_expired"] == 1 and drv.blanked
+    drv.heartbeat()
+    assert drv.stats["heartbeat_expired"] == 1  # reported once
+
+
+def test_device_fault_blanks_and_refuses_tables(device):
+    from cybloid.drivers.steering import table_from_um
+
+    backend, emu, drv, w, clock, truth = device
+    drv.send(table_from_um(truth, [[20.0, 20.0]], [1.0]), 0.0)
+    emu.inject("fault")
+    assert emu.blanked
+    with pytest.raises(DeviceError, match="device fault"):
+        drv.send(table_from_um(truth, [[20.0, 20.0]], [1.0]), 0.01)
+    r = _raw(drv, sp.T_HEARTBEAT, 9, struct.pack("<Q", 0))
+    assert r.flags & sp.F_FAULT and r.flags & sp.F_BLANKED
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(frames=st.lists(st.tuples(st.integers(0, 127), st.binary(max_size=40), st.binary(max_size=12)),
+                       min_size=1, max_size=6))
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_every_valid_frame_is_answered_exactly_once_over_the_pty(backend, frames):
+    """Random frames behind random noise, in one write: one reply per frame, in order, same SEQ."""
+    import time
+
+    from cybloid.drivers.serial_link import SerialLink
+
+    w, clock, truth = _sim()
+    emu = _device(backend, w, clock, truth, heartbeat_timeout_s=5.0)
+    link = SerialLink(emu.port, 921600, 0.5, name="steering")
+    try:
+        data = b"".join(noise.replace(b"\xa5", b"") + sp.encode(t, i, p) for i, (t, p, noise) in enumerate(frames))
+        link.write(data)
+        parser, got = sp.FrameParser(), []
+        deadline = time.monotonic() + 2.0
+        while len(got) < len(frames) and time.monotonic() < deadline:
+            got += parser.feed(link.read_some(deadline))
+        assert [m.seq for m in got] == list(range(len(frames)))
+        for m, (t, p, _) in zip(got, frames):
+            r = sp.decode_reply(m)
+            assert r.request == t
+            if t not in sp.TYPE_NAMES:
+                assert r.status == sp.ST_UNKNOWN_TYPE
+            if r.status == sp.ST_OK and t == sp.T_TABLE:
+                assert len(p) == 12 + 6 * r.n
+    finally:
+        link.close()
+        emu.close()

@@ -44,9 +44,9 @@ class Lab:
         return self.profile.frame_period_s
 
     def safe_off(self) -> list[str]:
-        """Turn the laser off and blank the beam; never raises. Returns error messages."""
+        """Blank the beam (the fast path), then turn the laser off; never raises. Returns error messages."""
         errors = []
-        for what, fn in (("laser off", self.laser.off), ("beam blank", self.steering.blank)):
+        for what, fn in (("beam blank", self.steering.blank), ("laser off", self.laser.off)):
             try:
                 fn()
             except Exception as exc:  # safety path: keep going, report

@@ -30,6 +30,22 @@ log = logging.getLogger(__name__)
 Sink = Callable[[FrameRecord], Any]
 
 
+def laser_power_frac(laser) -> float:
+    """The laser's set power as a fraction of its rated power: the one source of truth.
+
+    The actuator's force cap follows it every frame (see :meth:`FeedbackLoop.step`).
+    """
+    rated = laser.max_power_mW
+    return float(laser.power_mW()) / rated if rated else 0.0
+
+
+def set_laser_power(lab: Lab, power_mW: float) -> float:
+    """Set the laser's power (mW), clamped to [0, profile limit, rated power]; returns the power set."""
+    p = max(0.0, min(float(power_mW), lab.limits.max_power_mW, lab.laser.max_power_mW))
+    lab.laser.set_power(p)
+    return p
+
+
 def default_tracker(lab: Lab):
     """A tracker sized for the lab's particles and signal level."""
     prof = lab.profile
@@ -56,7 +72,8 @@ class FeedbackLoop:
     history_depth : int
         Frames of position history kept (must cover the largest delay).
     watchdog_timeout_s : float
-        Wall time without a completed frame after which the laser is turned off.
+        Time without a completed frame after which the laser is turned off: wall time for
+        real-time and hardware runs, lab time for virtual-time runs on the simulated lab.
     keep_images : bool
         Attach the camera image to each record (for recorder and dashboard).
     """
@@ -65,14 +82,18 @@ class FeedbackLoop:
                  history_depth: int = 512, watchdog_timeout_s: float = 1.0, keep_images: bool = True) -> None:
         self.lab = lab
         self.tracker = tracker or default_tracker(lab)
+        adapt = getattr(lab.camera, "adapt_tracker", None)
+        if adapt is not None:  # simulated camera tiers: lazy pixels, or a measurement model (render=none)
+            self.tracker = adapt(self.tracker)
         self.program = program or ForceProgram()
         self.history = History(history_depth)
         self.actuator = Actuator(lab.calibration, lab.limits, lab.profile.fov_um,
-                                 power_frac=lab.laser.power_mW() / lab.laser.max_power_mW if lab.laser.max_power_mW else 0.0,
+                                 power_frac=laser_power_frac(lab.laser),
                                  frame_period_s=lab.frame_period_s)
         self.sinks: list[Sink] = []
         self.keep_images = keep_images
-        self.watchdog = Watchdog(self._stalled, watchdog_timeout_s)
+        wall = bool(lab.clock.realtime) or not lab.hardware.is_simulated
+        self.watchdog = Watchdog(self._stalled, watchdog_timeout_s, wall_clock=wall)
         self._pending_events: list[dict[str, Any]] = []
         self.frames = 0
         self.last: FrameRecord | None = None
@@ -80,7 +101,7 @@ class FeedbackLoop:
 
     # ------------------------------------------------------------------ control
     def _stalled(self) -> None:
-        self.lab.safe_off()
+        self.lab.safe_off()  # blank first (fast path), then laser off
 
     def warm_up(self) -> None:
         """Compile every kernel before the first frame (never inside the hot path)."""
@@ -133,6 +154,7 @@ class FeedbackLoop:
             bad = np.zeros(len(positions), bool)
         t4 = pc()
         if laser_on and self.program:
+            self.actuator.power_frac = laser_power_frac(lab.laser)
             active = usable & ~bad
             table, _, sat = self.actuator.spots(positions, forces, active, tracks.ids)
             sat[bad] |= SAT_NAN
@@ -166,7 +188,7 @@ class FeedbackLoop:
             tracks.ids, positions, tracks.mass, tracks.flags, forces, sat, table, timings, flags, laser_on,
             frame.image if self.keep_images else None, events, frame.truth,
         )
-        self.watchdog.kick()
+        self.watchdog.kick(frame.t_exposure_mid)
         self.frames += 1
         self.last = rec
         for sink in self.sinks:

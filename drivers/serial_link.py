@@ -4,7 +4,8 @@ Every read has a deadline (``timeout_s``); a missing, late or malformed reply ra
 :class:`~cybloid.errors.DeviceError`, never hangs. A lost port (USB cable pulled, emulator
 disconnected) is closed and reopened on the next transaction, at most every
 ``reconnect_interval_s``; ``on_reconnect`` runs right after a reopen (the laser driver
-switches the laser off there).
+switches the laser off there). Ports are opened exclusively (``flock``): a second program
+that tries to open a port in use gets a DeviceError and sends nothing.
 """
 
 from __future__ import annotations
@@ -63,9 +64,14 @@ class SerialLink:
                 ser = serial.serial_for_url(self.port, baudrate=self.baudrate, timeout=self.timeout_s,
                                             write_timeout=self.timeout_s)
             else:
+                # exclusive: a second program cannot open this port (its connect-time commands,
+                # such as the laser driver's off, would act on this program's experiment)
                 ser = serial.Serial(self.port, baudrate=self.baudrate, timeout=self.timeout_s,
-                                    write_timeout=self.timeout_s)
+                                    write_timeout=self.timeout_s, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as exc:
+            if "exclusively lock" in str(exc):
+                raise DeviceError(f"{self.name}: serial port {self.port} is in use by another program "
+                                  "(close it there first)") from None
             raise DeviceError(f"{self.name}: cannot open serial port {self.port}: {exc}") from None
         self.ser = ser
         self._ever_open = True

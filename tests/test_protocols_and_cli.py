@@ -162,7 +162,7 @@ def protocol(p, lab):
 
 
 def test_watchdog_turns_laser_off_when_the_loop_stalls(tmp_path):
-    proto, lab, loop, vals = _open(tmp_path, STALL)
+    proto, lab, loop, vals = _open(tmp_path, STALL, realtime=True)  # wall-clock watchdog: real time
     states = []
     loop.watchdog.timeout_s = 0.3
     orig = loop.watchdog._on_stall

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CybloidError as exc:
         print(f"cybloid: error: {exc}", file=sys.stderr)
-        return 130 if type(exc).__name__ == "Aborted" else 2
+        return getattr(exc, "exit_code", None) or (130 if type(exc).__name__ == "Aborted" else 2)
     except KeyboardInterrupt:
         print("cybloid: interrupted", file=sys.stderr)
         return 130

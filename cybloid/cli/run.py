@@ -8,7 +8,7 @@ import sys
 from cybloid.cli.common import add_lab_options, add_param_option, lab_overrides
 from cybloid.params import parse_assignments
 from cybloid.protocol.loader import load_protocol
-from cybloid.protocol.runner import ProtocolRunner, prepare
+from cybloid.protocol.runner import ProtocolRunner, prepare, stop_on_signals
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,12 +42,15 @@ def make_recorder(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    proto = load_protocol(args.protocol)
-    values = proto.values(parse_assignments(args.param))
-    lab, loop, values = prepare(proto, values, hardware=args.hardware, lab=args.lab, seed=args.seed,
-                                realtime=args.realtime, overrides=lab_overrides(args.lab_set) or None,
-                                calibration=args.calibration, allow_uncalibrated=args.uncalibrated)
+    with stop_on_signals() as early:  # SIGTERM/SIGHUP while the lab opens: closed like Ctrl-C
+        proto = load_protocol(args.protocol)
+        values = proto.values(parse_assignments(args.param))
+        lab, loop, values = prepare(proto, values, hardware=args.hardware, lab=args.lab, seed=args.seed,
+                                    realtime=args.realtime, overrides=lab_overrides(args.lab_set) or None,
+                                    calibration=args.calibration, allow_uncalibrated=args.uncalibrated)
+    del early
     bar = None
+    runner = None
     try:
         recorder = make_recorder(args)
         if not args.no_progress:
@@ -69,16 +72,19 @@ def run(args: argparse.Namespace) -> int:
             from cybloid.recording.format import lab_metadata
 
             meta.update(lab_metadata(lab))
-        runner = ProtocolRunner(loop, proto, values, recorder=recorder, on_progress=progress, metadata=meta)
-        try:
-            summary = runner.run()
-        finally:
-            if bar is not None:
-                bar.close()
-            if recorder is not None:
-                recorder.close()  # wait until the session is complete on disk (laser already off)
-        if recorder is not None:
-            summary.session = str(getattr(recorder, "path", "") or "") or None
+        runner = ProtocolRunner(loop, proto, values, recorder=recorder, on_progress=progress, metadata=meta,
+                                on_message=lambda m: print(f"cybloid: {m}", file=sys.stderr, flush=True))
+        with stop_on_signals(runner):
+            try:
+                summary = runner.run()
+            finally:
+                if bar is not None:
+                    bar.close()
+                if recorder is not None:
+                    recorder.close()  # wait until the session is complete on disk (laser already off)
+                    runner.summary.session = str(getattr(recorder, "path", "") or "") or None
+                if runner.summary.status != "done":  # what ran, and why it ended, before the error line
+                    print("\n".join(runner.summary.lines()), file=sys.stderr, flush=True)
         print("\n".join(summary.lines()))
         return 0
     finally:

@@ -51,6 +51,12 @@ class LoadedProtocol:
         return Values(self.params, given or {}, where=f"protocol {self.name}: ")
 
     @property
+    def recording_optional(self) -> bool:
+        """True if the protocol sets ``RECORDING_OPTIONAL = True``: a failed recording then does not
+        stop the experiment (the run still ends with an error)."""
+        return bool(getattr(self.module, "RECORDING_OPTIONAL", False)) if self.module is not None else False
+
+    @property
     def summary(self) -> str:
         return (self.doc.strip().splitlines() or [""])[0]
 

@@ -202,7 +202,7 @@ def test_truncated_record_part(session_path):
 
 
 def test_corrupt_frame_chunk(session_path):
-    chunk = session_path / "frames.zarr" / "c" / "2" / "0" / "0"
+    chunk = session_path / "frames.zarr" / "0" / "c" / "2" / "0" / "0"
     chunk.write_bytes(b"garbage" * 3)
     s = open_session(session_path)
     assert s.image(1) is not None
@@ -232,7 +232,7 @@ def test_frames_grow_past_initial_capacity_and_are_plain_zarr(tmp_path):
         assert rec.offer(r)
     rec.close()
     s = open_session(rec.path)
-    a = zarr.open_array(str(rec.path / "frames.zarr"), mode="r")  # any Zarr v3 reader
+    a = zarr.open_array(str(rec.path / "frames.zarr" / "0"), mode="r")  # any Zarr v3 reader
     assert a.shape == (600, 8, 6) and a.dtype == np.uint16
     assert np.array_equal(a[599], recs[599].image) and np.array_equal(s.image(300), recs[300].image)
 

@@ -102,7 +102,7 @@ def test_verify_fails_on_tampered_image(trap_session, tmp_path):
     shutil.copytree(trap_session, path)
     s = open_session(path)
     target = int(s.frame_indices[5])
-    a = zarr.open_array(str(path / "frames.zarr"), mode="r+")
+    a = zarr.open_array(str(path / "frames.zarr" / "0"), mode="r+")
     a[5] = np.roll(a[5], 3, axis=1)  # every particle 3 px to the right in one frame
     res = replay(path, verify=True)
     assert not res.verified and res.mismatch.frame == target and "spot table differs" in res.mismatch.what
@@ -130,7 +130,7 @@ def test_sigkill_mid_session_then_replay(tmp_path):
     assert not s.complete and "INCOMPLETE" in "\n".join(s.describe())
     assert s.n_frames >= 2
     # images written after the last record part are all that is lost: at most one flush interval
-    chunks = len(list((path / "frames.zarr" / "c").iterdir()))
+    chunks = len(list((path / "frames.zarr" / "0" / "c").iterdir()))
     fps = s.metadata["lab_profile"]["camera"]["fps"]
     assert 0 <= chunks - len(s.frame_indices) <= fps  # < 1 s of frames even at real-time speed
     res = replay(s, verify=True)
@@ -236,16 +236,18 @@ def test_realtime_session_replays_from_recorded_frames(tmp_path):
     assert res.frames_simulated == 0 and res.frames_recorded_images == open_session(path).n_frames
 
 
-@pytest.mark.parametrize("damage", ["chunk", "zarr_json", "records", "events"])
+@pytest.mark.parametrize("damage", ["chunk", "missing_chunk", "zarr_json", "records", "events"])
 def test_damaged_session_gives_one_line_error(trap_session, tmp_path, capsys, damage):
     import shutil
 
     path = tmp_path / "damaged"
     shutil.copytree(trap_session, path)
     if damage == "chunk":
-        (path / "frames.zarr" / "c" / "7" / "0" / "0").write_bytes(b"\x00" * 10)
+        (path / "frames.zarr" / "0" / "c" / "7" / "0" / "0").write_bytes(b"\x00" * 10)
+    elif damage == "missing_chunk":  # named, never read as an all-zero frame
+        (path / "frames.zarr" / "0" / "c" / "7" / "0" / "0").unlink()
     elif damage == "zarr_json":
-        (path / "frames.zarr" / "zarr.json").write_text("{")
+        (path / "frames.zarr" / "0" / "zarr.json").write_text("{")
     elif damage == "records":
         f = next((path / "records").glob("*.parquet"))
         f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
@@ -261,6 +263,8 @@ def test_damaged_session_gives_one_line_error(trap_session, tmp_path, capsys, da
     assert main(["replay", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("cybloid: error: ") and err.count("\n") == 1 and str(path) in err
+    if damage == "missing_chunk":
+        assert "c/7/0/0: chunk of frame" in err and "is missing" in err
 
 
 def test_cli_reanalysis_writes_derived_session_beside_original(trap_session, tmp_path, capsys):

@@ -1,9 +1,12 @@
-"""The session format ``cybloid-session/1``: names, the per-frame schema, metadata helpers.
+"""The session format ``cybloid-session/2``: names, the per-frame schema, metadata helpers.
 
 A session is one directory (see ``docs/sessions.md``)::
 
     metadata.json          format, software, protocol, parameters, seed, profiles, start time
-    frames.zarr/           camera images, Zarr v3, (n, height, width) uint16, one chunk per frame
+    frames.zarr/           camera images: an OME-Zarr (NGFF 0.5) image on Zarr v3; the array
+                           frames.zarr/0 is (t, y, x) uint16, one chunk per frame, with the pixel
+                           size (um) and the frame interval (s) in its coordinateTransformations
+    frame_times.csv        one row per stored image: t (array index), camera frame, lab times (s)
     records/part-*.parquet the per-frame record, one row per frame, append-only parts
                            (merged into records/records.parquet when recording stops cleanly)
     events.jsonl           the event log, one JSON object per line
@@ -24,8 +27,18 @@ import numpy as np
 
 from cybloid import __version__
 
-FORMAT = "cybloid-session/1"
-"""Format version written into ``metadata.json``; readers refuse any other."""
+FORMAT = "cybloid-session/2"
+"""Format version written into ``metadata.json``."""
+FORMAT_V1 = "cybloid-session/1"
+"""The first format: ``frames.zarr`` was a bare Zarr v3 array (no OME metadata, no frame times table)."""
+READABLE_FORMATS = (FORMAT_V1, FORMAT)
+"""Versions this cybloid reads; readers refuse any other."""
+NGFF_VERSION = "0.5"
+"""OME-NGFF version of ``frames.zarr`` (format 2): 0.5 is the NGFF version defined on Zarr v3."""
+FRAMES_ARRAY = "0"
+"""Format 2: the full-resolution frames array inside the ``frames.zarr`` OME-Zarr group."""
+FRAME_TIMES = "frame_times.csv"
+FRAME_TIMES_COLUMNS = ("t", "frame", "t_exposure_start_s", "t_exposure_end_s", "t_arrival_s")
 
 METADATA = "metadata.json"
 FRAMES = "frames.zarr"
@@ -155,3 +168,44 @@ def lab_metadata(lab: Any) -> dict[str, Any]:
                         "lab": str(getattr(cal, "lab", "")), "quality": to_jsonable(getattr(cal, "quality", {}))},
         "laser_power_mW": float(lab.laser.power_mW()),
     }
+
+
+def frames_array_path(session_path: Path, version: str = FORMAT) -> Path:
+    """Folder of the frames' Zarr array: ``frames.zarr/0`` (format 2) or ``frames.zarr`` (format 1)."""
+    base = Path(session_path) / FRAMES
+    return base if version == FORMAT_V1 else base / FRAMES_ARRAY
+
+
+def physical_scale(meta: dict[str, Any], every_nth_frame: int = 1) -> tuple[float | None, float | None]:
+    """(pixel size in um, interval between stored frames in s) from session metadata; None where unknown."""
+    cal = meta.get("calibration") or {}
+    cam = (meta.get("lab_profile") or {}).get("camera") or {}
+    px = cal.get("pixel_size_um") or cam.get("pixel_size_um")
+    fps = cam.get("fps")
+    try:
+        px_um = float(px) if px else None
+        dt_s = every_nth_frame / float(fps) if fps else None
+    except (TypeError, ValueError):
+        return None, None
+    ok = lambda v: v if v is not None and math.isfinite(v) and v > 0 else None  # noqa: E731
+    return ok(px_um), ok(dt_s)
+
+
+def ome_attributes(name: str, pixel_size_um: float | None, frame_interval_s: float | None) -> dict[str, Any]:
+    """Attributes of the ``frames.zarr`` group: one NGFF 0.5 multiscale image, axes t, y, x.
+
+    Unknown scales are written as 1 and their unit left out (NGFF requires a scale for every axis).
+    """
+    t_axis: dict[str, Any] = {"name": "t", "type": "time"}
+    y_axis: dict[str, Any] = {"name": "y", "type": "space"}
+    x_axis: dict[str, Any] = {"name": "x", "type": "space"}
+    if frame_interval_s:
+        t_axis["unit"] = "second"
+    if pixel_size_um:
+        y_axis["unit"] = x_axis["unit"] = "micrometer"
+    scale = [float(frame_interval_s or 1.0), float(pixel_size_um or 1.0), float(pixel_size_um or 1.0)]
+    return {"ome": {"version": NGFF_VERSION, "multiscales": [{
+        "name": str(name), "axes": [t_axis, y_axis, x_axis],
+        "datasets": [{"path": FRAMES_ARRAY, "coordinateTransformations": [{"type": "scale", "scale": scale}]}]}]},
+        "cybloid": {"pixel_size_um": pixel_size_um, "frame_interval_s": frame_interval_s, "unit": "ADU",
+                    "frame_times": f"../{FRAME_TIMES}"}}

@@ -2,7 +2,8 @@
 
 ``offer`` never blocks the loop: it puts the record into a bounded queue and counts a drop
 when the queue is full. The writer thread stores images in Zarr (one compressed chunk per
-frame) and the per-frame records in append-only Parquet parts, written at least every
+frame, an OME-Zarr image with physical units) and the per-frame records in append-only Parquet parts,
+written at least every
 ``flush_interval_s`` (each part is written to a temporary name and renamed, so a part on disk
 is always whole). Killing the process loses at most the records of the last flush interval
 plus what was still queued. A write error (disk full, no permission) stops recording with an
@@ -109,10 +110,15 @@ class _SessionWriter(threading.Thread):
     recorder is stopped and waited for (see ``_at_exit``), so ``stop`` can hand over without
     blocking the loop."""
 
-    def __init__(self, rec: "Recorder", path: Path) -> None:
+    def __init__(self, rec: "Recorder", path: Path, metadata: dict[str, Any] | None = None) -> None:
         super().__init__(name=f"cybloid-recorder-{path.name}", daemon=True)
         self.rec = rec
         self.path = path
+        self.metadata = dict(metadata or {})
+        self.frames_dir = fmt.frames_array_path(path)
+        self.times_file = None
+        self.pending_times: list[str] = []
+        self.array_shape_written = -1
         self.queue: queue.Queue = queue.Queue(maxsize=rec.queue_size)
         self.events: collections.deque = collections.deque()
         self.events_file = open(path / fmt.EVENTS, "a", encoding="utf-8")
@@ -188,17 +194,16 @@ class _SessionWriter(threading.Thread):
         if img.shape != self.frame_shape or img.dtype != self.frame_dtype:
             raise SessionError(f"frame {rec.index}: image {img.shape} {img.dtype} differs from the session's "
                                f"{self.frame_shape} {self.frame_dtype}")
-        if self.slot >= self.capacity:
-            self.capacity *= 2
-            self._write_zarr_json(self.capacity)
-        # one chunk per frame, written straight to its Zarr v3 key (c/<slot>/0/0): the bytes zarr's
+        # one chunk per frame, written straight to its Zarr v3 key (0/c/<slot>/0/0): the bytes zarr's
         # BytesCodec(little) + BloscCodec pipeline writes, without its asyncio machinery
         data = img.astype(img.dtype.newbyteorder("<"), copy=False)
         blob = self.codec.encode(data) if self.codec is not None else data.tobytes()
-        d = self.path / fmt.FRAMES / "c" / str(self.slot) / "0"
+        d = self.frames_dir / "c" / str(self.slot) / "0"
         d.mkdir(parents=True, exist_ok=True)
         with open(d / "0", "wb") as f:
             f.write(blob)
+        self.pending_times.append(f"{self.slot},{rec.index},{float(rec.t_exposure_start)!r},"
+                                  f"{float(rec.t_exposure_end)!r},{float(rec.t_arrival)!r}")
         self.slot += 1
         self.frames_written += 1
         self.bytes_written += img.nbytes
@@ -213,12 +218,21 @@ class _SessionWriter(threading.Thread):
         cname = self.rec.compression
         self.codec = None if cname == "none" else numcodecs.Blosc(cname=cname, clevel=1,
                                                                   shuffle=numcodecs.Blosc.BITSHUFFLE, blocksize=0)
-        (self.path / fmt.FRAMES).mkdir(exist_ok=True)
-        self.capacity = 256
-        self._write_zarr_json(self.capacity)
+        self.frames_dir.mkdir(parents=True, exist_ok=True)
+        px_um, dt_s = fmt.physical_scale(self.metadata, self.rec.every_nth_frame)
+        _write_json_atomic(self.path / fmt.FRAMES / "zarr.json", {
+            "zarr_format": 3, "node_type": "group",
+            "attributes": fmt.ome_attributes(self.metadata.get("name", "frames"), px_um, dt_s)})
+        self.times_file = open(self.path / fmt.FRAME_TIMES, "a", encoding="utf-8")
+        self.times_file.write(",".join(fmt.FRAME_TIMES_COLUMNS) + "\n")
+        self.times_file.flush()
+        self._write_zarr_json(0)
 
     def _write_zarr_json(self, n: int) -> None:
-        """The Zarr v3 array metadata of ``frames.zarr`` with ``n`` frames (written atomically)."""
+        """The Zarr v3 array metadata of ``frames.zarr/0`` with ``n`` frames (written atomically).
+
+        Rewritten at every flush, so the array never claims a frame whose chunk is not on disk.
+        """
         h, w = self.frame_shape
         codecs = [{"name": "bytes", "configuration": {"endian": "little"}}]
         if self.codec is not None:
@@ -228,13 +242,26 @@ class _SessionWriter(threading.Thread):
         meta = {"shape": [int(n), int(h), int(w)], "data_type": self.frame_dtype.name,
                 "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1, int(h), int(w)]}},
                 "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
-                "fill_value": 0, "codecs": codecs,
-                "attributes": {"axes": ["frame", "y", "x"], "unit": "ADU"},
+                "fill_value": 0, "codecs": codecs, "dimension_names": ["t", "y", "x"],
+                "attributes": {"unit": "ADU"},
                 "zarr_format": 3, "node_type": "array", "storage_transformers": []}
-        _write_json_atomic(self.path / fmt.FRAMES / "zarr.json", meta)
+        _write_json_atomic(self.frames_dir / "zarr.json", meta)
+        self.array_shape_written = int(n)
+
+    def _flush_frames(self) -> None:
+        """Frame times of the images written since the last flush, then the array's new length."""
+        if self.frame_shape is None:
+            return
+        if self.pending_times:
+            self.times_file.write("\n".join(self.pending_times) + "\n")
+            self.times_file.flush()
+            self.pending_times.clear()
+        if self.array_shape_written != self.slot:
+            self._write_zarr_json(self.slot)
 
     def _flush(self, buf: _RowBuffer) -> None:
         self._write_events()
+        self._flush_frames()
         if not len(buf):
             return
         import pyarrow.parquet as pq
@@ -249,25 +276,36 @@ class _SessionWriter(threading.Thread):
         buf.rows.clear()
 
     def _finish(self) -> None:
-        """Shrink the frames array, merge the parts into one file, then write ``complete.json``."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        """Bring the frames array up to date, merge the parts into one file, then write ``complete.json``.
 
-        if self.frame_shape is not None:
-            self._write_zarr_json(self.slot)
+        A failed merge (disk full, ...) keeps the parts, which hold every record: the session is
+        still complete, ``complete.json`` names no merged file and says why.
+        """
+        self._flush_frames()
         parts = sorted((self.path / fmt.RECORDS).glob(fmt.PART_GLOB))
         records_file = None
+        merge_error = None
         if len(parts) > 1:
             merged = self.path / fmt.RECORDS / fmt.MERGED
             tmp = merged.with_suffix(".tmp")
-            pq.write_table(pa.concat_tables([pq.read_table(p) for p in parts]), tmp, compression="zstd",
-                           row_group_size=20_000)
-            os.replace(tmp, merged)
-            records_file = fmt.MERGED
+            try:
+                _merge_parts(parts, tmp)
+                os.replace(tmp, merged)
+                records_file = fmt.MERGED
+            except Exception as exc:  # OSError, ArrowException, MemoryError: the parts stay the record
+                merge_error = f"merging {len(parts)} record parts failed, parts kept: {type(exc).__name__}: {exc}"
+                log.warning("%s: %s", self.path, merge_error)
+                try:
+                    tmp.unlink(missing_ok=True)
+                except OSError:
+                    pass
+                self.events.append({"t_wall": time.time(), "kind": "records_merge_failed", "error": merge_error})
         self._write_events()
-        _write_json_atomic(self.path / fmt.COMPLETE, {
-            "end_time": fmt.utc_now(), "records": self.written, "frames_stored": self.frames_written,
-            "dropped": self.dropped, "parts": self.part, "records_file": records_file, "bytes": self.bytes_written})
+        done = {"end_time": fmt.utc_now(), "records": self.written, "frames_stored": self.frames_written,
+                "dropped": self.dropped, "parts": self.part, "records_file": records_file, "bytes": self.bytes_written}
+        if merge_error:
+            done["merge_error"] = merge_error
+        _write_json_atomic(self.path / fmt.COMPLETE, done)
         if records_file is not None:  # the marker names the merged file: the parts are now redundant
             for p in parts:
                 p.unlink(missing_ok=True)
@@ -282,6 +320,12 @@ class _SessionWriter(threading.Thread):
         self.events_file.flush()
 
     def _close_events(self) -> None:
+        if self.times_file is not None:
+            try:
+                self.times_file.close()
+            except OSError:
+                pass
+            self.times_file = None
         if self.events_file is not None:
             try:
                 self.events_file.close()
@@ -372,7 +416,13 @@ class Recorder:
         return self._start_error or self._get("error", None)
 
     @property
+    def failed(self) -> bool:
+        """True once recording has stopped because of an error (see ``error``); the run decides what to do."""
+        return bool(self._start_error) or bool(self._get("failed", False))
+
+    @property
     def state(self) -> str:
+        """``idle``, ``recording``, ``stopping``, ``stopped`` or ``failed``."""
         if self.recording:
             return "failed" if self._get("failed", False) else "recording"
         if self._start_error or self._get("failed", False):
@@ -440,7 +490,7 @@ class Recorder:
                                  "compression": self.compression},
                     **meta}
             _write_json_atomic(path / fmt.METADATA, full)
-            writer = _SessionWriter(self, path)
+            writer = _SessionWriter(self, path, full)
         except OSError as exc:
             self._start_error = f"cannot create session under {self.directory}: {exc.strerror or exc}"
             self._writer = None
@@ -548,6 +598,28 @@ except (AttributeError, RuntimeError):  # pragma: no cover
     import atexit
 
     atexit.register(_at_exit)
+
+
+def _merge_parts(parts: list[Path], out: Path) -> None:
+    """Concatenate the Parquet parts into ``out``, one part in memory at a time."""
+    import pyarrow.parquet as pq
+
+    import pyarrow as pa
+
+    writer = None
+    pending: list = []
+    try:
+        for k, p in enumerate(parts):
+            pending.append(pq.read_table(p))
+            if sum(t.num_rows for t in pending) >= 20_000 or k == len(parts) - 1:
+                table = pa.concat_tables(pending)
+                pending.clear()
+                if writer is None:
+                    writer = pq.ParquetWriter(out, table.schema, compression="zstd")
+                writer.write_table(table, row_group_size=20_000)
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -48,16 +48,15 @@ class ReplayCamera:
         self.inner = inner
         self.height_px, self.width_px = shape
         self.frame_period_s = frame_period_s
-        self.rows = {int(r.index): r for r in session.records()}
-        self.order = [int(i) for i in session.indices]
-        self.last_index = self.order[-1] if self.order else -1
-        self.first_index = self.order[0] if self.order else 0
-        self._next = 0  # position in order (recorded-only mode)
+        self._cursor = _Cursor(session.records())  # records are read in batches, in order, never all at once
+        idx = session.indices
+        self.last_index = int(idx[-1]) if len(idx) else -1
+        self.first_index = int(idx[0]) if len(idx) else 0
         self.is_recording: Callable[[], bool] | None = None  # set by replay(): is the runner recording now?
         self.piece = int(session.metadata.get("piece", 1) or 1)
         self._piece = 0
         self._was_recording = False
-        first = self.rows[self.first_index] if self.order else None
+        first = self._cursor.peek()
         self._t_blank = (first.t_exposure_start if first else 0.0) - 10.0  # blank frames before the recording
         self._grabs = 0
         self.served_recorded = 0
@@ -82,7 +81,7 @@ class ReplayCamera:
         f = self.inner.grab()
         if f.index > self.last_index:
             raise EndOfSession(f.index)
-        rec = self.rows.get(int(f.index))
+        rec = self._cursor.take(int(f.index))
         if rec is None:
             self.served_simulated += 1
             f.truth = None
@@ -110,10 +109,9 @@ class ReplayCamera:
             self.clock.advance_to(t0)
             return Frame(np.zeros((self.height_px, self.width_px), np.uint16), -1_000_000 + k, t0,
                          t0 + 0.5 * self.frame_period_s, t0 + self.frame_period_s)
-        if self._next >= len(self.order):
+        rec = self._cursor.next()
+        if rec is None:
             raise EndOfSession(k)
-        rec = self.rows[self.order[self._next]]
-        self._next += 1
         img = self.session.image(rec.index)
         if img is None:
             raise SessionError(f"{self.session.path}: frame {rec.index} has no stored image; a session that cannot "
@@ -122,6 +120,79 @@ class ReplayCamera:
         self.clock.advance_to(rec.t_arrival)
         self._t_blank = rec.t_arrival + self.frame_period_s
         return self._frame_from(rec, img)
+
+
+class _Cursor:
+    """Walks a stream of records in index order: ``take(i)`` skips to frame ``i``."""
+
+    def __init__(self, records: Iterator[FrameRecord]) -> None:
+        self._it = iter(records)
+        self._head: FrameRecord | None = None
+        self._done = False
+
+    def peek(self) -> FrameRecord | None:
+        if self._head is None and not self._done:
+            self._head = next(self._it, None)
+            self._done = self._head is None
+        return self._head
+
+    def next(self) -> FrameRecord | None:
+        rec = self.peek()
+        self._head = None
+        return rec
+
+    def take(self, index: int) -> FrameRecord | None:
+        """The record of frame ``index`` (None if not recorded); records before it are passed over."""
+        while True:
+            rec = self.peek()
+            if rec is None or rec.index > index:
+                return None
+            self._head = None
+            if rec.index == index:
+                return rec
+
+
+class _Verifier:
+    """Compares each replayed spot table, as it comes, with the recorded one (streamed, in order)."""
+
+    def __init__(self, session: Session, result: "ReplayResult", stop_first: bool) -> None:
+        self.cursor = _Cursor(session.records())
+        self.result = result
+        self.stop_first = stop_first
+
+    def _miss(self, index: int, what: str) -> None:
+        r = self.result
+        r.mismatches += 1
+        if r.mismatch is None:
+            r.mismatch = Mismatch(int(index), what)
+
+    def __call__(self, got: FrameRecord) -> None:
+        r = self.result
+        if self.stop_first and r.mismatch is not None:
+            return
+        while True:
+            rec = self.cursor.peek()
+            if rec is None or rec.index > got.index:
+                return
+            self.cursor.next()
+            r.frames_compared += 1
+            if rec.index < got.index:
+                self._miss(rec.index, "not reproduced: the replay skipped this frame")
+                continue
+            if not got.spots.equals(rec.spots):
+                self._miss(rec.index, _describe_difference(rec, got))
+            return
+
+    def finish(self) -> None:
+        """Recorded frames the replay never reached."""
+        r = self.result
+        while not (self.stop_first and r.mismatch is not None):
+            rec = self.cursor.next()
+            if rec is None:
+                return
+            r.frames_compared += 1
+            self._miss(rec.index, "not reproduced: the replay ended before this frame"
+                       + (f" ({r.error})" if r.error else ""))
 
 
 class _RecordTap:
@@ -329,8 +400,8 @@ def make_tracker(lab: Any, options: Mapping[str, Any] | None):
 def replay(session: Session | str | Path, *, verify: bool = False, resimulate: bool | None = None,
            protocol: str | None = None, params: Mapping[str, Any] | None = None,
            tracker_options: Mapping[str, Any] | None = None, record_dir: str | Path | None = None,
-           on_progress: Callable[[float, float, str], Any] | None = None, stop_at_first_mismatch: bool = False
-           ) -> ReplayResult:
+           on_progress: Callable[[float, float, str], Any] | None = None, stop_at_first_mismatch: bool = False,
+           keep_records: bool = True) -> ReplayResult:
     """Replay a session through tracker -> history -> force program -> actuator.
 
     Parameters
@@ -347,6 +418,9 @@ def replay(session: Session | str | Path, *, verify: bool = False, resimulate: b
         Changed settings of the default tracker (constructor keywords), e.g. ``{"memory": 1}``.
     record_dir : path, optional
         Write the replayed run as a new, derived session under this folder.
+    keep_records : bool
+        Keep every replayed record (without image) in ``result.records``; False for sessions too
+        large for memory (verification is streamed either way).
     """
     from cybloid.protocol.runner import ProtocolRunner, prepare
     from cybloid.profile import profile_from_dict
@@ -396,9 +470,15 @@ def replay(session: Session | str | Path, *, verify: bool = False, resimulate: b
         lab.camera = cam
         lab.steering = CaptureSteering(lab.steering if resimulate else None, prof.latency.actuation_s)
         replayed: dict[int, FrameRecord] = {}
+        verifier = _Verifier(s, result, stop_at_first_mismatch) if verify else None
+        count = [0]
 
         def sink(rec: FrameRecord) -> None:
-            replayed[int(rec.index)] = dataclasses.replace(rec, image=None)  # the runner may still record it
+            count[0] += 1
+            if keep_records:
+                replayed[int(rec.index)] = dataclasses.replace(rec, image=None)  # the runner may still record it
+            if verifier is not None:
+                verifier(rec)
         loop.add_sink(sink)
         if record_dir is not None:
             recorder = open_recorder(record_dir, name=f"{proto.name}-replay")
@@ -421,14 +501,14 @@ def replay(session: Session | str | Path, *, verify: bool = False, resimulate: b
         except CybloidError as exc:
             result.status, result.error = "failed", str(exc)
         result.records = replayed
-        result.frames_replayed = len(replayed)
+        result.frames_replayed = count[0]
         result.frames_recorded_images = cam.served_recorded
         result.frames_simulated = cam.served_simulated
         result.frames_blank = cam.served_blank
         if recorder is not None and recorder.path is not None:
             result.derived_session = str(recorder.path)
-        if verify:
-            _verify(s, replayed, result, stop_at_first_mismatch)
+        if verifier is not None:
+            verifier.finish()
     finally:
         if recorder is not None:
             recorder.close()
@@ -437,23 +517,6 @@ def replay(session: Session | str | Path, *, verify: bool = False, resimulate: b
         if protocol is None and proto.path.parent.name.startswith("cybloid-replay-"):
             shutil.rmtree(proto.path.parent, ignore_errors=True)
     return result
-
-
-def _verify(s: Session, replayed: dict[int, FrameRecord], result: ReplayResult, stop_first: bool) -> None:
-    for rec in s.records():
-        result.frames_compared += 1
-        got = replayed.get(int(rec.index))
-        if got is None:
-            what = "not reproduced: the replay ended before this frame" + (f" ({result.error})" if result.error else "")
-        elif not got.spots.equals(rec.spots):
-            what = _describe_difference(rec, got)
-        else:
-            continue
-        result.mismatches += 1
-        if result.mismatch is None:
-            result.mismatch = Mismatch(int(rec.index), what)
-        if stop_first:
-            return
 
 
 def _describe_difference(rec: FrameRecord, got: FrameRecord) -> str:

@@ -6,11 +6,8 @@ import pytest
 from cybloid.calibration.model import Calibration
 from cybloid.clock import VirtualClock
 from cybloid.drivers import steering_protocol as sp
-from cybloid.drivers.emulate_laser import LaserEmulator
 from cybloid.drivers.emulate_stage import StageEmulator
 from cybloid.drivers.emulate_steering import SteeringEmulator
-from cybloid.drivers.laser import CoboltLaser
-from cybloid.drivers.laser import parse_text as laser_parse_text
 from cybloid.drivers.stage import ProScanStage
 from cybloid.drivers.stage import parse_text as stage_parse_text
 from cybloid.drivers.steering import SerialSteering, table_from_um
@@ -107,54 +104,6 @@ def test_heartbeat_timeout_blanks_the_beam(world):
         drv.heartbeat()
         assert drv.stats["heartbeat_expired"] == 1
         drv.close()
-
-
-@pytest.fixture
-def laser(world):
-    w = world[0]
-    emu = LaserEmulator(w, max_power_mW=500.0).start()
-    drv = CoboltLaser(emu.port, max_power_mW=500.0, limit_mW=300.0, poll_s=0.0)
-    yield emu, drv, w
-    drv.close()
-    emu.close()
-
-
-def test_laser_on_off_power_and_identity(laser):
-    emu, drv, w = laser
-    assert drv.serial_number == "20512"
-    assert drv.identify()["firmware"] == "EMU-1.0"
-    drv.set_power(200.0)
-    assert emu.set_W == pytest.approx(0.2) and w.power_frac == pytest.approx(0.4)
-    drv.set_power(450.0)  # above the profile limit: clamped to 300 mW
-    assert drv.power_mW() == 300.0 and emu.set_W == pytest.approx(0.3)
-    assert not drv.is_on and not w.laser_on
-    drv.on()
-    assert drv.is_on and emu.on and w.laser_on
-    assert drv.actual_power_mW() == pytest.approx(300.0, rel=1e-3)
-    drv.off()
-    assert not drv.is_on and not emu.on and not w.laser_on
-    assert emu.log[-1] == "l0"
-
-
-def test_laser_refuses_on_with_interlock_open_and_reports_faults(laser):
-    emu, drv, w = laser
-    emu.inject("interlock")
-    with pytest.raises(DeviceError, match="interlock open"):
-        drv.on()
-    assert not emu.on
-    emu.clear_faults()
-    drv.clear_fault()
-    drv.on()
-    emu.inject("fault")  # over-temperature: the laser stops emitting by itself
-    with pytest.raises(DeviceError, match="fault 1: temperature error"):
-        drv.is_on
-    with pytest.raises(DeviceError, match="fault 1"):  # latched: a second reader sees it too
-        drv.is_on
-    assert not w.laser_on
-    drv.off()
-    assert not drv.is_on
-    with pytest.raises(DeviceError, match="laser.*rejected: Syntax error: illegal command"):
-        drv._transact("xyz?", laser_parse_text)
 
 
 @pytest.fixture

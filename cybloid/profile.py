@@ -63,6 +63,7 @@ class CameraModel:
     blur_samples: int = 4
     spot_visible: bool = False
     spot_photons: float = 800.0
+    render: str = "full"
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ class LaserModel:
     range_um: float = 4.0
     max_power_mW: float = 500.0
     steer_from_px: tuple = ((128.0, -1.5, 300.0), (1.5, 128.0, -200.0))
+    # quadratic optical distortion of that map (steering units per normalised [u^2, u v, v^2],
+    # (u, v) = (pixel - image centre) / half the larger image side); zero: a purely affine map
+    steer_distortion_su: tuple = ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,7 @@ _BOUNDS: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("latency", "processing_s"): (0.0, 10.0),
     ("latency", "actuation_s"): (0.0, 10.0),
 }
-_CHOICES = {("arena", "walls"): ("reflecting", "periodic")}
+_CHOICES = {("arena", "walls"): ("reflecting", "periodic"), ("camera", "render"): ("full", "lazy", "none")}
 
 
 @dataclass(frozen=True)
@@ -228,7 +232,7 @@ def _check_value(section: str, key: str, value: Any, default: Any, where: str) -
             raise ProfileError(f"{label} must be a 2x3 matrix of numbers, got {value!r}") from None
         if arr.shape != (2, 3) or not np.all(np.isfinite(arr)):
             raise ProfileError(f"{label} must be a 2x3 matrix of finite numbers, got {value!r}")
-        if abs(np.linalg.det(arr[:, :2])) < 1e-9:
+        if key == "steer_from_px" and abs(np.linalg.det(arr[:, :2])) < 1e-9:
             raise ProfileError(f"{label} is singular (its 2x2 part has no inverse)")
         return tuple(tuple(float(x) for x in row) for row in arr)
     lo, hi = _BOUNDS.get((section, key), (None, None))

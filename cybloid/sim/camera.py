@@ -1,4 +1,19 @@
-"""Simulated camera: exposure with motion blur, PSF, background, shot and read noise."""
+"""Simulated camera: exposure with motion blur, PSF, background, shot and read noise.
+
+Three rendering tiers (lab profile key ``camera.render``):
+
+``full``
+    Every pixel of every frame.
+``lazy``
+    The frame is a :class:`~cybloid.sim.lazy.LazyImage`: pixels are generated only where they
+    are read (the tracker's windows and border band; a full-frame detection, the recorder or
+    the dashboard materialises the whole frame and pays for it). Pixel noise comes from a
+    counter-based generator keyed by (seed, frame, pixel) (:mod:`cybloid.sim.pixels`), so
+    any region, and the whole frame, is bit-identical to the ``full`` tier's for the same seed.
+``none``
+    No image: the tracker is replaced by a measurement model
+    (:class:`~cybloid.sim.measure.MeasurementTracker`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +23,7 @@ import numpy as np
 
 from cybloid.frame import Frame
 from cybloid.profile import LabProfile
-from cybloid.sim.kernels import digitise, render_gaussians
+from cybloid.sim.pixels import background_table, digitise_region, frame_key, render_region
 from cybloid.sim.world import SimWorld
 
 
@@ -26,6 +41,7 @@ class SimCamera:
         self.clock = clock
         self.profile = profile
         c = profile.camera
+        self.render = c.render
         self.width_px = c.width_px
         self.height_px = c.height_px
         self.pixel_size_um = c.pixel_size_um
@@ -37,6 +53,8 @@ class SimCamera:
         self.sigma_px = math.sqrt(psf_px**2 + (d_px / 4.0) ** 2)
         self.spot_sigma_px = max(profile.laser.offset_at_max_um / 2 / c.pixel_size_um, 0.7)
         self._maxval = (1 << c.bit_depth) - 1
+        self._table = None  # background look-up table, built on first use
+        self.last_truth: dict | None = None  # the last frame's truth (the ``none`` tier's measurement model)
 
     # timing in ticks
     def _frame_ticks(self, i: int) -> tuple[int, int, int]:
@@ -50,8 +68,32 @@ class SimCamera:
     def warm_up(self) -> None:
         """Compile the simulation's kernels (called by the loop before it starts)."""
         from cybloid.sim.kernels import warm_up_kernels
+        from cybloid.sim.pixels import warm_up_pixels
 
         warm_up_kernels()
+        warm_up_pixels()
+        self.table()
+
+    def table(self):
+        """The background look-up table (:func:`cybloid.sim.pixels.background_table`)."""
+        if self._table is None:
+            c = self.profile.camera
+            self._table = background_table(c.background_photons, c.read_noise_e, c.gain_adu_per_e, self._maxval)
+        return self._table
+
+    def adapt_tracker(self, tracker):
+        """The tracker the loop should use with this camera: ``tracker`` itself for ``full``,
+        wrapped to request only the pixels it reads for ``lazy``, and the measurement model
+        for ``none`` (which has no image to track)."""
+        if self.render == "lazy":
+            from cybloid.sim.lazy import LazyFrameTracker
+
+            return tracker if isinstance(tracker, LazyFrameTracker) else LazyFrameTracker(tracker)
+        if self.render == "none":
+            from cybloid.sim.measure import MeasurementTracker
+
+            return tracker if isinstance(tracker, MeasurementTracker) else MeasurementTracker(self)
+        return tracker
 
     def start(self) -> None:
         self.running = True
@@ -78,45 +120,57 @@ class SimCamera:
         sample_ticks = sorted({start + min(n_exp, int(round((k + 0.5) * n_exp / nb))) for k in range(nb)})
         w.advance_to(start)
         acc = np.zeros((w.pos.shape[0], 2))
-        img = np.zeros((self.height_px, self.width_px), np.float32)
+        weight = 1.0 / len(sample_ticks)
+        layers: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]] = []
         for t in sample_ticks:
             w.advance_to(t)
             p = w.positions_fov_um()
             acc += p
-            self._render(img, p, 1.0 / len(sample_ticks))
+            if self.render != "none":
+                self._add_layers(layers, p, weight)
         w.advance_to(end)
         w.advance_to(arrival)
-        frame_img = self._noise(img)
-        truth = {"ids": np.arange(w.pos.shape[0]), "positions_um": acc / len(sample_ticks),
-                 "stage_um": w.stage_um.copy()}
+        truth = {"ids": np.arange(w.pos.shape[0]), "positions_um": acc * weight, "stage_um": w.stage_um.copy()}
+        self.last_truth = {**truth, "frame": i}
+        key = np.uint64(frame_key(w.seed, i))
+        if self.render == "full":
+            image = self._full_frame(layers, key)
+        elif self.render == "lazy":
+            from cybloid.sim.lazy import LazyImage
+
+            image = LazyImage(self, layers, key)
+        else:
+            image = None
         self._next = i + 1
         dt = w.dt
         if not self.clock.realtime:
             self.clock.advance_to(arrival * dt)
-        return Frame(frame_img, i, start * dt, end * dt, arrival * dt, dropped, truth)
+        return Frame(image, i, start * dt, end * dt, arrival * dt, dropped, truth)
 
-    def _render(self, img: np.ndarray, p_um: np.ndarray, weight: float) -> None:
+    def _add_layers(self, layers: list, p_um: np.ndarray, weight: float) -> None:
+        """Append this sub-exposure's light: particles, then (if visible) the laser spots."""
         c = self.profile.camera
         px = p_um / c.pixel_size_um
-        amp = np.full(px.shape[0], c.peak_photons * weight)
-        render_gaussians(img, px[:, 0].copy(), px[:, 1].copy(), amp, self.sigma_px)
+        layers.append((px[:, 0].copy(), px[:, 1].copy(), np.full(px.shape[0], c.peak_photons * weight),
+                       self.sigma_px))
         w = self.world
         if c.spot_visible and w.laser_on and len(w._share):
             s = w._spots_fov / c.pixel_size_um
             a = c.spot_photons * weight * w.power_frac * w._share
-            render_gaussians(img, s[:, 0].copy(), s[:, 1].copy(), a, self.spot_sigma_px)
+            layers.append((s[:, 0].copy(), s[:, 1].copy(), np.asarray(a, float), self.spot_sigma_px))
 
-    def _noise(self, img: np.ndarray) -> np.ndarray:
-        """Shot noise (Poisson; its normal limit where the mean is >= 30 e-) plus read noise."""
+    def mean_signal(self, layers: list) -> np.ndarray:
+        """The whole frame's mean signal (photoelectrons per pixel, float32), before noise."""
+        img = np.zeros((self.height_px, self.width_px), np.float32)
+        for xs, ys, amp, sigma in layers:
+            render_region(img, 0, 0, self.height_px, self.width_px, xs, ys, amp, sigma)
+        return img
+
+    def _full_frame(self, layers: list, key) -> np.ndarray:
+        img = self.mean_signal(layers)
         c = self.profile.camera
-        rng = self.world.rng
-        z = rng.standard_normal(img.shape, dtype=np.float32)
+        t = self.table()
         out = np.empty(img.shape, np.uint16)
-        n_low = digitise(img, z, float(c.background_photons), float(c.read_noise_e**2), float(c.gain_adu_per_e),
-                         float(self._maxval), out)
-        if n_low:
-            lam = img + np.float32(c.background_photons)
-            low = lam < 30.0
-            e = rng.poisson(lam[low]) + c.read_noise_e * z[low]
-            out[low] = np.clip(np.rint(e * c.gain_adu_per_e), 0, self._maxval).astype(np.uint16)
+        digitise_region(img, 0, 0, self.width_px, key, float(c.background_photons), float(c.read_noise_e),
+                        float(c.gain_adu_per_e), float(self._maxval), t.cdf, t.guide, t.kmin, out)
         return out

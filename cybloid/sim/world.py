@@ -45,6 +45,7 @@ class SimWorld:
 
     def __init__(self, profile: LabProfile, seed: int = 0, initial_positions_um=None) -> None:
         self.profile = profile
+        self.seed = int(seed)
         self.rng = np.random.default_rng(seed)
         self.dt = profile.simulation.dt_s
         self.tick = 0

@@ -1,0 +1,224 @@
+"""The ``lazy`` rendering tier: frames whose pixels are generated where they are read.
+
+A :class:`LazyImage` keeps the frame's scene (sub-exposure positions and amplitudes) and
+renders square tiles on demand with the counter-based pixel generator, so what it returns
+is bit-identical to the ``full`` tier's frame for the same seed. ``np.asarray(image)`` (the
+recorder, the dashboard) and any indexing materialise what they touch.
+
+:class:`LazyFrameTracker` wraps the loop's tracker: before each frame it requests the tiles
+around the tracker's predicted windows and the border band the tracker watches for
+entering particles; when the tracker makes a full-frame detection (start, scheduled
+re-acquisition, a lost particle, a field shift) the whole frame is materialised first.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cybloid.sim.pixels import render_tiles
+
+TILE_PX = 8
+"""Side of the square tiles rendered at once (px)."""
+
+
+class LazyImage:
+    """A camera frame rendered tile by tile on demand (uint16, ``shape`` = (height, width))."""
+
+    ndim = 2
+    dtype = np.dtype(np.uint16)
+
+    def __init__(self, camera, layers: list, key, tile: int = TILE_PX) -> None:
+        c = camera.profile.camera
+        self.shape = (camera.height_px, camera.width_px)
+        self.tile = int(tile)
+        self._cam = camera
+        self._key = key
+        if layers:
+            self._lx = np.concatenate([lay[0] for lay in layers])
+            self._ly = np.concatenate([lay[1] for lay in layers])
+            self._lamp = np.concatenate([np.asarray(lay[2], float) for lay in layers])
+        else:
+            self._lx = self._ly = self._lamp = np.zeros(0)
+        self._lsig = np.array([lay[3] for lay in layers], float)
+        self._lstart = np.concatenate([[0], np.cumsum([len(lay[0]) for lay in layers])]).astype(np.int64)
+        # tiles not rendered yet hold the mean background (what a reader beyond its request sees)
+        fill = min(int(round(c.background_photons * c.gain_adu_per_e)), camera._maxval)
+        self.buffer = np.full(self.shape, fill, np.uint16)
+        h, w = self.shape
+        self._done = np.zeros(((h + tile - 1) // tile, (w + tile - 1) // tile), bool)
+        self.pixels_rendered = 0
+
+    # ------------------------------------------------------------------ requests
+    def _render(self, tiles: np.ndarray) -> None:
+        if len(tiles) == 0:
+            return
+        cam = self._cam
+        c = cam.profile.camera
+        t = cam.table()
+        render_tiles(self.buffer, np.ascontiguousarray(tiles, np.int64), self.tile, self._key, self._lx, self._ly,
+                     self._lamp, self._lsig, self._lstart, float(c.background_photons), float(c.read_noise_e),
+                     float(c.gain_adu_per_e), float(cam._maxval), t.cdf, t.guide, t.kmin)
+        self._done[tiles[:, 0], tiles[:, 1]] = True
+        self.pixels_rendered += len(tiles) * self.tile * self.tile
+
+    def ensure(self, y0: int, y1: int, x0: int, x1: int) -> None:
+        """Render the pixels of rows ``y0:y1`` and columns ``x0:x1`` (clipped to the frame)."""
+        h, w = self.shape
+        y0, y1, x0, x1 = max(int(y0), 0), min(int(y1), h), max(int(x0), 0), min(int(x1), w)
+        if y1 <= y0 or x1 <= x0:
+            return
+        T = self.tile
+        sub = self._done[y0 // T:(y1 - 1) // T + 1, x0 // T:(x1 - 1) // T + 1]
+        if sub.all():
+            return
+        jj, ii = np.nonzero(~sub)
+        self._render(np.stack([jj + y0 // T, ii + x0 // T], axis=1))
+
+    def ensure_windows(self, xy_px: np.ndarray, half_px: float) -> None:
+        """Render the squares of half-width ``half_px`` around the points ``xy_px`` (x, y)."""
+        xy = np.asarray(xy_px, float).reshape(-1, 2)
+        xy = xy[np.isfinite(xy).all(axis=1)]
+        if len(xy) == 0:
+            return
+        T = self.tile
+        h, w = self.shape
+        nty, ntx = self._done.shape
+        lo = np.floor((np.rint(xy) - math.ceil(half_px)) / T).astype(np.int64)
+        hi = np.floor((np.rint(xy) + math.ceil(half_px)) / T).astype(np.int64)
+        lo[:, 0] = np.clip(lo[:, 0], 0, ntx - 1)
+        hi[:, 0] = np.clip(hi[:, 0], 0, ntx - 1)
+        lo[:, 1] = np.clip(lo[:, 1], 0, nty - 1)
+        hi[:, 1] = np.clip(hi[:, 1], 0, nty - 1)
+        need = np.zeros_like(self._done)
+        for (ax, ay), (bx, by) in zip(lo, hi):
+            need[ay:by + 1, ax:bx + 1] = True
+        need &= ~self._done
+        if need.any():
+            jj, ii = np.nonzero(need)
+            self._render(np.stack([jj, ii], axis=1))
+
+    def ensure_border(self, band_px: int) -> None:
+        """Render the band of ``band_px`` pixels along the four edges."""
+        h, w = self.shape
+        b = int(band_px)
+        self.ensure(0, b, 0, w)
+        self.ensure(h - b, h, 0, w)
+        self.ensure(0, h, 0, b)
+        self.ensure(0, h, w - b, w)
+
+    def covered(self, xy_px: np.ndarray, half_px: float) -> np.ndarray:
+        """Whether the square of half-width ``half_px`` around each point is rendered."""
+        xy = np.asarray(xy_px, float).reshape(-1, 2)
+        out = np.ones(len(xy), bool)
+        T = self.tile
+        h, w = self.shape
+        for k, (x, y) in enumerate(xy):
+            if not (math.isfinite(x) and math.isfinite(y)):
+                continue
+            x0 = min(max(int(round(x)) - int(math.ceil(half_px)), 0), w - 1)
+            x1 = min(max(int(round(x)) + int(math.ceil(half_px)), 0), w - 1)
+            y0 = min(max(int(round(y)) - int(math.ceil(half_px)), 0), h - 1)
+            y1 = min(max(int(round(y)) + int(math.ceil(half_px)), 0), h - 1)
+            out[k] = bool(self._done[y0 // T:y1 // T + 1, x0 // T:x1 // T + 1].all())
+        return out
+
+    @property
+    def complete(self) -> bool:
+        return bool(self._done.all())
+
+    def materialise(self) -> np.ndarray:
+        """Render every pixel not rendered yet; returns the whole frame (``buffer``)."""
+        if not self._done.all():
+            jj, ii = np.nonzero(~self._done)
+            self._render(np.stack([jj, ii], axis=1))
+        return self.buffer
+
+    # ------------------------------------------------------------------ array protocol
+    def __array__(self, dtype=None, copy=None):
+        a = self.materialise()
+        if dtype is not None and np.dtype(dtype) != a.dtype:
+            return a.astype(dtype)
+        return a.copy() if copy else a
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, slice) for k in key):
+            ys = range(*key[0].indices(self.shape[0]))
+            xs = range(*key[1].indices(self.shape[1]))
+            if len(ys) and len(xs):
+                self.ensure(min(ys), max(ys) + 1, min(xs), max(xs) + 1)
+            return self.buffer[key]
+        return self.materialise()[key]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+
+class LazyFrameTracker:
+    """Wraps a tracker so that it reads a :class:`LazyImage` only where it needs to.
+
+    For the :class:`~cybloid.tracking.fast.FastTracker`, the pixels requested before each
+    frame are squares of half-width ``window + margin_px`` around the predicted positions
+    and the border band (twice the window radius); a full-frame detection materialises the
+    frame. ``escapes`` counts refined positions whose window was not fully rendered (a jump
+    of more than ``margin_px`` in one frame); their pixels beyond the request were the mean
+    background. Any other tracker gets the whole frame.
+    """
+
+    def __init__(self, inner, margin_px: float = 3.0) -> None:
+        from cybloid.tracking.fast import FastTracker
+
+        self.inner = inner
+        self.margin_px = float(margin_px)
+        self.escapes = 0
+        self._current: LazyImage | None = None
+        self._fast = isinstance(inner, FastTracker)
+        if self._fast:
+            orig = FastTracker._locate
+
+            def _locate(image, _orig=orig, _tr=inner):
+                if self._current is not None:
+                    self._current.materialise()
+                return _orig(_tr, image)
+
+            inner._locate = _locate
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def warm_up(self) -> None:
+        self.inner.warm_up()
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+    def update(self, image, frame_index: int = 0):
+        if not isinstance(image, LazyImage):
+            return self.inner.update(image, frame_index)
+        tr = self.inner
+        if not self._fast:
+            return tr.update(image.materialise(), frame_index)
+        full = (not tr._started or (tr.reacquire_every and tr._since_acq >= tr.reacquire_every)
+                or tr.background is None)
+        if full:
+            image.materialise()
+        else:
+            half = round(tr.radius - 0.5)
+            n = len(tr._ids)
+            pred = tr._xy[:n] + tr._drift
+            image.ensure_windows(pred, half + self.margin_px)
+            if tr.edge_watch:
+                image.ensure_border(2 * int(math.ceil(tr.radius)) + 1)
+        self._current = image
+        try:
+            tracks = tr.update(image.buffer, frame_index)
+        finally:
+            self._current = None
+        if not image.complete and len(tracks):
+            from cybloid.tracking.base import FLAG_LOST
+
+            found = (tracks.flags & FLAG_LOST) == 0
+            ok = image.covered(tracks.xy_px[found], round(tr.radius - 0.5))
+            self.escapes += int((~ok).sum())
+        return tracks

@@ -1,0 +1,184 @@
+"""The ``none`` rendering tier's stand-in for the tracker: a measurement model.
+
+Without an image there is nothing to track; :class:`MeasurementTracker` reports what the
+tracker would: each particle's *exposure-averaged* true position (the camera's sub-exposure
+mean, i.e. motion blur as the tracker sees it) plus Gaussian localisation noise, and misses
+near the border.
+
+Localisation noise
+    Its standard deviation per axis is the tracker's *measured* precision for this camera:
+    the first time a profile is used, :func:`measured_precision_px` renders frames of
+    still particles at random sub-pixel positions with the ``full`` camera and refines them
+    with the loop's default tracker (from detections at the nearest pixel); the RMS error
+    is the noise (0.0131 px at the default lab, against a photon limit of 0.0127 px). The photon-budget limit
+    (Mortensen et al. 2010, :func:`photon_limited_precision_px`) is reported next to it; the
+    measured value is used because it includes what the tracker leaves on the table.
+Misses near the border
+    A particle whose centre is more than half an image width (sigma) beyond the edge is
+    not seen; closer, it is missed with probability ``1 - v`` where ``v`` is the fraction
+    of its image on the sensor (so about half the time with its centre on the edge).
+    A missed particle keeps its identity for ``memory`` frames (flagged LOST), as the
+    tracker's windows do.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from scipy.special import ndtr
+
+from cybloid.tracking.base import FLAG_EDGE, FLAG_LOST, FLAG_NEW, Tracks
+
+
+def photon_limited_precision_px(profile) -> float:
+    """Localisation precision (px, per axis) of a Gaussian spot from its photon budget.
+
+    Mortensen et al. (2010): ``var = (s_a^2 / N) (16/9 + 8 pi s_a^2 b / (N a^2))`` with
+    ``s_a^2 = s^2 + a^2/12``, N the photons of one particle image, b the background plus
+    read-noise variance per pixel (e-), a = 1 px.
+    """
+    c = profile.camera
+    d_px = profile.particles.diameter_um / c.pixel_size_um
+    s2 = (c.psf_sigma_um / c.pixel_size_um) ** 2 + (d_px / 4.0) ** 2
+    n = c.peak_photons * 2 * math.pi * s2
+    if n <= 0:
+        return float("inf")
+    sa2 = s2 + 1.0 / 12.0
+    b = c.background_photons + c.read_noise_e**2
+    return math.sqrt(sa2 / n * (16.0 / 9.0 + 8 * math.pi * sa2 * b / n))
+
+
+@functools.lru_cache(maxsize=32)
+def _measured(key: tuple) -> float:
+    from cybloid.profile import profile_from_dict
+    from cybloid.sim.camera import SimCamera
+    from cybloid.sim.world import SimWorld
+    from cybloid.tracking.fast import FastTracker
+
+    data = dict(key[1])
+    prof = profile_from_dict({k: dict(v) for k, v in data.items()})
+    c = prof.camera
+    side = 128
+    over = {"camera.width_px": side, "camera.height_px": side, "camera.render": "full", "particles.count": 0,
+            "simulation.hard_core": False}
+    prof = prof.with_overrides(over, where="measured_precision_px")
+    rng = np.random.default_rng(12345)
+    sig = math.sqrt((c.psf_sigma_um / c.pixel_size_um) ** 2 + (prof.particles.diameter_um / c.pixel_size_um / 4) ** 2)
+    spacing = max(4 * math.ceil(2 * sig) + 4, 12)
+    g = np.arange(spacing, side - spacing + 1, spacing, dtype=float)
+    errs = []
+    for frame in range(6):
+        xy = np.array([(x, y) for x in g for y in g]) + rng.uniform(-0.5, 0.5, (len(g) ** 2, 2))
+        world = SimWorld(prof, seed=100 + frame, initial_positions_um=xy * c.pixel_size_um)
+        world.diffusion = 0.0  # still particles: the error is the tracker's alone
+        cam = SimCamera(world, _NoClock(), prof)
+        img = cam.grab().image
+        tr = FastTracker.for_profile(prof)
+        # detections at the nearest pixel (as trackpy's would be); the refinement is measured
+        tr._locate = lambda image, _xy=np.rint(xy): _xy.copy()
+        t = tr.update(img, 0)
+        ok = (t.flags & FLAG_LOST) == 0
+        for p in t.xy_px[ok]:
+            d = np.hypot(*(xy - p).T)
+            k = int(np.argmin(d))
+            if d[k] < 2.0:
+                errs.append(p - xy[k])
+    if len(errs) < 10:
+        return photon_limited_precision_px(prof)
+    e = np.asarray(errs)
+    return float(np.sqrt(np.mean(e**2)))
+
+
+class _NoClock:
+    realtime = False
+
+    def advance_to(self, t: float) -> None:
+        pass
+
+
+def measured_precision_px(profile) -> float:
+    """The default tracker's RMS localisation error per axis (px) on this profile's camera
+    (still particles; cached per camera and particle settings)."""
+    d = profile.to_dict()
+    key = ("v1", tuple((s, tuple(sorted((k, _hashable(v)) for k, v in d[s].items())))
+                       for s in ("medium", "particles", "camera", "laser", "latency", "simulation", "arena")))
+    return _measured(key)
+
+
+def _hashable(v):
+    return tuple(_hashable(x) for x in v) if isinstance(v, list) else v
+
+
+class MeasurementTracker:
+    """Tracks for the ``none`` tier: true exposure-averaged positions + measured noise + border misses.
+
+    Parameters
+    ----------
+    camera : SimCamera
+        The camera whose ``last_truth`` is measured.
+    precision_px : float, optional
+        Localisation noise per axis (px); default :func:`measured_precision_px`.
+    memory : int
+        Frames a missed particle keeps its identity (flagged LOST).
+    """
+
+    def __init__(self, camera, precision_px: float | None = None, memory: int = 5) -> None:
+        self.camera = camera
+        self.profile = camera.profile
+        self.precision_px = precision_px
+        self.memory = int(memory)
+        self.sigma_px = camera.sigma_px
+        self.rng = np.random.default_rng((camera.world.seed, 0x5EED))
+        self.reset()
+
+    def reset(self) -> None:
+        self._last_xy: np.ndarray | None = None
+        self._missing: np.ndarray | None = None
+        self._seen: np.ndarray | None = None
+        self.frames = 0
+
+    def warm_up(self) -> None:
+        if self.precision_px is None:
+            self.precision_px = measured_precision_px(self.profile)
+
+    def update(self, image, frame_index: int = 0) -> Tracks:
+        """Measure the camera's last frame (``image`` is ignored: there is none)."""
+        if self.precision_px is None:
+            self.warm_up()
+        truth = self.camera.last_truth
+        c = self.profile.camera
+        xy = truth["positions_um"] / c.pixel_size_um
+        n = len(xy)
+        if self._last_xy is None or len(self._last_xy) != n:
+            self._last_xy = np.full((n, 2), np.nan)
+            self._missing = np.full(n, 10**9, np.int64)
+            self._seen = np.zeros(n, bool)
+        h, w = c.height_px, c.width_px
+        s = self.sigma_px
+        # fraction of the image on the sensor (pixels -0.5 .. w-0.5)
+        vx = ndtr((w - 0.5 - xy[:, 0]) / s) - ndtr((-0.5 - xy[:, 0]) / s)
+        vy = ndtr((h - 0.5 - xy[:, 1]) / s) - ndtr((-0.5 - xy[:, 1]) / s)
+        v = vx * vy
+        inside = ((xy[:, 0] > -0.5 * s) & (xy[:, 0] < w - 1 + 0.5 * s)
+                  & (xy[:, 1] > -0.5 * s) & (xy[:, 1] < h - 1 + 0.5 * s))
+        u = self.rng.random(n)
+        found = inside & (u < v)
+        noise = self.rng.standard_normal((n, 2)) * self.precision_px
+        meas = xy + noise
+        new = found & ~self._seen
+        self._missing = np.where(found, 0, self._missing + 1)
+        self._last_xy[found] = meas[found]
+        self._seen |= found
+        report = found | (self._seen & (self._missing <= self.memory))
+        ids = np.flatnonzero(report).astype(np.int64)
+        flags = np.zeros(n, np.uint8)
+        flags[~found] |= FLAG_LOST
+        flags[new] |= FLAG_NEW
+        edge = np.minimum.reduce([xy[:, 0], xy[:, 1], w - 1 - xy[:, 0], h - 1 - xy[:, 1]]) < math.ceil(2 * s)
+        flags[edge & found] |= FLAG_EDGE
+        self._seen &= ~(~found & (self._missing > self.memory))
+        mass = (c.peak_photons * c.gain_adu_per_e * 2 * math.pi * s * s * v).astype(np.float32)
+        self.frames += 1
+        return Tracks(ids, self._last_xy[ids].copy(), mass[ids], flags[ids])

@@ -31,7 +31,7 @@ import numpy as np
 
 from cybloid.errors import ParameterError
 from cybloid.forces.base import ForceContext, ForceTerm
-from cybloid.forces.cells import bin_particles, grid_for
+from cybloid.cells import bin_points, cell_of, grid_around, neighbour_cells
 from cybloid.history import History
 from cybloid.params import Param, Values
 
@@ -191,36 +191,35 @@ def puller_forces(pos, ids, usable, past, past_ids, stiffness, radius, cutoff, w
     if m == 0:
         return
     pok = np.ones(m, np.bool_)
-    x0, y0, cell, ncx, ncy = grid_for(past, pok, cutoff)
-    start, order = bin_particles(past, pok, x0, y0, cell, ncx, ncy)
+    grid = grid_around(past, pok, cutoff)
+    start, order = bin_points(past, pok, grid)
+    cells = np.empty(9, np.int64)
     c2 = cutoff * cutoff
     for i in range(pos.shape[0]):
         if not usable[i]:
             continue
         xi = pos[i, 0]
         yi = pos[i, 1]
-        cx = int(math.floor((xi - x0) / cell))
-        cy = int(math.floor((yi - y0) / cell))
-        for gy in range(max(cy - 1, 0), min(cy + 2, ncy)):
-            for gx in range(max(cx - 1, 0), min(cx + 2, ncx)):
-                c = gy * ncx + gx
-                for k in range(start[c], start[c + 1]):
-                    j = order[k]
-                    dx = xi - past[j, 0]
-                    dy = yi - past[j, 1]
-                    r2 = dx * dx + dy * dy
-                    if r2 >= c2 or r2 <= 1e-24:
-                        continue
-                    w = w_self if past_ids[j] == ids[i] else w_others
-                    if w == 0.0:
-                        continue
-                    r = math.sqrt(r2)
-                    d = r - radius
-                    if pull_only and d < 0.0:
-                        continue
-                    f = -w * stiffness * d / r
-                    out[i, 0] += f * dx
-                    out[i, 1] += f * dy
+        cx, cy = cell_of(grid, xi, yi)
+        for q in range(neighbour_cells(grid, cx, cy, False, cells)):
+            c = cells[q]
+            for k in range(start[c], start[c + 1]):
+                j = order[k]
+                dx = xi - past[j, 0]
+                dy = yi - past[j, 1]
+                r2 = dx * dx + dy * dy
+                if r2 >= c2 or r2 <= 1e-24:
+                    continue
+                w = w_self if past_ids[j] == ids[i] else w_others
+                if w == 0.0:
+                    continue
+                r = math.sqrt(r2)
+                d = r - radius
+                if pull_only and d < 0.0:
+                    continue
+                f = -w * stiffness * d / r
+                out[i, 0] += f * dx
+                out[i, 1] += f * dy
 
 
 class FeedbackPuller(ForceTerm):

@@ -19,7 +19,7 @@ import numba
 import numpy as np
 
 from cybloid.forces.base import ForceContext, ForceTerm
-from cybloid.forces.cells import neighbour_list
+from cybloid.cells import neighbour_list
 from cybloid.params import Param
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from cybloid.errors import ParameterError
 from cybloid.forces.base import ForceContext, ForceTerm
-from cybloid.forces.cells import bin_particles, grid_for
+from cybloid.cells import bin_points, grid_around, half_stencil_cell
 from cybloid.forces.user import compile_user, validate_finite
 from cybloid.params import Param
 
@@ -86,8 +86,10 @@ def pair_forces(pos, usable, kind, p0, p1, p2, cutoff, tf, tu, tr0, tdr, out):
     n = pos.shape[0]
     if n < 2:
         return 0.0
-    x0, y0, cell, ncx, ncy = grid_for(pos, usable, cutoff)
-    start, order = bin_particles(pos, usable, x0, y0, cell, ncx, ncy)
+    grid = grid_around(pos, usable, cutoff)
+    start, order = bin_points(pos, usable, grid)
+    ncx = grid[4]
+    ncy = grid[5]
     m = order.shape[0]
     xs = np.empty(m)
     ys = np.empty(m)
@@ -108,19 +110,9 @@ def pair_forces(pos, usable, kind, p0, p1, p2, cutoff, tf, tu, tr0, tdr, out):
                 fax = 0.0
                 fay = 0.0
                 for nbr in range(5):
-                    if nbr == 0:
-                        gx, gy = cx, cy
-                    elif nbr == 1:
-                        gx, gy = cx + 1, cy
-                    elif nbr == 2:
-                        gx, gy = cx - 1, cy + 1
-                    elif nbr == 3:
-                        gx, gy = cx, cy + 1
-                    else:
-                        gx, gy = cx + 1, cy + 1
-                    if gx < 0 or gx >= ncx or gy >= ncy:
+                    g = half_stencil_cell(grid, cx, cy, nbr)
+                    if g < 0:
                         continue
-                    g = gy * ncx + gx
                     b0 = a + 1 if nbr == 0 else start[g]
                     for b in range(b0, start[g + 1]):
                         dx = xa - xs[b]

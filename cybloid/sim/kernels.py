@@ -11,57 +11,27 @@ import math
 import numba
 import numpy as np
 
+from cybloid.cells import bin_all, cell_of, grid_for_box, neighbour_cells, wrap_delta
 from cybloid.forcecurve import gradient_force_pN
 
 
 @numba.njit(cache=True, nogil=True)
-def build_cells(xy, x0, y0, cell, ncx, ncy):
-    """Counting-sort points into a grid. Returns (start[ncx*ncy+1], order[n])."""
-    n = xy.shape[0]
-    counts = np.zeros(ncx * ncy + 1, np.int64)
-    cid = np.empty(n, np.int64)
-    for i in range(n):
-        cx = int((xy[i, 0] - x0) / cell)
-        cy = int((xy[i, 1] - y0) / cell)
-        cx = min(max(cx, 0), ncx - 1)
-        cy = min(max(cy, 0), ncy - 1)
-        c = cy * ncx + cx
-        cid[i] = c
-        counts[c + 1] += 1
-    for c in range(ncx * ncy):
-        counts[c + 1] += counts[c]
-    start = counts.copy()
-    fill = counts[:-1].copy()
-    order = np.empty(n, np.int64)
-    for i in range(n):
-        order[fill[cid[i]]] = i
-        fill[cid[i]] += 1
-    return start, order
-
-
-@numba.njit(cache=True, nogil=True)
-def _laser_force(px, py, spots, spot_f, w, rng, s_start, s_order, x0, y0, cell, ncx, ncy):
+def _laser_force(px, py, spots, spot_f, w, rng, s_start, s_order, grid, cells):
     fx = 0.0
     fy = 0.0
-    cx = int((px - x0) / cell)
-    cy = int((py - y0) / cell)
-    for gy in range(cy - 1, cy + 2):
-        if gy < 0 or gy >= ncy:
-            continue
-        for gx in range(cx - 1, cx + 2):
-            if gx < 0 or gx >= ncx:
+    cx, cy = cell_of(grid, px, py)
+    for q in range(neighbour_cells(grid, cx, cy, False, cells)):
+        c = cells[q]
+        for k in range(s_start[c], s_start[c + 1]):
+            j = s_order[k]
+            dx = spots[j, 0] - px
+            dy = spots[j, 1] - py
+            d = math.sqrt(dx * dx + dy * dy)
+            if d <= 0.0 or d >= rng:
                 continue
-            c = gy * ncx + gx
-            for k in range(s_start[c], s_start[c + 1]):
-                j = s_order[k]
-                dx = spots[j, 0] - px
-                dy = spots[j, 1] - py
-                d = math.sqrt(dx * dx + dy * dy)
-                if d <= 0.0 or d >= rng:
-                    continue
-                f = spot_f[j] * gradient_force_pN(d, 1.0, w, rng)
-                fx += f * dx / d
-                fy += f * dy / d
+            f = spot_f[j] * gradient_force_pN(d, 1.0, w, rng)
+            fx += f * dx / d
+            fy += f * dy / d
     return fx, fy
 
 
@@ -79,21 +49,16 @@ def brownian_steps(pos, noise, dt, mobility, diffusion, spots, spot_f, w, rng,
     nsteps = noise.shape[0]
     amp = math.sqrt(2.0 * diffusion * dt)
     ns = spots.shape[0]
-    # spot grid (spots are fixed during these steps)
+    # spot grid (spots are fixed during these steps; spots outside the box fall in edge cells)
     xmin, ymin, xmax, ymax = box[0], box[1], box[2], box[3]
-    cell_s = rng if rng > 0 else 1.0
-    gx0 = xmin - 2 * cell_s
-    gy0 = ymin - 2 * cell_s
-    ncx_s = int((xmax - xmin) / cell_s) + 5
-    ncy_s = int((ymax - ymin) / cell_s) + 5
+    grid_s = grid_for_box(box, rng if rng > 0 else 1.0, False)
     if ns > 0:
-        s_start, s_order = build_cells(spots, gx0, gy0, cell_s, ncx_s, ncy_s)
+        s_start, s_order = bin_all(spots, grid_s)
     else:
-        s_start = np.zeros(ncx_s * ncy_s + 1, np.int64)
+        s_start = np.zeros(grid_s[4] * grid_s[5] + 1, np.int64)
         s_order = np.zeros(0, np.int64)
-    cell_p = max(diameter, 1e-6)
-    ncx_p = int((xmax - xmin) / cell_p) + 1
-    ncy_p = int((ymax - ymin) / cell_p) + 1
+    grid_p = grid_for_box(box, max(diameter, 1e-6), periodic)
+    cells = np.empty(9, np.int64)
     lx = xmax - xmin
     ly = ymax - ymin
     for step in range(nsteps):
@@ -102,7 +67,7 @@ def brownian_steps(pos, noise, dt, mobility, diffusion, spots, spot_f, w, rng,
             fy = ext_force[i, 1]
             if ns > 0:
                 lfx, lfy = _laser_force(pos[i, 0], pos[i, 1], spots, spot_f, w, rng,
-                                        s_start, s_order, gx0, gy0, cell_s, ncx_s, ncy_s)
+                                        s_start, s_order, grid_s, cells)
                 fx += lfx
                 fy += lfy
             x = pos[i, 0] + mobility * fx * dt + amp * noise[step, i, 0]
@@ -122,48 +87,36 @@ def brownian_steps(pos, noise, dt, mobility, diffusion, spots, spot_f, w, rng,
             pos[i, 0] = x
             pos[i, 1] = y
         if hard_core and n > 1:
-            _resolve_overlaps(pos, diameter, xmin, ymin, cell_p, ncx_p, ncy_p, periodic, lx, ly)
+            _resolve_overlaps(pos, diameter, grid_p, periodic, lx, ly, cells)
 
 
 @numba.njit(cache=True, nogil=True)
-def _resolve_overlaps(pos, diameter, x0, y0, cell, ncx, ncy, periodic, lx, ly):
-    start, order = build_cells(pos, x0, y0, cell, ncx, ncy)
+def _resolve_overlaps(pos, diameter, grid, periodic, lx, ly, cells):
+    start, order = bin_all(pos, grid)
     n = pos.shape[0]
     d2min = diameter * diameter
     for i in range(n):
-        cx = min(max(int((pos[i, 0] - x0) / cell), 0), ncx - 1)
-        cy = min(max(int((pos[i, 1] - y0) / cell), 0), ncy - 1)
-        for oy in range(-1, 2):
-            gy = cy + oy
-            if periodic:
-                gy = gy % ncy
-            elif gy < 0 or gy >= ncy:
-                continue
-            for ox in range(-1, 2):
-                gx = cx + ox
-                if periodic:
-                    gx = gx % ncx
-                elif gx < 0 or gx >= ncx:
+        cx, cy = cell_of(grid, pos[i, 0], pos[i, 1])
+        for q in range(neighbour_cells(grid, cx, cy, periodic, cells)):
+            c = cells[q]
+            for k in range(start[c], start[c + 1]):
+                j = order[k]
+                if j <= i:
                     continue
-                c = gy * ncx + gx
-                for k in range(start[c], start[c + 1]):
-                    j = order[k]
-                    if j <= i:
-                        continue
-                    dx = pos[j, 0] - pos[i, 0]
-                    dy = pos[j, 1] - pos[i, 1]
-                    if periodic:
-                        dx -= lx * round(dx / lx)
-                        dy -= ly * round(dy / ly)
-                    r2 = dx * dx + dy * dy
-                    if r2 >= d2min or r2 == 0.0:
-                        continue
-                    r = math.sqrt(r2)
-                    push = 0.5 * (diameter - r) / r
-                    pos[i, 0] -= push * dx
-                    pos[i, 1] -= push * dy
-                    pos[j, 0] += push * dx
-                    pos[j, 1] += push * dy
+                dx = pos[j, 0] - pos[i, 0]
+                dy = pos[j, 1] - pos[i, 1]
+                if periodic:
+                    dx = wrap_delta(dx, lx)
+                    dy = wrap_delta(dy, ly)
+                r2 = dx * dx + dy * dy
+                if r2 >= d2min or r2 == 0.0:
+                    continue
+                r = math.sqrt(r2)
+                push = 0.5 * (diameter - r) / r
+                pos[i, 0] -= push * dx
+                pos[i, 1] -= push * dy
+                pos[j, 0] += push * dx
+                pos[j, 1] += push * dy
 
 
 @numba.njit(cache=True, nogil=True)

@@ -1,0 +1,366 @@
+"""Cell lists (Numba): the one implementation of "which points are closer than a cutoff".
+
+Points (N, 2) are binned into a rectangular grid of cells at least ``cutoff`` wide, so every
+pair closer than the cutoff lies in the same or in one of the eight neighbouring cells. Used
+by the force terms, the simulated lab (laser spots, hard-core overlaps) and the tracker.
+
+A grid is a tuple ``(x0, y0, wx, wy, ncx, ncy)``: origin, cell widths and cell counts. Cell
+``(cx, cy)`` has the flat index ``cy * ncx + cx``. Points outside the grid are clamped into
+the edge cells, which keeps neighbour search exact (clamping never separates two points by
+more cells than they were apart).
+
+Two kinds of grid:
+
+* :func:`grid_around` covers the bounding box of the usable points (open boundaries); the
+  cell grows beyond ``cutoff`` if more than ``4 m + 16`` cells would be needed for m points.
+* :func:`grid_for_box` tiles a fixed box ``(xmin, ymin, xmax, ymax)``. With ``periodic`` the
+  cells tile the box exactly (widths ``>= cutoff``) and neighbour cells wrap around; use
+  :func:`wrap_delta` for minimum-image separations.
+
+Typical hand-written loop (inside another ``@numba.njit`` function)::
+
+    grid = grid_for_box(box, cutoff, periodic)
+    start, order = bin_all(pos, grid)
+    cells = np.empty(9, np.int64)
+    for i in range(n):
+        cx, cy = cell_of(grid, pos[i, 0], pos[i, 1])
+        for q in range(neighbour_cells(grid, cx, cy, periodic, cells)):
+            c = cells[q]
+            for k in range(start[c], start[c + 1]):
+                j = order[k]
+                ...
+
+All functions are ``nogil`` and cached; none allocates per pair.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+MAX_BOX_CELLS = 4_000_000
+"""A box grid never has more cells than this (cells grow instead)."""
+
+
+@numba.njit(cache=True, nogil=True)
+def grid_around(pos, usable, cutoff):
+    """Grid covering the usable points, cells at least ``cutoff`` wide (open boundaries).
+
+    Parameters
+    ----------
+    pos : float64 (N, 2)
+    usable : bool (N,)
+        Only these points count for the bounding box.
+    cutoff : float
+        Minimum cell width (same unit as ``pos``).
+
+    Returns
+    -------
+    grid : tuple (x0, y0, wx, wy, ncx, ncy)
+        Square cells (``wx == wy``); one cell if no point is usable.
+    """
+    n = pos.shape[0]
+    xmin = 1e300
+    ymin = 1e300
+    xmax = -1e300
+    ymax = -1e300
+    m = 0
+    for i in range(n):
+        if not usable[i]:
+            continue
+        m += 1
+        x = pos[i, 0]
+        y = pos[i, 1]
+        xmin = min(xmin, x)
+        xmax = max(xmax, x)
+        ymin = min(ymin, y)
+        ymax = max(ymax, y)
+    cell = max(cutoff, 1e-9)
+    if m == 0:
+        return 0.0, 0.0, cell, cell, 1, 1
+    while True:
+        ncx = int((xmax - xmin) / cell) + 1
+        ncy = int((ymax - ymin) / cell) + 1
+        if ncx * ncy <= 4 * m + 16:
+            break
+        cell *= 1.5
+    return xmin, ymin, cell, cell, ncx, ncy
+
+
+@numba.njit(cache=True, nogil=True)
+def grid_for_box(box, cutoff, periodic):
+    """Grid tiling the box ``(xmin, ymin, xmax, ymax)`` with cells at least ``cutoff`` wide.
+
+    Parameters
+    ----------
+    box : float64 (4,)
+    cutoff : float
+    periodic : bool
+        If true the cells tile the box exactly (``wx = lx / ncx >= cutoff``), so that
+        wrapped neighbour cells (:func:`neighbour_cells`) are adjacent across the boundary.
+
+    Returns
+    -------
+    grid : tuple (x0, y0, wx, wy, ncx, ncy)
+    """
+    xmin = box[0]
+    ymin = box[1]
+    lx = max(box[2] - xmin, 1e-9)
+    ly = max(box[3] - ymin, 1e-9)
+    cell = max(cutoff, 1e-9)
+    while True:
+        if periodic:
+            ncx = max(int(lx / cell), 1)
+            ncy = max(int(ly / cell), 1)
+        else:
+            ncx = int(lx / cell) + 1
+            ncy = int(ly / cell) + 1
+        if ncx * ncy <= MAX_BOX_CELLS:
+            break
+        cell *= 1.5
+    if periodic:
+        return xmin, ymin, lx / ncx, ly / ncy, ncx, ncy
+    return xmin, ymin, cell, cell, ncx, ncy
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def cell_of(grid, x, y):
+    """``(cx, cy)`` of the cell holding point ``(x, y)``, clamped into the grid."""
+    x0, y0, wx, wy, ncx, ncy = grid
+    cx = min(max(int(math.floor((x - x0) / wx)), 0), ncx - 1)
+    cy = min(max(int(math.floor((y - y0) / wy)), 0), ncy - 1)
+    return cx, cy
+
+
+@numba.njit(cache=True, nogil=True)
+def _bin(pos, usable, use_mask, grid):
+    n = pos.shape[0]
+    ncx = grid[4]
+    nc = ncx * grid[5]
+    counts = np.zeros(nc + 1, np.int64)
+    cid = np.full(n, -1, np.int64)
+    for i in range(n):
+        if use_mask and not usable[i]:
+            continue
+        cx, cy = cell_of(grid, pos[i, 0], pos[i, 1])
+        c = cy * ncx + cx
+        cid[i] = c
+        counts[c + 1] += 1
+    for c in range(nc):
+        counts[c + 1] += counts[c]
+    fill = counts[:-1].copy()
+    order = np.empty(counts[nc], np.int64)
+    for i in range(n):
+        c = cid[i]
+        if c >= 0:
+            order[fill[c]] = i
+            fill[c] += 1
+    return counts, order
+
+
+@numba.njit(cache=True, nogil=True)
+def bin_points(pos, usable, grid):
+    """Counting sort of the usable points into the cells of ``grid``.
+
+    Returns
+    -------
+    start : int64 (ncx * ncy + 1,)
+        Points of cell ``c`` are ``order[start[c]:start[c + 1]]``.
+    order : int64 (m,)
+        Indices of the m usable points, grouped by cell, ascending within a cell.
+    """
+    return _bin(pos, usable, True, grid)
+
+
+@numba.njit(cache=True, nogil=True)
+def bin_all(pos, grid):
+    """:func:`bin_points` with every point usable (``order`` has length N)."""
+    return _bin(pos, np.empty(0, np.bool_), False, grid)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _span(c, nc, periodic):
+    """Range of neighbour offsets along one axis (deduplicated on tiny periodic grids)."""
+    if periodic:
+        if nc == 1:
+            return 0, 0
+        if nc == 2:
+            return 0, 1
+        return -1, 1
+    return (-1 if c > 0 else 0), (1 if c < nc - 1 else 0)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def neighbour_cells(grid, cx, cy, periodic, out):
+    """Write the flat indices of cell ``(cx, cy)`` and its neighbours into ``out`` (>= 9).
+
+    Each cell appears once, also on periodic grids narrower than three cells. Returns the
+    number written.
+    """
+    ncx = grid[4]
+    ncy = grid[5]
+    ylo, yhi = _span(cy, ncy, periodic)
+    xlo, xhi = _span(cx, ncx, periodic)
+    k = 0
+    for oy in range(ylo, yhi + 1):
+        gy = (cy + oy) % ncy
+        for ox in range(xlo, xhi + 1):
+            gx = (cx + ox) % ncx
+            out[k] = gy * ncx + gx
+            k += 1
+    return k
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def half_stencil_cell(grid, cx, cy, k):
+    """Flat index of the k-th (0..4) cell of the half stencil of ``(cx, cy)``, or -1.
+
+    The half stencil (self, east, north-west, north, north-east) visits every pair of
+    neighbouring cells once on an open grid: sweeping all cells with ``k`` in 0..4 and, for
+    ``k == 0``, only the later points of the same cell, finds each close pair once.
+    """
+    ncx = grid[4]
+    ncy = grid[5]
+    if k == 0:
+        gx, gy = cx, cy
+    elif k == 1:
+        gx, gy = cx + 1, cy
+    elif k == 2:
+        gx, gy = cx - 1, cy + 1
+    elif k == 3:
+        gx, gy = cx, cy + 1
+    else:
+        gx, gy = cx + 1, cy + 1
+    if gx < 0 or gx >= ncx or gy >= ncy:
+        return -1
+    return gy * ncx + gx
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def wrap_delta(d, length):
+    """Minimum-image separation of ``d`` on a periodic axis of ``length``."""
+    return d - length * round(d / length)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _push_pair(pi, pj, cnt, i, j):
+    if cnt == pi.shape[0]:
+        npi = np.empty(2 * cnt + 16, np.int64)
+        npj = np.empty(2 * cnt + 16, np.int64)
+        npi[:cnt] = pi[:cnt]
+        npj[:cnt] = pj[:cnt]
+        pi = npi
+        pj = npj
+    pi[cnt] = i
+    pj[cnt] = j
+    return pi, pj, cnt + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def pair_list(pos, usable, cutoff):
+    """All usable pairs closer than ``cutoff`` (open boundaries), each once.
+
+    Returns
+    -------
+    pi, pj : int64 arrays
+        The first ``count`` entries hold the pairs (``pi[k] != pj[k]``, no order implied).
+    count : int
+    """
+    grid = grid_around(pos, usable, cutoff)
+    start, order = bin_points(pos, usable, grid)
+    m = order.shape[0]
+    xs = np.empty(m)
+    ys = np.empty(m)
+    for a in range(m):
+        xs[a] = pos[order[a], 0]
+        ys[a] = pos[order[a], 1]
+    c2 = cutoff * cutoff
+    pi = np.empty(8 * m + 16, np.int64)
+    pj = np.empty(8 * m + 16, np.int64)
+    cnt = 0
+    for cy in range(grid[5]):
+        for cx in range(grid[4]):
+            c = cy * grid[4] + cx
+            for a in range(start[c], start[c + 1]):
+                for nbr in range(5):
+                    g = half_stencil_cell(grid, cx, cy, nbr)
+                    if g < 0:
+                        continue
+                    b0 = a + 1 if nbr == 0 else start[g]
+                    for b in range(b0, start[g + 1]):
+                        dx = xs[b] - xs[a]
+                        dy = ys[b] - ys[a]
+                        if dx * dx + dy * dy < c2:
+                            pi, pj, cnt = _push_pair(pi, pj, cnt, order[a], order[b])
+    return pi, pj, cnt
+
+
+@numba.njit(cache=True, nogil=True)
+def pair_list_box(pos, box, cutoff, periodic):
+    """All pairs closer than ``cutoff`` in a box, minimum image if ``periodic``; each once.
+
+    Returns ``(pi, pj, count)`` with ``pi[k] < pj[k]`` (see :func:`pair_list`).
+    """
+    n = pos.shape[0]
+    grid = grid_for_box(box, cutoff, periodic)
+    start, order = bin_all(pos, grid)
+    lx = box[2] - box[0]
+    ly = box[3] - box[1]
+    c2 = cutoff * cutoff
+    cells = np.empty(9, np.int64)
+    pi = np.empty(8 * n + 16, np.int64)
+    pj = np.empty(8 * n + 16, np.int64)
+    cnt = 0
+    for i in range(n):
+        cx, cy = cell_of(grid, pos[i, 0], pos[i, 1])
+        for q in range(neighbour_cells(grid, cx, cy, periodic, cells)):
+            c = cells[q]
+            for k in range(start[c], start[c + 1]):
+                j = order[k]
+                if j <= i:
+                    continue
+                dx = pos[j, 0] - pos[i, 0]
+                dy = pos[j, 1] - pos[i, 1]
+                if periodic:
+                    dx = wrap_delta(dx, lx)
+                    dy = wrap_delta(dy, ly)
+                if dx * dx + dy * dy < c2:
+                    pi, pj, cnt = _push_pair(pi, pj, cnt, i, j)
+    return pi, pj, cnt
+
+
+@numba.njit(cache=True, nogil=True)
+def pairs_to_csr(n, pi, pj, cnt):
+    """Full neighbour lists (CSR) from a pair list: ``(offsets[n + 1], neighbours)``.
+
+    Neighbours of ``i`` are ``neighbours[offsets[i]:offsets[i + 1]]``.
+    """
+    offs = np.zeros(n + 1, np.int64)
+    for k in range(cnt):
+        offs[pi[k] + 1] += 1
+        offs[pj[k] + 1] += 1
+    for i in range(n):
+        offs[i + 1] += offs[i]
+    fill = offs[:-1].copy()
+    nb = np.empty(offs[n], np.int64)
+    for k in range(cnt):
+        i = pi[k]
+        j = pj[k]
+        nb[fill[i]] = j
+        fill[i] += 1
+        nb[fill[j]] = i
+        fill[j] += 1
+    return offs, nb
+
+
+@numba.njit(cache=True, nogil=True)
+def neighbour_list(pos, usable, cutoff):
+    """Full neighbour lists of the usable points within ``cutoff`` (open boundaries).
+
+    Returns ``(offsets[N + 1], neighbours)``: neighbours of ``i`` are
+    ``neighbours[offsets[i]:offsets[i + 1]]`` (empty for unusable points).
+    """
+    pi, pj, cnt = pair_list(pos, usable, cutoff)
+    return pairs_to_csr(pos.shape[0], pi, pj, cnt)

@@ -4,12 +4,12 @@
 compiler into a cache directory (``$CYBLOID_CACHE`` or ``~/.cache/cybloid``), keyed by a hash of
 the sources, once. :class:`FirmwareEmulator` runs the binary: it opens its own pseudo terminal
 (the port the driver talks to, byte for byte as to the board's USB port) and reports on stdout
-every spot table it accepted, with the integer dwell time its sequencer gives each spot, and
-every blanking (command, empty table, heartbeat timeout, fault). A reader thread applies these
-to the :class:`~cybloid.sim.world.SimWorld`: a spot's beam share is ``dwell_us / cycle_us`` as
-the firmware computed it, its position the firmware's steering code through the setup's true
-calibration, from the cycle boundary at which the firmware swaps the table in (plus the lab's
-actuation latency). With ``--sync`` the firmware waits until the world has the event before it
+every spot table it accepted and every blanking (command, empty table, heartbeat timeout,
+fault). A reader thread applies these to the :class:`~cybloid.sim.world.SimWorld`: a spot's
+beam share is the mean of the firmware's dithered integer dwells over cycles (``share/65535`` of
+the cycle; the dwell log shows the individual dwells), its position the firmware's steering
+code through the setup's true calibration, from the cycle boundary at which the firmware swaps
+the table in (plus the lab's actuation latency). With ``--sync`` the firmware waits until the world has the event before it
 replies, so a virtual-time run is deterministic.
 
 In virtual time the firmware's clock follows the host's timestamps (``--clock host``); its
@@ -129,7 +129,7 @@ class FirmwareEmulator:
         self.tables = 0
         self.blanked = True
         self.blank_events: list[tuple[float, str]] = []  # (time.monotonic(), reason)
-        self.last_table: np.ndarray | None = None  # (n, 3): x, y, dwell_us of the last accepted table
+        self.last_table: np.ndarray | None = None  # (n, 3): x, y, share (1/65535) of the last accepted table
         self.log: list[str] = []
         self._proc: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
@@ -149,8 +149,9 @@ class FirmwareEmulator:
             cmd.append("--sync")
         if self.dwell_log:
             cmd += ["--dwell-log", str(self.dwell_log)]
+        # stdout buffered: one read per event line, not one per byte
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      bufsize=0)
+                                      bufsize=-1)
         first = self._proc.stdout.readline().decode("ascii", "replace").split()
         if len(first) != 2 or first[0] != "PORT":
             err = self._proc.stderr.read().decode("utf-8", "replace").strip() if self._proc.poll() is not None else ""
@@ -210,7 +211,7 @@ class FirmwareEmulator:
         return t_us / 1e6 + self._offset_s
 
     def _read_events(self) -> None:
-        out, ack = self._proc.stdout, self._proc.stdin
+        out, ack_fd = self._proc.stdout, self._proc.stdin.fileno()
         sync = self.world is not None
         for raw in iter(out.readline, b""):
             line = raw.decode("ascii", "replace").split()
@@ -222,7 +223,7 @@ class FirmwareEmulator:
                 log.error("firmware emulator: event %r: %s", raw[:80], exc)
             if sync:
                 try:
-                    ack.write(b"\n")
+                    os.write(ack_fd, b"\n")
                 except (BrokenPipeError, ValueError, OSError):
                     return
 
@@ -241,7 +242,7 @@ class FirmwareEmulator:
                 tick = w.ticks(self._device_to_lab(t_eff) + w.profile.latency.actuation_s)
                 su = spots[:, :2].astype(float)
                 spots_um = self.truth.steer_to_um(su) if n else np.zeros((0, 2))
-                w.schedule_spots(tick, spots_um, spots[:, 2] / float(cycle))
+                w.schedule_spots(tick, spots_um, spots[:, 2] / 65535.0)  # the sequencer's mean dwell / cycle
         elif f[0] == "B":
             reason = {"command": "blank command", "empty": "empty table", "heartbeat": "heartbeat timeout",
                       "fault": "device fault"}.get(f[2], f[2])

@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lab", metavar="PROFILE", default="default", help="lab profile of the simulated world")
     p.add_argument("--link", metavar="PATH", help="also create this symbolic link to the port (e.g. /tmp/laser)")
     p.add_argument("--heartbeat-ms", type=int, default=250, help="steering: heartbeat timeout in ms (default 250)")
+    p.add_argument("--firmware", action="store_true",
+                   help="steering: run the reference firmware's host build (drivers/firmware/, C; built on first use)")
     p.add_argument("--interlock-open", action="store_true", help="laser: start with the interlock open")
     p.add_argument("--fault", choices=("delay", "garble", "drop", "silence"),
                    help="inject this fault into every reply (delay: --delay-s)")
@@ -28,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def start_emulator(device: str, lab: str = "default", heartbeat_ms: int = 250):
+def start_emulator(device: str, lab: str = "default", heartbeat_ms: int = 250, firmware: bool = False):
     """The emulator of ``device`` on a simulated world in real time (started)."""
     from cybloid.calibration.model import Calibration
     from cybloid.clock import RealClock
@@ -36,6 +38,12 @@ def start_emulator(device: str, lab: str = "default", heartbeat_ms: int = 250):
     from cybloid.profile import load_lab_profile
     from cybloid.sim.world import SimWorld
 
+    if firmware:  # the firmware's host build keeps its own state: no simulated world needed
+        from cybloid.drivers.emulate_firmware import FirmwareEmulator
+
+        if not 10 <= heartbeat_ms <= 60000:
+            raise ParameterError(f"--heartbeat-ms must be 10..60000, got {heartbeat_ms}")
+        return FirmwareEmulator(None, None, None, heartbeat_timeout_s=heartbeat_ms / 1000.0).start()
     prof = load_lab_profile(lab).with_overrides({"particles.count": 0})  # no sample: only the devices' state
     world = SimWorld(prof)
     world.advance_to(1)  # load the compiled dynamics kernel now, not while answering the first frame
@@ -66,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.fault == "delay" and not args.delay_s > 0:
         raise ParameterError(f"--delay-s must be positive, got {args.delay_s}")
-    emu = start_emulator(args.device, args.lab, args.heartbeat_ms)
+    if args.firmware and (args.device != "steering" or args.fault):
+        raise ParameterError("--firmware applies to the steering emulator only, without --fault")
+    emu = start_emulator(args.device, args.lab, args.heartbeat_ms, args.firmware)
     signal.signal(signal.SIGTERM, _terminate)  # `kill` cleans up like Ctrl-C
     link = None
     try:

@@ -109,14 +109,21 @@ uint32_t cbsp_dwell_next(cbsp_device *d, uint64_t now_us)
     for (;;) {
         const cbsp_table *t = &d->tables[d->active];
         if (d->index < t->n) {
+            /* spot k ends at floor((cum_k * cycle + dither) / 65535) us into the cycle: the
+             * dwells add up to at most the cycle, and as the dither phase walks through its
+             * range from cycle to cycle, each spot's mean dwell is exactly share * cycle (a
+             * 1 us timer alone would round small shares to nothing) */
             const cbsp_spot *s = &t->spot[d->index++];
-            if (s->dwell_us == 0)
+            uint32_t bound = (uint32_t)(((uint64_t)s->cum * d->cfg.cycle_us + d->dither) / 65535u);
+            uint32_t dwell = bound - d->bound_prev;
+            d->bound_prev = bound;
+            if (dwell == 0)
                 continue;
             hal_beam_goto(s->x, s->y);
             d->beam_x = s->x;
             d->beam_y = s->y;
             d->beam_on = true;
-            return s->dwell_us;
+            return dwell;
         }
         uint64_t end = d->cycle_start_us + d->cfg.cycle_us;
         if (now_us < end) { /* the blank rest of the cycle */
@@ -132,6 +139,8 @@ uint32_t cbsp_dwell_next(cbsp_device *d, uint64_t now_us)
             d->tables_applied++;
         }
         d->index = 0;
+        d->bound_prev = 0;
+        d->dither = (d->dither + 40503u) % 65535u; /* golden-ratio step: evenly spread phases */
     }
 }
 
@@ -210,23 +219,23 @@ static void handle_table(cbsp_device *d, uint8_t seq, const uint8_t *p, size_t l
     d->pending = false;
     hal_critical_exit();
     cbsp_table *t = &d->tables[d->active ^ 1u];
-    uint32_t cycle = d->cfg.cycle_us, used = 0;
+    uint32_t cum = 0;
     for (uint16_t i = 0; i < n; i++) {
         const uint8_t *s = p + CBSP_TABLE_HEAD + 6u * i;
         t->spot[i].x = rd16(s);
         t->spot[i].y = rd16(s + 2);
-        t->spot[i].dwell_us = (uint32_t)(((uint64_t)rd16(s + 4) * cycle) / 65535u);
-        used += t->spot[i].dwell_us;
+        t->spot[i].share = rd16(s + 4);
+        cum += t->spot[i].share;
+        t->spot[i].cum = cum;
     }
     t->n = n;
-    t->blank_us = cycle - used;
     uint64_t now = hal_now_us();
     hal_critical_enter();
     uint64_t t_effect = cbsp_next_boundary(d, now);
     d->pending = true;
     hal_critical_exit();
     d->blanked = false;
-    hal_event_table(seq, t_effect, t_host, t, cycle);
+    hal_event_table(seq, t_effect, t_host, t, d->cfg.cycle_us);
     reply(d, CBSP_TABLE, seq, CBSP_OK, n, t_effect, NULL, 0);
 }
 

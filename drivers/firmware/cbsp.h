@@ -31,12 +31,12 @@ enum cbsp_blank_reason { CBSP_BLANK_COMMAND = 0, CBSP_BLANK_EMPTY = 1, CBSP_BLAN
 
 typedef struct {
     uint16_t x, y;      /* steering units (DAC code / frequency word), 0..65535 */
-    uint32_t dwell_us;  /* time the beam stays on this spot per cycle */
+    uint16_t share;     /* share of the cycle, 1/65535 */
+    uint32_t cum;       /* shares of this and all earlier spots of the table */
 } cbsp_spot;
 
 typedef struct {
     uint16_t n;
-    uint32_t blank_us;  /* beam off for the rest of the cycle */
     cbsp_spot spot[CBSP_MAX_SPOTS];
 } cbsp_table;
 
@@ -64,6 +64,8 @@ typedef struct {
     /* sequencer */
     uint16_t index;              /* next spot of the cycle; == n: the blank rest of the cycle */
     uint64_t cycle_start_us;     /* start of the current cycle (device clock) */
+    uint32_t dither;             /* this cycle's phase of the dwell rounding, 0..65534 */
+    uint32_t bound_prev;         /* end of the previous spot's dwell, us into the cycle */
     bool in_cycle;
     /* beam as last set (for the host build's log) */
     uint16_t beam_x, beam_y;

@@ -15,7 +15,8 @@
  *                (lockstep with a simulator's virtual clock; the heartbeat stays on wall time).
  * --sync       : after each event line wait for one byte on stdin (the simulator applied it),
  *                so that the event reaches the simulated world before the reply reaches the host.
- * Events: "T seq t_effect_us t_host_us cycle_us n x y dwell_us ..." and "B t_us reason".
+ * Events: "T seq t_effect_us t_host_us cycle_us n x y share ..." (share: the spot's mean dwell,
+ * 1/65535 of the cycle) and "B t_us reason".
  * SIGUSR1 puts the device in its FAULT state (as a hardware fault would); SIGTERM/SIGINT stop it.
  */
 #define _XOPEN_SOURCE 700
@@ -101,7 +102,7 @@ void hal_event_table(uint8_t seq, uint64_t t_effect_us, uint64_t t_host_us, cons
 {
     printf("T %u %" PRIu64 " %" PRIu64 " %" PRIu32 " %u", seq, t_effect_us, t_host_us, cycle_us, t->n);
     for (uint16_t i = 0; i < t->n; i++)
-        printf(" %u %u %" PRIu32, t->spot[i].x, t->spot[i].y, t->spot[i].dwell_us);
+        printf(" %u %u %u", t->spot[i].x, t->spot[i].y, t->spot[i].share);
     putchar('\n');
     wait_applied();
 }

@@ -8,6 +8,9 @@ calibration.
 __version__ = "0.1.0"
 
 from cybloid.errors import CybloidError  # noqa: E402
+from cybloid._tree import use_own_tree  # noqa: E402
+
+use_own_tree()  # drivers/, calibration/, models/, protocols/ only from this same tree
 
 __all__ = ["__version__", "CybloidError", "run", "open_session", "track", "lab", "Run", "Session"]
 

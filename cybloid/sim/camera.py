@@ -67,10 +67,10 @@ class SimCamera:
 
     def warm_up(self) -> None:
         """Compile the simulation's kernels (called by the loop before it starts)."""
-        from cybloid.sim.kernels import warm_up_kernels
+        from cybloid.sim.dynamics import warm_up_dynamics
         from cybloid.sim.pixels import warm_up_pixels
 
-        warm_up_kernels()
+        warm_up_dynamics()
         warm_up_pixels()
         self.table()
 

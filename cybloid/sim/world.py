@@ -16,7 +16,8 @@ import numpy as np
 
 from cybloid.errors import ProfileError
 from cybloid.profile import LabProfile
-from cybloid.sim.kernels import brownian_steps
+from cybloid.sim.dynamics import SKIN_UM, integrate, place_apart
+from cybloid.sim.pixels import frame_key
 
 
 @dataclass
@@ -68,26 +69,35 @@ class SimWorld:
             pos = self._random_positions(profile.particles.count)
         self.pos = pos
         self.ext_force = np.zeros_like(pos)
+        # thermal noise: counter-based, keyed by (seed, tick, particle, axis)
+        self._noise_key = np.uint64(frame_key(self.seed, 0x6E6F697365))
+        self._ref: np.ndarray | None = None  # Verlet list: positions it was built at, and its pairs
+        self._pairs = (np.zeros(0, np.int64), np.zeros(0, np.int64), -1)
+        self.list_rebuilds = 0
 
     # ------------------------------------------------------------------ set-up
     def _random_positions(self, n: int) -> np.ndarray:
+        """Uniform random positions no two closer than the spacing (random sequential
+        placement on a grid: cost linear in n)."""
         p = self.profile.particles
         spacing = max(p.min_spacing_um, p.diameter_um if self.profile.simulation.hard_core else 0.0)
         x0, y0, x1, y1 = self.box
         r = p.diameter_um / 2
-        pts: list[np.ndarray] = []
-        tries = 0
-        while len(pts) < n:
-            tries += 1
-            if tries > 200 * n + 1000:
-                raise ProfileError(
-                    f"{self.profile.source}: cannot place {n} particles {spacing} um apart in the arena; "
-                    "lower [particles] count or min_spacing_um"
-                )
-            q = np.array([self.rng.uniform(x0 + r, x1 - r), self.rng.uniform(y0 + r, y1 - r)])
-            if all(np.hypot(*(q - o)) >= spacing for o in pts[-2000:]) if n <= 2000 else True:
-                pts.append(q)
-        return np.array(pts).reshape(-1, 2)
+        inner = np.array([x0 + r, y0 + r, max(x1 - r, x0 + r), max(y1 - r, y0 + r)])
+        out = np.zeros((n, 2))
+        count = 0
+        budget = 200 * n + 1000
+        while count < n and budget > 0:
+            k = min(budget, max(20 * (n - count), 1000))
+            budget -= k
+            cands = np.stack([self.rng.uniform(inner[0], inner[2], k), self.rng.uniform(inner[1], inner[3], k)], axis=1)
+            count = place_apart(cands, float(spacing), inner, n, out, count)
+        if count < n:
+            raise ProfileError(
+                f"{self.profile.source}: cannot place {n} particles {spacing} um apart in the arena "
+                f"(placed {count}); lower [particles] count or min_spacing_um, or enlarge the field of view"
+            )
+        return out
 
     @property
     def time(self) -> float:
@@ -117,8 +127,6 @@ class SimWorld:
     def _integrate(self, nsteps: int) -> None:
         if nsteps <= 0:
             return
-        n = self.pos.shape[0]
-        noise = self.rng.standard_normal((nsteps, n, 2))
         lp = self.profile.laser
         if self.laser_on and self._spots_fov.shape[0] > 0 and self.power_frac > 0:
             spots = self._spots_fov + self.stage_um
@@ -126,11 +134,17 @@ class SimWorld:
         else:
             spots = np.zeros((0, 2))
             spot_f = np.zeros(0)
-        brownian_steps(
-            self.pos, noise, self.dt, self.mobility, self.diffusion, spots, spot_f,
+        if self._ref is None or self._ref.shape != self.pos.shape:
+            self._ref = self.pos.copy()
+            self._pairs = (np.zeros(0, np.int64), np.zeros(0, np.int64), -1)
+        pi, pj, cnt, rebuilds = integrate(
+            self.pos, nsteps, self.tick, self._noise_key, self.dt, self.mobility, self.diffusion, spots, spot_f,
             lp.offset_at_max_um, lp.range_um, self.box, self.profile.arena.walls == "periodic",
-            self.profile.particles.diameter_um, self.profile.simulation.hard_core, self.ext_force,
+            self.profile.particles.diameter_um, self.profile.simulation.hard_core, self.ext_force, self._ref,
+            self._pairs[0], self._pairs[1], self._pairs[2], SKIN_UM,
         )
+        self._pairs = (pi, pj, cnt)
+        self.list_rebuilds += rebuilds
         self.tick += nsteps
 
     def advance_to(self, tick: int) -> None:

@@ -1,4 +1,4 @@
-"""The simulated lab against closed-form physics (DESIGN.md section 7)."""
+"""The simulated lab against closed-form physics (docs/architecture.md, closed forms)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Benchmarks (``cybloid bench NAME``). Each writes the JSON shape of DESIGN.md section 9.
+"""Benchmarks (``cybloid bench NAME``). Each writes the JSON shape of docs/architecture.md (Benchmark output).
 
 Add a benchmark: a module ``cybloid/bench/NAME.py`` with ``DESCRIPTION``,
 ``add_arguments(parser)`` and ``run(args) -> dict`` (the JSON document, built with

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name in BENCHMARKS:
         mod = importlib.import_module(f"cybloid.bench.{name}")
         bp = bsub.add_parser(name, help=mod.DESCRIPTION, description=mod.DESCRIPTION)
-        bp.add_argument("--json", metavar="FILE", help="write the results as JSON (DESIGN.md section 9 shape)")
+        bp.add_argument("--json", metavar="FILE", help="write the results as JSON (shape: docs/architecture.md)")
         mod.add_arguments(bp)
         bp.set_defaults(func=_runner(mod))
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])

@@ -1,4 +1,4 @@
-"""Closed-form expectations of observables (DESIGN.md section 7), drawn by the sweep report.
+"""Closed-form expectations of observables (docs/architecture.md, closed forms), drawn by the sweep report.
 
 An analytic curve is ``func(p, lab) -> value`` with ``p`` the protocol's parameter values
 (attribute access) and ``lab`` the sweep's ``lab_info`` (kT pN*um, gamma pN*s/um, diffusion

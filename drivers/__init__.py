@@ -6,6 +6,7 @@ Importing this package registers the drivers with :func:`cybloid.hardware.regist
 role       driver                      device
 =========  ==========================  ===========================================
 steering   ``cbsp``                    beam-steering controller, CBSP/1 (PROTOCOL.md)
+steering   ``nidaq``                   galvos / VCO-driven AODs on NI-DAQ analog outputs
 laser      ``cobolt``                  Cobolt laser, ASCII commands
 stage      ``proscan``                 Prior ProScan III stage controller
 camera     ``opencv``                  USB camera / video via cv2.VideoCapture
@@ -20,6 +21,7 @@ from cybloid.hardware import register_driver
 from .builders import build_laser, build_opencv_camera, build_stage, build_steering, build_tiff_camera
 
 register_driver("steering", "cbsp", build_steering)
+register_driver("steering", "nidaq", lambda o, c: __import__("cybloid.drivers.nidaq", fromlist=["x"]).build_nidaq_steering(o, c))
 register_driver("laser", "cobolt", build_laser)
 register_driver("stage", "proscan", build_stage)
 register_driver("camera", "opencv", build_opencv_camera)

@@ -28,6 +28,8 @@ class Limits:
     max_power_mW: float = 500.0
     safe_margin_um: float = 1.0
     max_force_pN: float = 20.0
+    confirm_power_fraction: float = 0.25
+    """The dashboard asks for a confirmation before switching on above this fraction of the usable maximum."""
 
 
 @dataclass(frozen=True)

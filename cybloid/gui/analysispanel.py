@@ -80,16 +80,20 @@ class AnalysisPanel(QtWidgets.QWidget):
             self.available = False
             self.error = f"cybloid.analysis is not available: {exc}"
 
-        self.msd_plot = pg.PlotWidget(title="MSD (um^2) vs lag (s)")
+        self.msd_plot = pg.PlotWidget(title="MSD")
         self.msd_plot.setLogMode(x=True, y=True)
+        self.msd_plot.setLabel("left", "MSD (um\u00b2)")
+        self.msd_plot.setLabel("bottom", "lag (s)")
         self.msd_plot.addLegend(offset=(5, 5))
         self.msd_curve = self.msd_plot.plot(pen=None, symbol="o", symbolSize=4, name="measured")
         self.msd_free = self.msd_plot.plot(pen=pg.mkPen((200, 200, 200), style=pg.QtCore.Qt.PenStyle.DashLine),
                                            name="free 4Dt")
-        self.gr_plot = pg.PlotWidget(title="g(r) vs r (um)")
+        self.gr_plot = pg.PlotWidget(title="g(r)")
+        self.gr_plot.setLabel("bottom", "r (um)")
         self.gr_curve = self.gr_plot.plot(pen=pg.mkPen((0, 200, 255), width=1.5))
         self.gr_plot.addLine(y=1.0, pen=pg.mkPen((120, 120, 120), style=pg.QtCore.Qt.PenStyle.DotLine))
-        self.psi_plot = pg.PlotWidget(title="mean |psi_4|, |psi_6| vs t (s)")
+        self.psi_plot = pg.PlotWidget(title="mean |psi_4|, |psi_6|")
+        self.psi_plot.setLabel("bottom", "t (s)")
         self.psi_plot.addLegend(offset=(5, 5))
         self.psi_plot.setYRange(0, 1)
         self.psi4_curve = self.psi_plot.plot(pen=pg.mkPen((255, 140, 0), width=1.5), name="psi_4")
@@ -172,6 +176,11 @@ class AnalysisPanel(QtWidgets.QWidget):
             ok = np.isfinite(g)
             self.gr_curve.setData(rr[ok], g[ok])
         if "psi4" in r:
+            if self.psi_t and r["t"] <= self.psi_t[-1]:
+                # lab time went back (a new run, a replay jump): a new series, never a line back to t=0
+                self.psi_t.clear()
+                self.psi4.clear()
+                self.psi6.clear()
             self.psi_t.append(r["t"])
             self.psi4.append(r["psi4"])
             self.psi6.append(r["psi6"])

@@ -62,7 +62,7 @@ def open_live_worker(hardware: Any = "simulated", lab: Any = "default", seed: in
 def main_window(hardware: Any = "simulated", lab: Any = "default", seed: int = 0,
                 overrides: Mapping[str, Any] | None = None, replay: str | Path | None = None,
                 record_dir: str = "sessions", open_recorder=None, display_hz: float = 30.0,
-                calibration: Any = None, allow_uncalibrated: bool = False):
+                calibration: Any = None, allow_uncalibrated: bool = False, settings: Any = None):
     """Build the dashboard window (a QApplication must exist); call ``.start()`` and ``.show()``."""
     _qt()
     import pyqtgraph as pg
@@ -74,10 +74,11 @@ def main_window(hardware: Any = "simulated", lab: Any = "default", seed: int = 0
         from cybloid.gui.replay import ReplaySource
         from cybloid.recording import open_session
 
-        return MainWindow(replay=ReplaySource(open_session(replay)), display_hz=display_hz)
+        return MainWindow(replay=ReplaySource(open_session(replay)), display_hz=display_hz, settings=settings)
     worker = open_live_worker(hardware, lab, seed, overrides, calibration, allow_uncalibrated)
     try:
-        return MainWindow(worker=worker, open_recorder=open_recorder, record_dir=record_dir, display_hz=display_hz)
+        return MainWindow(worker=worker, open_recorder=open_recorder, record_dir=record_dir, display_hz=display_hz,
+                          settings=settings)
     except BaseException:
         worker.shutdown()
         raise
@@ -86,8 +87,13 @@ def main_window(hardware: Any = "simulated", lab: Any = "default", seed: int = 0
 def run_app(hardware: Any = "simulated", lab: Any = "default", seed: int = 0,
             overrides: Mapping[str, Any] | None = None, replay: str | None = None, record_dir: str = "sessions",
             screenshot: str | None = None, quit_after_s: float | None = None, calibration: Any = None,
-            allow_uncalibrated: bool = False) -> int:
-    """Run the dashboard until its window closes. Returns 0 when it shut down cleanly (laser off)."""
+            allow_uncalibrated: bool = False, protocol: str | None = None,
+            params: Mapping[str, Any] | None = None) -> int:
+    """Run the dashboard until its window closes. Returns 0 when it shut down cleanly (laser off).
+
+    ``protocol`` (with ``params``, strings as on the command line) is loaded, checked by a dry run
+    and started once the window is up; a bad protocol or parameter raises before the window opens.
+    """
     QtCore, QtWidgets, pg = _qt()
     if (sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")
             and not os.environ.get("QT_QPA_PLATFORM") and QtWidgets.QApplication.instance() is None):
@@ -95,12 +101,31 @@ def run_app(hardware: Any = "simulated", lab: Any = "default", seed: int = 0,
                            "'xvfb-run -a cybloid gui ...', or with QT_QPA_PLATFORM=offscreen for scripted runs")
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     app.setApplicationName("cybloid")
+    app.setOrganizationName("cybloid")
+    settings = None if (screenshot or quit_after_s is not None) else QtCore.QSettings()  # scripted: default layout
     win = main_window(hardware, lab, seed, overrides, replay, record_dir, calibration=calibration,
-                      allow_uncalibrated=allow_uncalibrated)
+                      allow_uncalibrated=allow_uncalibrated, settings=settings)
+    if protocol is not None and win.protocol is not None:
+        if not win.protocol.load(protocol):
+            msg = win.protocol.message.text()
+            win.shutdown()
+            raise CybloidError(msg)
+        for k, v in (params or {}).items():
+            if k not in win.protocol.edits:
+                win.shutdown()
+                raise CybloidError(f"--param {k}: protocol {win.protocol.proto.name} has no parameter {k!r} "
+                                   f"(it has: {', '.join(win.protocol.edits) or 'none'})")
+            win.protocol.edits[k].setText(str(v))
+        if win.protocol.dry() is None:
+            msg = win.protocol.message.text()
+            win.shutdown()
+            raise CybloidError(msg)
     win.show()
     win.start()
     if replay is not None:
         win.replay.play()
+    if protocol is not None and win.protocol is not None:
+        QtCore.QTimer.singleShot(200, win.protocol.start)
 
     # Ctrl-C in the terminal closes the window (laser off) instead of killing the process
     signal.signal(signal.SIGINT, lambda *_: win.close())

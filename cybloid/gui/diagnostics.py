@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import logging
+from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
@@ -10,6 +12,8 @@ import pyqtgraph as pg
 from PySide6 import QtWidgets
 
 from cybloid.record import FLAG_DEADLINE, FLAG_SATURATED, STAGES, FrameRecord
+
+log = logging.getLogger(__name__)
 
 COLOURS = {"grab": (150, 150, 150), "track": (0, 200, 0), "history": (0, 180, 255), "forces": (255, 140, 0),
            "actuate": (255, 0, 255), "send": (255, 255, 0), "compute": (255, 60, 60)}
@@ -31,6 +35,8 @@ class DiagnosticsStats:
         self.tracked = collections.deque(maxlen=window)
         self.saturated = collections.deque(maxlen=window)
         self.latency_ms = collections.deque(maxlen=window)
+        self.latency_series = collections.deque(maxlen=window)  # per frame, NaN without spots (ms)
+        self.spots = collections.deque(maxlen=window)  # spots sent per frame while the laser is on, else -1
         self.frames = 0
         self.dropped = 0  # frames skipped (index gaps)
         self.deadline_misses = 0
@@ -53,8 +59,12 @@ class DiagnosticsStats:
             self.tracked.append(rec.n_tracked)
             nsat = int(np.count_nonzero(np.asarray(rec.saturation) & 3)) if len(rec.saturation) else 0
             self.saturated.append(nsat)
+            self.spots.append(len(rec.spots) if (rec.laser_on and rec.spots is not None) else -1)
             if rec.laser_on and rec.spots is not None and len(rec.spots):
                 self.latency_ms.append(rec.latency_s * 1e3)
+                self.latency_series.append(rec.latency_s * 1e3)
+            else:
+                self.latency_series.append(np.nan)
             self.deadline_misses += bool(rec.flags & FLAG_DEADLINE)
             self.saturated_frames += bool(rec.flags & FLAG_SATURATED)
 
@@ -72,6 +82,49 @@ class DiagnosticsStats:
         a = np.asarray(self.timings[stage], dtype=float)
         a = a[np.isfinite(a)]
         return float(np.percentile(a, q)) if len(a) else float("nan")
+
+
+@dataclass(frozen=True)
+class AlarmLimits:
+    """When the loop's health raises an alarm (over the statistics window)."""
+
+    dropped_fraction: float = 0.05
+    """Frames dropped (index gaps) per frame received."""
+    deadline_fraction: float = 0.02
+    """Frames that missed their deadline, per frame."""
+    saturated_fraction: float = 0.10
+    """Frames in which some force was clipped to the laser's maximum, per frame."""
+    lost_fraction: float = 0.2
+    """Drop of the tracked count below its recent maximum."""
+
+
+def active_alarms(stats: DiagnosticsStats, watchdog_tripped: bool = False,
+                  limits: AlarmLimits = AlarmLimits()) -> dict[str, str]:
+    """Alarms now active: ``{name: message with the numbers}`` (no Qt; unit-testable)."""
+    out: dict[str, str] = {}
+    if watchdog_tripped:
+        out["watchdog"] = "WATCHDOG tripped: the loop stalled and the laser was switched off"
+    seen = stats.frames + stats.dropped
+    if stats.frames >= 10 and seen:
+        frac = stats.dropped / seen
+        if frac > limits.dropped_fraction:
+            out["dropped"] = f"dropped frames: {stats.dropped} of {seen} ({100 * frac:.0f}%)"
+        frac = stats.deadline_misses / stats.frames
+        if frac > limits.deadline_fraction:
+            out["deadline"] = f"deadline misses: {stats.deadline_misses} of {stats.frames} frames ({100 * frac:.0f}%)"
+        frac = stats.saturated_frames / stats.frames
+        if frac > limits.saturated_fraction:
+            out["saturated"] = (f"forces clipped at the laser's maximum in {stats.saturated_frames} of "
+                                f"{stats.frames} frames")
+        recent = np.asarray(stats.spots)[-100:]
+        if len(recent) >= 100 and np.all(recent == 0):
+            out["no spots"] = ("laser on but no spot sent for 100 frames: no tracked particle is under a force "
+                               "term (check the terms' centres and capture radii)")
+        tracked = np.asarray(stats.tracked)
+        top = tracked.max() if len(tracked) else 0
+        if top > 0 and tracked[-1] < (1 - limits.lost_fraction) * top:
+            out["lost"] = f"particles lost: tracking {tracked[-1]} of up to {top}"
+    return out
 
 
 class DiagnosticsPanel(QtWidgets.QWidget):
@@ -92,6 +145,12 @@ class DiagnosticsPanel(QtWidgets.QWidget):
         for s in ("grab", "track", "forces", "actuate", "send", "compute"):
             self.curves[s] = self.series.plot(pen=pg.mkPen(COLOURS[s], width=1), name=s)
             self.hcurves[s] = self.hist.plot(pen=pg.mkPen(COLOURS[s], width=1.5), stepMode="center")
+        self.latency_curve = self.series.plot(pen=pg.mkPen((255, 255, 255), width=1, style=pg.QtCore.Qt.PenStyle.DotLine),
+                                              name="lab latency", connect="finite")
+        self.alarm = QtWidgets.QLabel("")
+        self.alarm.setWordWrap(True)
+        self.alarms: dict[str, str] = {}
+        self.watchdog_tripped = False
         self.figures = QtWidgets.QPlainTextEdit(readOnly=True)  # no re-layout when the text changes
         self.figures.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
         self.figures.setLineWrapMode(QtWidgets.QPlainTextEdit.LineWrapMode.NoWrap)
@@ -100,10 +159,29 @@ class DiagnosticsPanel(QtWidgets.QWidget):
         plots.addWidget(self.series)
         plots.addWidget(self.hist)
         lay.addWidget(plots, 3)
-        lay.addWidget(self.figures, 1)
+        side = QtWidgets.QVBoxLayout()
+        side.addWidget(self.alarm)
+        side.addWidget(self.figures, 1)
+        lay.addLayout(side, 1)
 
     def add(self, records: Iterable[FrameRecord]) -> None:
         self.stats.add(records)
+
+    def check_alarms(self) -> dict[str, str]:
+        """Update the alarm banner; log a warning when an alarm starts and a line when it clears."""
+        now = active_alarms(self.stats, self.watchdog_tripped)
+        for k, msg in now.items():
+            if k not in self.alarms:
+                log.warning("ALARM %s", msg)
+        for k in self.alarms:
+            if k not in now:
+                log.info("alarm cleared: %s", k)
+        if now != self.alarms:
+            self.alarms = now
+            self.alarm.setText("\n".join(now.values()))
+            self.alarm.setStyleSheet("background: #c00; color: white; font-weight: bold; padding: 3px" if now
+                                     else "")
+        return now
 
     def redraw(self, series: bool = True, histogram: bool = True) -> None:
         """Redraw the figures and the plots asked for (each plot costs a repaint: spread them)."""
@@ -111,11 +189,14 @@ class DiagnosticsPanel(QtWidgets.QWidget):
         if not st.frames:
             self.figures.setPlainText("no frames yet")
             return
+        self.check_alarms()
         if series:
             n = self.series_frames
             idx = np.asarray(st.index, dtype=float)[-n:]
             for s, c in self.curves.items():
                 c.setData(idx, np.asarray(st.timings[s], dtype=float)[-n:])
+            lat = np.asarray(st.latency_series, dtype=float)[-n:]
+            self.latency_curve.setData(idx[-len(lat):] if len(lat) else [], lat)
         if histogram:
             hi = max(st.percentile("compute", 99), st.percentile("grab", 99), 1e-3) * 1.5
             edges = np.linspace(0, hi, 41)

@@ -7,6 +7,8 @@ from typing import Any
 
 from PySide6 import QtCore, QtWidgets
 
+from cybloid.gui.safety import (LaserOffButton, confirm_high_power, confirm_threshold_mW,  # noqa: F401 (re-export)
+                                default_power_mW, usable_max_power_mW)
 from cybloid.hardware import ROLES
 
 
@@ -52,15 +54,22 @@ def device_state(dev: Any) -> str:
     return "ok"
 
 
-class LaserOffButton(QtWidgets.QPushButton):
-    """The big red button."""
-
-    def __init__(self, parent=None) -> None:
-        super().__init__("LASER OFF  (Esc / Ctrl+L)", parent)
-        self.setMinimumHeight(56)
-        self.setStyleSheet("QPushButton { background: #c00; color: white; font-size: 16pt; font-weight: bold; "
-                           "border-radius: 6px; } QPushButton:pressed { background: #800; }")
-        self.setFocusPolicy(QtCore.Qt.FocusPolicy.NoFocus)
+def connection_text(hardware: Any, role: str, dev: Any) -> str:
+    """Where a device is reached: serial port and baud rate, camera index, or "simulated"."""
+    opts = dict(hardware.roles.get(role, {}))
+    if opts.get("driver") == "simulated":
+        return "simulated"
+    port = getattr(dev, "port", None) or opts.get("port") or opts.get("device")
+    link = getattr(dev, "link", None)
+    port = port or getattr(link, "port", None)
+    baud = opts.get("baudrate") or opts.get("baud") or getattr(link, "baudrate", None)
+    parts = [str(port)] if port else []
+    if baud:
+        parts.append(f"{baud} baud")
+    for key in ("index", "serial_number", "config"):
+        if opts.get(key) is not None:
+            parts.append(f"{key} {opts[key]}")
+    return ", ".join(parts) or "-"
 
 
 class HardwarePanel(QtWidgets.QWidget):
@@ -69,8 +78,8 @@ class HardwarePanel(QtWidgets.QWidget):
     def __init__(self, worker: Any, parent=None) -> None:
         super().__init__(parent)
         self.worker = worker
-        self.table = QtWidgets.QTableWidget(len(ROLES), 4)
-        self.table.setHorizontalHeaderLabels(["role", "driver", "device", "state"])
+        self.table = QtWidgets.QTableWidget(len(ROLES), 5)
+        self.table.setHorizontalHeaderLabels(["role", "driver", "device", "connection", "state"])
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -79,11 +88,14 @@ class HardwarePanel(QtWidgets.QWidget):
         self.laser_state = QtWidgets.QLabel()
         self._shown_on: bool | None = None
         self.interlock = QtWidgets.QLabel()
-        lim = worker.lab.limits.max_power_mW
-        self.power = QtWidgets.QDoubleSpinBox(minimum=0.0, maximum=min(lim, worker.lab.laser.max_power_mW),
-                                              decimals=1, singleStep=10.0, suffix=" mW")
-        self.power.setValue(worker.lab.laser.power_mW())
-        self.power.setToolTip(f"clamped to the hardware limit {lim:g} mW")
+        lab = worker.lab
+        lim = lab.limits.max_power_mW
+        self.power = QtWidgets.QDoubleSpinBox(minimum=0.0, maximum=usable_max_power_mW(lab),
+                                              decimals=1, singleStep=5.0, suffix=" mW")
+        self.power.setValue(default_power_mW(lab))  # safe preset: 10% of the usable maximum
+        self.power.setToolTip(f"clamped to the hardware limit {lim:g} mW; above "
+                              f"{confirm_threshold_mW(lab):.1f} mW switching on asks for a confirmation")
+        self.confirm = confirm_high_power  # replaceable in tests
         self.set_power_btn = QtWidgets.QPushButton("Set power")
         self.set_power_btn.clicked.connect(self.apply_power)
         self.laser_on_btn = QtWidgets.QPushButton("Laser ON")
@@ -127,10 +139,18 @@ class HardwarePanel(QtWidgets.QWidget):
         log.info("laser power set to %.1f mW", got)
         return got
 
-    def laser_on(self) -> None:
-        self.worker.laser_on(self.power.value())
+    def laser_on(self) -> bool:
+        """Switch on at the power in the box; above the profile's threshold only after a confirmation."""
+        lab = self.worker.lab
+        p = self.power.value()
+        threshold = confirm_threshold_mW(lab)
+        if p > threshold and not self.confirm(self, p, threshold, usable_max_power_mW(lab)):
+            log.info("laser ON at %.1f mW cancelled", p)
+            return False
+        self.worker.laser_on(p)
         log.warning("laser ON (power %.1f mW)", self.worker.lab.laser.power_mW())
         self.refresh()
+        return True
 
     def move_stage(self) -> None:
         x, y = self.sx.value(), self.sy.value()
@@ -141,7 +161,9 @@ class HardwarePanel(QtWidgets.QWidget):
         lab = self.worker.lab
         for r, role in enumerate(ROLES):
             dev = getattr(lab, role)
-            for c, text in enumerate((role, lab.hardware.driver(role), type(dev).__name__, device_state(dev))):
+            cells = (role, lab.hardware.driver(role), type(dev).__name__, connection_text(lab.hardware, role, dev),
+                     device_state(dev))
+            for c, text in enumerate(cells):
                 item = self.table.item(r, c)
                 if item is None:
                     self.table.setItem(r, c, QtWidgets.QTableWidgetItem(text))

@@ -140,6 +140,49 @@ class TailBuffer:
         return a[:, 0], a[:, 1]
 
 
+class ToolViewBox(pg.ViewBox):
+    """A view box whose mouse goes to a tool (click, drag, right-click) while one is set.
+
+    Without a tool (``tool = None``) it pans and zooms as usual. The tool receives positions in
+    view coordinates (field-of-view um): ``click(xy)``, ``remove(xy)``, ``drag_start(xy)``,
+    ``drag_move(xy)``, ``drag_end(xy)``.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.tool: Any = None
+
+    def _xy(self, ev) -> np.ndarray:
+        p = self.mapSceneToView(ev.scenePos())
+        return np.array([p.x(), p.y()])
+
+    def mouseClickEvent(self, ev) -> None:  # noqa: N802 (Qt API)
+        if self.tool is None:
+            return super().mouseClickEvent(ev)
+        if ev.button() == QtCore.Qt.MouseButton.LeftButton:
+            ev.accept()
+            self.tool.click(self._xy(ev))
+        elif ev.button() == QtCore.Qt.MouseButton.RightButton:
+            ev.accept()
+            self.tool.remove(self._xy(ev))
+        else:
+            super().mouseClickEvent(ev)
+
+    def mouseDragEvent(self, ev, axis=None) -> None:  # noqa: N802 (Qt API)
+        if self.tool is None or ev.button() != QtCore.Qt.MouseButton.LeftButton:
+            return super().mouseDragEvent(ev, axis)
+        ev.accept()
+        p = self.mapSceneToView(ev.scenePos())
+        xy = np.array([p.x(), p.y()])
+        if ev.isStart():
+            b = self.mapSceneToView(ev.buttonDownScenePos())
+            self.tool.drag_start(np.array([b.x(), b.y()]))
+        elif ev.isFinish():
+            self.tool.drag_end(xy)
+        else:
+            self.tool.drag_move(xy)
+
+
 class LiveView(QtWidgets.QWidget):
     """Camera image plus overlays, all in field-of-view um (y down, as on the camera)."""
 
@@ -157,7 +200,14 @@ class LiveView(QtWidgets.QWidget):
         self.last_index = -1
 
         self.glw = pg.GraphicsLayoutWidget()
-        self.vb = self.glw.addViewBox(lockAspect=True, invertY=True, enableMenu=True)
+        self.vb = ToolViewBox(lockAspect=True, invertY=True, enableMenu=True)
+        self.glw.addItem(self.vb)
+        self.last_image: np.ndarray | None = None
+        self.scale_bar = pg.ScaleBar(size=10.0, suffix="m")  # view units are um: 10 um
+        self.scale_bar.text.setText("10 um")
+        self.scale_bar.setParentItem(self.vb)
+        self.scale_bar.anchor((1, 1), (1, 1), offset=(-20, -20))
+        self.vb.scene().sigMouseMoved.connect(self._mouse_moved)
         self.image = pg.ImageItem(axisOrder="row-major")
         self.vb.addItem(self.image)
         self.hist = pg.HistogramLUTItem(image=self.image)
@@ -201,6 +251,14 @@ class LiveView(QtWidgets.QWidget):
         fit = QtWidgets.QPushButton("Fit view")
         fit.clicked.connect(self.fit_view)
         bar.addWidget(fit)
+        self.trap_tool_box = QtWidgets.QCheckBox("trap tool")
+        self.trap_tool_box.setToolTip("click: place a trap; drag: move the nearest trap; right-click: remove it "
+                                      "(off: drag pans, wheel zooms)")
+        self.trap_tool_box.setEnabled(False)
+        bar.addWidget(self.trap_tool_box)
+        self.cursor = QtWidgets.QLineEdit("", readOnly=True, frame=False)
+        self.cursor.setFocusPolicy(QtCore.Qt.FocusPolicy.NoFocus)
+        self.cursor.setMinimumWidth(260)
         # a line edit, not a label: changing its text never re-lays out the window (30 times a second)
         self.info = QtWidgets.QLineEdit("no frame yet", readOnly=True, frame=False)
         self.info.setFocusPolicy(QtCore.Qt.FocusPolicy.NoFocus)
@@ -208,7 +266,10 @@ class LiveView(QtWidgets.QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(bar)
         lay.addWidget(self.glw, 1)
-        lay.addWidget(self.info)
+        bottom = QtWidgets.QHBoxLayout()
+        bottom.addWidget(self.info, 1)
+        bottom.addWidget(self.cursor)
+        lay.addLayout(bottom)
         self._apply_visibility()
 
     # ------------------------------------------------------------------ configuration
@@ -232,6 +293,34 @@ class LiveView(QtWidgets.QWidget):
             self.items[name].setVisible(on)
             if name == "potential":
                 self.centres.setVisible(on)
+
+    def set_tool(self, tool: Any) -> None:
+        """Give the mouse to ``tool`` (see :class:`ToolViewBox`) while the trap-tool box is ticked."""
+        self._tool = tool
+        self.trap_tool_box.setEnabled(tool is not None)
+        self.trap_tool_box.toggled.connect(lambda on: setattr(self.vb, "tool", self._tool if on else None))
+
+    def cursor_text(self, x_um: float, y_um: float) -> str:
+        """``x, y (um)`` and the grey value of the pixel under it, as shown under the image."""
+        img = self.last_image
+        text = f"x {x_um:8.2f} um  y {y_um:8.2f} um"
+        if img is not None and self.pixel_size_um > 0:
+            c, r = int(np.floor(x_um / self.pixel_size_um)), int(np.floor(y_um / self.pixel_size_um))
+            if 0 <= r < img.shape[0] and 0 <= c < img.shape[1]:
+                text += f"  grey {img[r, c]}"
+        return text
+
+    def _mouse_moved(self, scene_pos) -> None:
+        if not self.vb.sceneBoundingRect().contains(scene_pos):
+            return
+        p = self.vb.mapSceneToView(scene_pos)
+        t = self.cursor_text(p.x(), p.y())
+        if self.cursor.text() != t:
+            self.cursor.setText(t)
+
+    def save_image(self, path: str) -> bool:
+        """Save the view as shown (image and overlays) to a PNG; True on success."""
+        return self.glw.grab().save(str(path))
 
     def set_overlay(self, name: str, on: bool) -> None:
         self.checks[name].setChecked(on)
@@ -259,6 +348,7 @@ class LiveView(QtWidgets.QWidget):
         """Draw one record (its image unless ``image`` is given) and the overlays."""
         img = rec.image if image is None else image
         if img is not None:
+            self.last_image = img
             if self._shape != img.shape:
                 self._shape = img.shape
                 h, w = img.shape

@@ -46,8 +46,12 @@ class ProtocolPanel(QtWidgets.QWidget):
         self.form = QtWidgets.QFormLayout(self.form_box)
         self.fresh = QtWidgets.QCheckBox("fresh simulated lab, set up by the protocol")
         self.fresh.setChecked(True)
-        self.record = QtWidgets.QCheckBox("record its record() steps (see Recording)")
-        self.record.setChecked(recorder_factory is not None)
+        if not worker.lab.hardware.is_simulated:
+            self.fresh.setChecked(False)
+            self.fresh.setEnabled(False)
+            self.fresh.setToolTip("only the simulated lab can be set up afresh by a protocol")
+        self.record = QtWidgets.QCheckBox("record its record() steps (options and destination: Recording tab)")
+        self.record.setChecked(False)  # recording is a choice: full frames fill a disk quickly
         self.record.setEnabled(recorder_factory is not None)
 
         self.dry_btn = QtWidgets.QPushButton("Dry run")
@@ -96,9 +100,9 @@ class ProtocolPanel(QtWidgets.QWidget):
 
     # ------------------------------------------------------------------ loading
     def _open_file(self) -> None:
-        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open protocol", "", "Protocols (*.py)")
-        if path:
-            self.load(path)
+        from cybloid.gui.dialogs import choose_path
+
+        self.file_dialog = choose_path(self, "Open protocol", self.load, name_filter="Protocols (*.py)")
 
     def load(self, name_or_path: str) -> bool:
         try:

@@ -21,13 +21,38 @@ from cybloid.record import FrameRecord
 log = logging.getLogger(__name__)
 
 
-def default_open_recorder(directory: str) -> Any:
+def default_open_recorder(directory: str, every_nth_frame: int = 1, frames: bool = True) -> Any:
     """``cybloid.recording.open_recorder``; a clear error while that module is missing."""
     try:
         from cybloid.recording import open_recorder
     except ImportError as exc:
         raise CybloidError(f"recording is not available in this installation ({exc})") from None
-    return open_recorder(directory)
+    return open_recorder(directory, every_nth_frame=every_nth_frame, frames=frames)
+
+
+def size_on_disk_bytes(path: str | Path | None) -> int:
+    """Total size of the files under ``path`` (bytes; 0 if it does not exist)."""
+    if not path:
+        return 0
+    p = Path(path)
+    if p.is_file():
+        return p.stat().st_size
+    total = 0
+    for f in p.rglob("*"):
+        try:
+            if f.is_file():
+                total += f.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def bytes_text(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} GB"
 
 
 def _dropped(recorder: Any) -> int:
@@ -71,6 +96,8 @@ class RecordingPanel(QtWidgets.QWidget):
         self._stopping: threading.Thread | None = None
         self.last_session: str | None = None
         self.recorders: list[Any] = []
+        self._size_tick = 0
+        self._size_text = ""
 
         self.dest = QtWidgets.QLineEdit(destination)
         browse = QtWidgets.QPushButton("Browse...")
@@ -82,6 +109,14 @@ class RecordingPanel(QtWidgets.QWidget):
         self.stop_btn = QtWidgets.QPushButton("Stop recording")
         self.start_btn.clicked.connect(self.start)
         self.stop_btn.clicked.connect(self.stop)
+        self.every = QtWidgets.QSpinBox(minimum=1, maximum=100000, value=1)
+        self.every.setToolTip("keep the image of every N-th frame (records of every frame are kept)")
+        self.tracks_only = QtWidgets.QCheckBox("tracks only (no images: about 1000x smaller)")
+        self.tracks_only.toggled.connect(lambda on: self.every.setEnabled(not on))
+        self.estimate = QtWidgets.QLabel("")
+        self.estimate.setWordWrap(True)
+        self.every.valueChanged.connect(lambda *_: self._update_estimate())
+        self.tracks_only.toggled.connect(lambda *_: self._update_estimate())
         self.status = QtWidgets.QLabel("not recording")
         self.status.setWordWrap(True)
         self.disk = QtWidgets.QLabel("")
@@ -90,6 +125,11 @@ class RecordingPanel(QtWidgets.QWidget):
         lay = QtWidgets.QVBoxLayout(self)
         lay.addWidget(QtWidgets.QLabel("destination (a new session directory is created inside)"))
         lay.addLayout(row)
+        opts = QtWidgets.QFormLayout()
+        opts.addRow("images of every N-th frame", self.every)
+        opts.addRow("", self.tracks_only)
+        lay.addLayout(opts)
+        lay.addWidget(self.estimate)
         b = QtWidgets.QHBoxLayout()
         b.addWidget(self.start_btn)
         b.addWidget(self.stop_btn)
@@ -98,12 +138,29 @@ class RecordingPanel(QtWidgets.QWidget):
         lay.addWidget(self.disk)
         lay.addWidget(self.message)
         lay.addStretch(1)
+        self._update_estimate()
         self.refresh()
 
     def _browse(self) -> None:
-        d = QtWidgets.QFileDialog.getExistingDirectory(self, "Record into", self.dest.text())
-        if d:
-            self.dest.setText(d)
+        from cybloid.gui.dialogs import choose_path
+
+        self.file_dialog = choose_path(self, "Record into", self.dest.setText, self.dest.text(), folder=True)
+
+    def _update_estimate(self) -> None:
+        """Expected data rate of a recording with the current options (computed, not measured)."""
+        lab = self.worker.lab
+        try:
+            cam = lab.profile.camera
+            frame_bytes = cam.width_px * cam.height_px * 2
+            fps = 1.0 / lab.frame_period_s
+        except Exception:
+            self.estimate.setText("")
+            return
+        per_s = 2000.0 * fps  # records: roughly 2 kB per frame (positions, forces, spots) before compression
+        if not self.tracks_only.isChecked():
+            per_s += frame_bytes * fps / self.every.value()
+        self.estimate.setText(f"about {bytes_text(per_s * 60)} per minute before compression (computed "
+                              f"from the camera size and frame rate)")
 
     def _say(self, text: str, error: bool = False) -> None:
         self.message.setText(text)
@@ -112,7 +169,11 @@ class RecordingPanel(QtWidgets.QWidget):
 
     def make_recorder(self) -> Any:
         """A new recorder writing under the destination (used by protocol runs too)."""
-        rec = self.open_recorder(self.dest.text().strip() or ".")
+        dest = self.dest.text().strip() or "."
+        try:
+            rec = self.open_recorder(dest, every_nth_frame=self.every.value(), frames=not self.tracks_only.isChecked())
+        except TypeError:  # a recorder factory without options (tests, plug-ins)
+            rec = self.open_recorder(dest)
         self.recorders.append(rec)
         return rec
 
@@ -138,7 +199,7 @@ class RecordingPanel(QtWidgets.QWidget):
         try:
             rec = self.make_recorder()
             path = rec.start({**self.worker.session_metadata(), "source": "dashboard", "name": "dashboard",
-                              "force_program": self.worker.loop.program.describe()})
+                              "force_program": self.worker.loop.program.describe(), **self._protocol_metadata()})
             if path is None and getattr(rec, "error", None):
                 raise CybloidError(rec.error)
         except CybloidError as exc:
@@ -153,6 +214,22 @@ class RecordingPanel(QtWidgets.QWidget):
         self._say(f"recording to {getattr(rec, 'path', self.dest.text())}")
         self.refresh()
         return True
+
+    def _protocol_metadata(self) -> dict[str, Any]:
+        """The running protocol (name, path, parameters), so a manual recording says what it shows."""
+        r = self.worker.runner
+        proto = getattr(r, "proto", None)
+        if proto is None or getattr(r, "state", "") not in ("running", "paused"):
+            return {}
+        meta: dict[str, Any] = {"protocol": proto.name, "protocol_path": str(getattr(proto, "path", "")),
+                                "name": f"dashboard-{proto.name}"}
+        values = getattr(r, "values", None)
+        if values is not None and hasattr(values, "as_dict"):
+            meta["params"] = values.as_dict()
+        src = getattr(proto, "source", None)
+        if src:
+            meta["protocol_source"] = src
+        return meta
 
     def stop(self, wait: bool = False) -> None:
         """Stop feeding the recorder now; finish the session in a background thread."""
@@ -191,8 +268,14 @@ class RecordingPanel(QtWidgets.QWidget):
         self.start_btn.setEnabled(not self.recording)
         self.stop_btn.setEnabled(self.recording)
         if self.recording:
-            text = (f"RECORDING to {getattr(self.recorder, 'path', '?')}: "
-                    f"{self.sink.offered} frames, {_dropped(self.recorder)} dropped")
+            path = getattr(self.recorder, "path", None)
+            size = ""
+            self._size_tick += 1
+            if path and (self._size_tick % 4 == 1 or not self._size_text):  # walking the folder costs: ~1 Hz
+                self._size_text = bytes_text(size_on_disk_bytes(path))
+            size = self._size_text
+            text = (f"RECORDING to {path or '?'}: {self.sink.offered} frames, {_dropped(self.recorder)} dropped, "
+                    f"{size or '0 B'} on disk")
             style = "color: #d33; font-weight: bold"
         else:
             text = "not recording" + (f" (last: {self.last_session})" if self.last_session else "")
@@ -201,6 +284,8 @@ class RecordingPanel(QtWidgets.QWidget):
             self.status.setText(text)
         if self.status.styleSheet() != style:
             self.status.setStyleSheet(style)
+        if not self.recording:
+            self._size_text = ""
         disk = f"free disk space: {free_space_text(self.dest.text())}"
         if self.disk.text() != disk:
             self.disk.setText(disk)

@@ -30,6 +30,17 @@ class ReplaySource:
         self.n = len(self.records)
         fp = getattr(session, "frame_period_s", None)
         self.frame_period_s = float(fp) if fp and np.isfinite(fp) else 0.01
+        # play on lab time: the play head is a time, frames are found by their exposure time
+        self.t_s = np.array([r.t_exposure_mid for r in self.records], dtype=float)
+        if not np.all(np.isfinite(self.t_s)) or np.any(np.diff(self.t_s) <= 0):
+            self.t_s = np.arange(self.n) * self.frame_period_s  # damaged clock: fall back to frame count
+        self.lab_t = float(self.t_s[0])
+        # force program over time: the recorded 'program' events (after each set_term/remove_term/set_param)
+        self.program_changes: list[tuple[int, dict]] = []
+        for k, r in enumerate(self.records):
+            for ev in getattr(r, "events", None) or []:
+                if isinstance(ev, dict) and ev.get("kind") == "program" and isinstance(ev.get("program"), dict):
+                    self.program_changes.append((k, ev["program"]))
         self.position = 0.0
         self.speed = 1.0
         self.playing = False
@@ -53,18 +64,35 @@ class ReplaySource:
 
     def seek(self, k: int) -> None:
         self.position = float(min(max(int(k), 0), self.n - 1))
+        self.lab_t = float(self.t_s[self.current])
         self._drained_to = self.current - 1
         self.seeked = True
 
     def advance(self) -> None:
-        """Move the play position by the wall time since the last call x speed."""
+        """Move the play head by the wall time since the last call x speed, in lab time.
+
+        At 1x a session plays as fast as it was recorded, whatever frames were dropped or
+        recorded only every N-th: the frame shown is the last one exposed before the play head.
+        """
         now = time.perf_counter()
         dt, self._wall = now - self._wall, now
         if self.playing:
-            self.position += dt * self.speed / self.frame_period_s
-            if self.position >= self.n - 1:
+            self.lab_t += dt * self.speed
+            k = int(np.searchsorted(self.t_s, self.lab_t, side="right")) - 1
+            self.position = float(min(max(k, 0), self.n - 1))
+            if self.lab_t >= self.t_s[-1]:
                 self.position = self.n - 1
                 self.playing = False
+
+    def program_at(self, k: int | None = None) -> dict | None:
+        """The force program (``ForceProgram.describe()``) in force at frame position ``k``; None before any."""
+        k = self.current if k is None else k
+        prog = None
+        for at, p in self.program_changes:
+            if at > k:
+                break
+            prog = p
+        return prog
 
     def drain(self) -> list:
         k = self.current

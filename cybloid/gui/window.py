@@ -22,10 +22,10 @@ from cybloid.gui.analysispanel import AnalysisPanel
 from cybloid.gui.diagnostics import DiagnosticsPanel
 from cybloid.gui.liveview import LiveView
 from cybloid.gui.logpanel import LogPanel, QtLogHandler
+from cybloid.gui.safety import LaserOffButton, LaserOffKeyFilter, LaserStateBanner, laser_state
 
 log = logging.getLogger(__name__)
 
-LASER_OFF_KEYS = ("Esc", "Ctrl+L")
 GIL_SWITCH_INTERVAL_S = 0.001
 
 
@@ -96,10 +96,13 @@ class MainWindow(QtWidgets.QMainWindow):
         Default destination of recordings.
     display_hz : float
         Display refresh rate.
+    settings : QSettings, optional
+        Where the window layout is remembered (restored now, saved on close).
     """
 
     def __init__(self, worker: Any = None, replay: Any = None, open_recorder: Callable[[str], Any] | None = None,
-                 record_dir: str = "sessions", display_hz: float = 30.0) -> None:
+                 record_dir: str = "sessions", display_hz: float = 30.0,
+                 settings: QtCore.QSettings | None = None) -> None:
         super().__init__()
         if (worker is None) == (replay is None):
             raise ValueError("MainWindow needs exactly one of worker (live) or replay")
@@ -113,6 +116,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self._last_analysis = 0.0
         self._switch_interval: float | None = None
         self._replay_terms: list = []
+        self._replay_program: dict | None = None
+        self._replay_initial_terms: list = []
         self.setWindowTitle("cybloid - " + ("live: " + worker.lab.hardware.name if worker else
                                             f"replay: {getattr(replay.session, 'path', '')}"))
         self.resize(1500, 950)
@@ -125,13 +130,13 @@ class MainWindow(QtWidgets.QMainWindow):
         mono = QtGui.QFontDatabase.systemFont(QtGui.QFontDatabase.SystemFont.FixedFont)
         self.diagnostics.figures.setFont(mono)
         self.analysis = AnalysisPanel()
-        self.force = self.protocol = self.recording = self.hardware = None
+        self.force = self.protocol = self.recording = self.hardware = self.particles = None
         self.replay_bar = None
 
         right: list[tuple[str, QtWidgets.QWidget]] = []
         if worker is not None:
             from cybloid.gui.forcepanel import ForcePanel
-            from cybloid.gui.hardwarepanel import HardwarePanel, LaserOffButton
+            from cybloid.gui.hardwarepanel import HardwarePanel
             from cybloid.gui.protocolpanel import ProtocolPanel
             from cybloid.gui.recordingpanel import RecordingPanel
 
@@ -139,21 +144,32 @@ class MainWindow(QtWidgets.QMainWindow):
             self.force = ForcePanel(worker)
             self.protocol = ProtocolPanel(worker, recorder_factory=self.recording.make_recorder)
             self.hardware = HardwarePanel(worker)
+            from cybloid.gui.particlepanel import ParticlePanel
+            from cybloid.gui.traptool import TrapTool
+
+            self.particles = ParticlePanel(worker.lab.profile.kT)
             right = [("Force program", self.force), ("Protocol", self.protocol), ("Recording", self.recording),
-                     ("Hardware", self.hardware)]
+                     ("Hardware", self.hardware), ("Particles", self.particles)]
+            self.trap_tool = TrapTool(self.force)
+            self.live.set_tool(self.trap_tool)
+            self.laser_banner = LaserStateBanner()
             self.laser_off_button = LaserOffButton()
             self.laser_off_button.clicked.connect(self.laser_off)
+            safety = QtWidgets.QWidget()
+            sl = QtWidgets.QVBoxLayout(safety)
+            sl.setContentsMargins(2, 2, 2, 2)
+            sl.addWidget(self.laser_banner)
+            sl.addWidget(self.laser_off_button)
             top = QtWidgets.QDockWidget("Safety")
             top.setObjectName("dock-safety")
             top.setFeatures(QtWidgets.QDockWidget.DockWidgetFeature.NoDockWidgetFeatures)
-            top.setWidget(self.laser_off_button)
+            top.setWidget(safety)
             self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, top)
-            self.shortcuts = []
-            for key in LASER_OFF_KEYS:
-                sc = QtGui.QShortcut(QtGui.QKeySequence(key), self)
-                sc.setContext(QtCore.Qt.ShortcutContext.ApplicationShortcut)
-                sc.activated.connect(self.laser_off)
-                self.shortcuts.append(sc)
+            # Esc / Ctrl+L anywhere in the application, modal dialogs included (see cybloid.gui.safety)
+            self.laser_keys = LaserOffKeyFilter(self.laser_off, self)
+            app = QtWidgets.QApplication.instance()
+            if app is not None:
+                app.installEventFilter(self.laser_keys)
             lab = worker.lab
             self.analysis.configure(lab.frame_period_s, lab.profile.fov_um, lab.profile.diffusion)
         else:
@@ -203,7 +219,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.status_laser = QtWidgets.QLabel()
         self.status_loop = QtWidgets.QLabel()
         self.status_error = QtWidgets.QLabel()
+        self.status_rec = QtWidgets.QLabel()
+        self.status_rec.setStyleSheet("background: #c00; color: white; font-weight: bold")
+        self._frame_state: tuple | None = None
+        self._base_title = self.windowTitle()
         sb = self.statusBar()
+        sb.addPermanentWidget(self.status_rec)
         sb.addPermanentWidget(self.status_error, 1)
         sb.addPermanentWidget(self.status_loop)
         sb.addPermanentWidget(self.status_laser)
@@ -217,10 +238,73 @@ class MainWindow(QtWidgets.QMainWindow):
         if self._logger.getEffectiveLevel() > logging.INFO:
             self._logger.setLevel(logging.INFO)
 
+        self._add_shortcuts()
+        self.settings = settings
+        if settings is not None:
+            geo, state = settings.value("window/geometry"), settings.value("window/state")
+            if geo is not None:
+                self.restoreGeometry(geo)
+            if state is not None:
+                self.restoreState(state)
+
         self.timer = QtCore.QTimer(self)
         self.timer.setInterval(max(1, int(round(1000.0 / display_hz))))
         self.timer.timeout.connect(self.tick)
         self.stall = StallMeter(self)
+
+    SHORTCUTS = {"Ctrl+Z": "undo the last force-program change", "F5": "start the loaded protocol",
+                 "F6": "pause / resume the protocol", "F8": "abort the protocol",
+                 "Ctrl+R": "start / stop recording", "Ctrl+Shift+S": "save the live image (PNG)",
+                 "Esc / Ctrl+L": "LASER OFF (everywhere, dialogs included)"}
+
+    def _add_shortcuts(self) -> None:
+        actions = {"Ctrl+Shift+S": self.save_image_dialog}
+        if self.worker is not None:
+            actions.update({"Ctrl+Z": self.force.undo, "F5": self.protocol.start, "F6": self._pause_resume,
+                            "F8": self.protocol.abort, "Ctrl+R": self._toggle_recording})
+        self.shortcuts = {}
+        for key, fn in actions.items():
+            sc = QtGui.QShortcut(QtGui.QKeySequence(key), self)
+            sc.setContext(QtCore.Qt.ShortcutContext.WindowShortcut)
+            sc.activated.connect(fn)
+            self.shortcuts[key] = sc
+        save = QtWidgets.QPushButton("Save image...")
+        save.setToolTip("save the live view as shown, overlays included (Ctrl+Shift+S)")
+        save.clicked.connect(self.save_image_dialog)
+        self.live.layout().itemAt(0).layout().addWidget(save)
+        keys = QtWidgets.QPushButton("Keys")
+        keys.setToolTip("\n".join(f"{k}: {v}" for k, v in self.SHORTCUTS.items()))
+        keys.clicked.connect(lambda: self.statusBar().showMessage(
+            ";  ".join(f"{k} {v}" for k, v in self.SHORTCUTS.items()), 15000))
+        self.live.layout().itemAt(0).layout().addWidget(keys)
+
+    def _pause_resume(self) -> None:
+        r = self.worker.runner
+        state = getattr(r, "state", "")
+        if state == "running":
+            self.protocol.pause()
+        elif state == "paused":
+            self.protocol.resume()
+
+    def _toggle_recording(self) -> None:
+        if self.recording.recording:
+            self.recording.stop()
+        else:
+            self.recording.start()
+        self._update_status()
+
+    def save_image_dialog(self) -> None:
+        from cybloid.gui.dialogs import choose_path
+
+        self.file_dialog = choose_path(self, "Save live image", self.save_image, name_filter="PNG images (*.png)",
+                                       save=True)
+
+    def save_image(self, path: str) -> bool:
+        if not str(path).lower().endswith(".png"):
+            path = str(path) + ".png"
+        ok = self.live.save_image(path)
+        (log.info if ok else log.error)("live image %s %s", "saved to" if ok else "could not be written to", path)
+        return ok
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> None:
@@ -247,6 +331,13 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.closed:
             return bool(self.clean_shutdown)
         self.closed = True
+        if self.settings is not None:
+            self.settings.setValue("window/geometry", self.saveGeometry())
+            self.settings.setValue("window/state", self.saveState())
+        keys = getattr(self, "laser_keys", None)
+        app = QtWidgets.QApplication.instance()
+        if keys is not None and app is not None:
+            app.removeEventFilter(keys)
         self.timer.stop()
         self.stall.stop()
         ok = True
@@ -270,14 +361,21 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ------------------------------------------------------------------ safety
     def laser_off(self) -> None:
-        """LASER OFF: from the GUI thread, at once; aborts a running protocol."""
+        """LASER OFF: from the GUI thread, at once; aborts a running protocol.
+
+        Pressing it on purpose is not an error: the log says what the device confirmed, and only
+        a failure to switch off is reported as an error.
+        """
         if self.worker is None:
             return
         errors = self.worker.laser_off()
-        if errors:
-            log.error("LASER OFF: %s", "; ".join(errors))
+        state, _ = laser_state(self.worker.lab)
+        if errors or state != "off":
+            log.error("LASER OFF: laser state %s after switching off%s", state.upper(),
+                      (": " + "; ".join(errors)) if errors else "")
         else:
-            log.warning("LASER OFF pressed: laser off, beam blanked")
+            log.info("LASER OFF pressed: laser off (as the driver reports it), beam blanked")
+            self.status_error.setText("")
         if self.hardware is not None:
             self.hardware.refresh()
         self._update_status()
@@ -301,6 +399,7 @@ class MainWindow(QtWidgets.QMainWindow):
         from cybloid.gui.liveview import terms_from_description
 
         self._replay_terms = terms_from_description(meta.get("program") or meta.get("force_program"))
+        self._replay_initial_terms = self._replay_terms
         diameter = float((prof.get("particles") or {}).get("diameter_um", 2.0))
         px = s.pixel_size_um if np.isfinite(getattr(s, "pixel_size_um", np.nan)) else 1.0
         self.live.set_geometry(px, diameter, steer)
@@ -346,11 +445,20 @@ class MainWindow(QtWidgets.QMainWindow):
                 recs = src.drain()
                 rec = src.latest()
                 image = src.image(rec) if rec is not self._shown else None
+                prog = src.program_at()
+                if prog is not self._replay_program:
+                    from cybloid.gui.liveview import terms_from_description
+
+                    self._replay_program = prog
+                    self._replay_terms = (terms_from_description(prog) if prog is not None
+                                          else self._replay_initial_terms)
                 terms = self._replay_terms
             if recs:
                 self.live.add_records(recs)
                 self.diagnostics.add(recs)
                 self.analysis.add(recs)
+                if self.particles is not None:
+                    self.particles.add(recs)
             if rec is not None and rec is not self._shown:
                 self._shown = rec
                 self.live.show_record(rec, image=image, terms=terms)
@@ -359,6 +467,7 @@ class MainWindow(QtWidgets.QMainWindow):
                                           "GUI gap p99": f"{self.stall.recent_percentile(99):7.1f} ms"}
                 if self.worker is not None:
                     self.diagnostics.extra["feed overflow"] = f"{self.worker.feed_overflow:7d}"
+                    self.diagnostics.watchdog_tripped = bool(self.worker.loop.watchdog.tripped)
                     cam_drop = getattr(self.worker.lab.camera, "dropped", None)
                     if cam_drop is not None:
                         self.diagnostics.extra["camera dropped"] = f"{cam_drop:7d}"
@@ -367,6 +476,8 @@ class MainWindow(QtWidgets.QMainWindow):
                 for panel in (self.force, self.protocol, self.recording, self.hardware):
                     if panel is not None:
                         panel.refresh()
+                if self.particles is not None and self.particles.isVisible():
+                    self.particles.refresh(list(self.worker.loop.program.terms.items()))
                 if self.replay_bar is not None:
                     self.replay_bar.refresh()
                 self._update_status()
@@ -385,13 +496,35 @@ class MainWindow(QtWidgets.QMainWindow):
             set_text(self.status_loop, "replay")
             return
         lab = self.worker.lab
-        on = bool(lab.laser.is_on)
-        if set_text(self.status_laser, " LASER ON " if on else " laser off "):
+        state, power = laser_state(lab)
+        on = state == "on"
+        recording = self.is_recording()
+        self.laser_banner.show_state(state, power, recording=recording)
+        self.laser_off_button.show_laser(state != "off")
+        if set_text(self.status_laser, " LASER ON " if on else (" laser off " if state == "off" else " laser ? ")):
             self.status_laser.setStyleSheet("background: #c00; color: white; font-weight: bold" if on
                                             else "color: #2a2; font-weight: bold")
+        set_text(self.status_rec, " \u25cf REC " if recording else "")
+        frame = (state, recording)
+        if frame != self._frame_state:
+            self._frame_state = frame
+            # the whole window frame says the laser is on: no way to miss it
+            colour = "#c00" if on else ("#c80" if state == "unknown" else "transparent")
+            self.setStyleSheet(f"QMainWindow {{ border: 5px solid {colour}; }}")
+            base = self._base_title
+            self.setWindowTitle(("[LASER ON] " if on else "") + ("[REC] " if recording else "") + base)
         r = self.worker.runner
-        state = getattr(r, "state", "idle") if r is not None else "idle"
-        set_text(self.status_loop, f"loop {'running' if self.worker.running else 'STOPPED'}; protocol {state}")
+        pstate = getattr(r, "state", "idle") if r is not None else "idle"
+        set_text(self.status_loop, f"loop {'running' if self.worker.running else 'STOPPED'}; protocol {pstate}")
+
+    def is_recording(self) -> bool:
+        """True while a manual recording or a protocol's recording is being written."""
+        if self.recording is not None and self.recording.recording:
+            return True
+        r = self.worker.runner if self.worker is not None else None
+        rec = getattr(r, "recorder", None)
+        return bool(rec is not None and getattr(r, "state", "") in ("running", "paused")
+                    and getattr(r, "recording", False))
 
     @QtCore.Slot(int, str)
     def _status_message(self, level: int, line: str) -> None:

@@ -162,7 +162,6 @@ def test_driver_write_failure_is_a_device_error_and_the_output_restarts():
 
 
 def test_nidaq_profile_without_ni_daqmx_is_one_line_exit_2(tmp_path, capsys):
-    pytest.importorskip("cybloid.drivers.nidaq")
     try:
         from cybloid.drivers.nidaq import NidaqmxBackend
 

@@ -73,6 +73,22 @@ def _source(where: str, v: Any) -> Any:
     return v
 
 
+def _choice(*allowed: str) -> Callable[[str, Any], str]:
+    def check(where: str, v: Any) -> str:
+        if v not in allowed:
+            raise ProfileError(f"{where} must be one of {', '.join(allowed)}, got {v!r}")
+        return v
+    return check
+
+
+def _span(where: str, v: Any) -> tuple[float, float]:
+    ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+    if not ok or not v[0] < v[1]:
+        raise ProfileError(f"{where} must be [low, high] in um with low < high, got {v!r}")
+    return float(v[0]), float(v[1])
+
+
 def options(role: str, opts: Mapping[str, Any], ctx: Mapping[str, Any], schema: dict[str, tuple], ) -> dict[str, Any]:
     """Validated options: ``schema`` maps key -> (check, default); default ``...`` means required."""
     where = _where(ctx, role)
@@ -95,10 +111,13 @@ def options(role: str, opts: Mapping[str, Any], ctx: Mapping[str, Any], schema: 
 STEERING = {"port": (_port, ...), "baudrate": (_baud, 921600), "timeout_s": (_num(0.001, 60), 0.2),
             "retries": (_num(0, 10, True), 1), "heartbeat_timeout_ms": (_num(10, 60000, True), None)}
 LASER = {"port": (_port, ...), "baudrate": (_baud, 115200), "timeout_s": (_num(0.001, 60), 0.5),
-         "max_power_mW": (_num(0.001, 1e6), None), "poll_s": (_num(0.0, 60), 0.25), "rearm_s": (_num(0, 600), 1.0)}
+         "max_power_mW": (_num(0.001, 1e6), None), "poll_s": (_num(0.0, 60), 0.25), "rearm_s": (_num(0, 600), 1.0),
+         "on_timeout_s": (_num(0.1, 3600), 120.0), "line": (_num(1, 9, True), None),
+         "family": (_choice("dpl", "mld"), "dpl")}
 STAGE = {"port": (_port, ...), "baudrate": (_baud, 9600), "timeout_s": (_num(0.001, 60), 0.5),
          "move_timeout_s": (_num(0.01, 600), 10.0), "travel_um": (_num(0.0, 1e6), 25000.0),
-         "speed_percent": (_num(1, 100, True), None)}
+         "speed_percent": (_num(1, 250, True), None), "acceleration_percent": (_num(1, 100, True), None),
+         "resolution_um": (_num(0.001, 10), 0.1), "travel_x_um": (_span, None), "travel_y_um": (_span, None)}
 OPENCV = {"source": (_source, 0), "exposure_s": (_num(0, 10), None), "readout_s": (_num(0, 10), 0.0),
           "width_px": (_num(1, 65536, True), None), "height_px": (_num(1, 65536, True), None),
           "fps": (_num(0.001, 1e5), None)}
@@ -142,7 +161,8 @@ def build_laser(opts: Mapping[str, Any], ctx: dict) -> Any:
         ctx["resources"].append(emu)
         port = emu.port
     limit = getattr(getattr(ctx.get("hardware"), "limits", None), "max_power_mW", math.inf)
-    return CoboltLaser(port, o["baudrate"], o["timeout_s"], rated, limit, o["poll_s"], o["rearm_s"])
+    return CoboltLaser(port, o["baudrate"], o["timeout_s"], rated, limit, o["poll_s"], o["rearm_s"],
+                       on_timeout_s=o["on_timeout_s"], line=o["line"], family=o["family"])
 
 
 def build_stage(opts: Mapping[str, Any], ctx: dict) -> Any:
@@ -156,7 +176,9 @@ def build_stage(opts: Mapping[str, Any], ctx: dict) -> Any:
         emu = StageEmulator(ctx["world"], travel_um=o["travel_um"]).start()
         ctx["resources"].append(emu)
         port = emu.port
-    return ProScanStage(port, o["baudrate"], o["timeout_s"], o["move_timeout_s"], o["travel_um"], o["speed_percent"])
+    return ProScanStage(port, o["baudrate"], o["timeout_s"], o["move_timeout_s"], o["travel_um"], o["speed_percent"],
+                        resolution_um=o["resolution_um"], travel_x_um=o["travel_x_um"], travel_y_um=o["travel_y_um"],
+                        acceleration_percent=o["acceleration_percent"])
 
 
 def build_opencv_camera(opts: Mapping[str, Any], ctx: dict) -> Any:

@@ -96,7 +96,7 @@ class LaserEmulator(LineEmulator):
                  autostart: bool = False, line_ending: str = "crlf", warmup_s: float = 0.0,
                  key_on: bool = True, lines: int = 0, allow_cobas: bool = True, trap_line: int = 1,
                  **kw) -> None:
-        kw.setdefault("poll_s", 0.02)
+        kw.setdefault("poll_s", 0.02 if (warmup_s > 0 or autostart) else 0.2)  # timers only matter then
         super().__init__("laser", **kw)
         if line_ending not in LINE_ENDINGS:
             raise ValueError(f"laser emulator: line_ending must be one of {', '.join(LINE_ENDINGS)}, "

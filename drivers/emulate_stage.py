@@ -1,69 +1,153 @@
-"""Emulator of a Prior ProScan III stage controller (standard mode) on a pseudo terminal.
+"""Emulator of a Prior ProScan III stage controller on a pseudo terminal.
 
-Commands end with CR; replies end with CR. Arguments are separated by commas or spaces.
-Positions are integers in units of the stage resolution (``RES,s``, um per unit).
+Commands end with CR and are case-sensitive (``g,1,2`` is not a command); arguments are
+separated by commas or spaces; replies end with CR. Positions are integers in units of the
+stage resolution (``RES,s``, um per unit). Moves take time: a trapezoidal speed profile with
+the maximum speed ``SMS`` (percent of ``max_speed_um_s``) and acceleration ``SAS`` (percent of
+``max_accel_um_s2``); the end-of-move ``R`` comes when the stage stops, and moves sent while
+one runs are queued (``E,18`` when the queue is full). Position queries answer during a
+move with the position at that moment.
+
+Factory state (configurable): compatibility mode ``COMP 1`` (the default after a firmware
+upgrade or a reset), numeric errors ``ERROR 0``, and a resolution as stored in the controller
+(``RES,s`` may report 0; positions are then counted in 0.1 um units, the value Micro-Manager's
+adapter falls back to, until ``RES,s,r`` sets one).
 
 =============  ===========================================  ==================
 command        meaning                                      reply
 =============  ===========================================  ==================
+``?``          controller description (several lines)       ... ``END``
+``COMP[,n]``   compatibility mode (0 standard, 1 compat.)   ``n`` / ``0``
+``ERROR[,n]``  error format (0 ``E,n``, 1 text)             ``n`` / ``0``
 ``G,x,y``      absolute move (replies when done)            ``R``
 ``GR,dx,dy``   relative move (replies when done)            ``R``
+``SIS``        home: move to the lower limits, zero there   ``R``
 ``P``          position x,y,z                               ``x,y,0``
-``PS``         stage position x,y                           ``x,y``
-``K``          stop at once                                 ``R``
-``I``          stop smoothly                                ``R``
-``SMS[,n]``    maximum speed, percent (1..100)              ``0`` / ``n``
-``=``          limit switches hit (hex bits: 1 +X, 2 -X,    e.g. ``0``
-               4 +Y, 8 -Y)
-``$``          motion status (0: idle)                      ``0``
-``RES,s[,r]``  stage resolution (um per unit)               ``0`` / ``r``
+``PS[,x,y]``   stage position x,y (set: redefine)           ``x,y`` / ``0``
+``PX`` ``PY``  one axis                                     ``x``
+``K``          stop at once (queue emptied)                 ``R``
+``I``          stop smoothly (queue emptied)                ``R``
+``$``          motion status (bit 0 X, bit 1 Y moving)      ``0``..``3``
+``SMS[,n]``    maximum speed, percent (1..250)              ``n`` / ``0``
+``SAS[,n]``    acceleration, percent (1..100)               ``n`` / ``0``
+``LMT``        limit switches hit (hex: 1 +X, 2 -X, 4 +Y,   e.g. ``0``
+               8 -Y)
+``RES,s[,r]``  stage resolution (um per unit)               ``r`` / ``0``
 ``SERIAL``     serial number                                e.g. ``12345``
 ``VERSION``    firmware version                             e.g. ``100``
 =============  ===========================================  ==================
 
-Errors: ``E,4`` string parse error, ``E,5`` command not found, ``E,8`` value out of range,
-``E,60`` encoder error (the injected device fault). A move past the travel stops at the
-limit switch and sets its bit in ``=``.
+In compatibility mode the standard-mode commands (``RES SMS SAS LMT SIS``) answer ``E,19``.
+Errors: ``E,2`` not idle, ``E,4`` string parse error, ``E,5`` command not found, ``E,8``
+value out of range, ``E,18`` queue full, ``E,19`` compatibility mode set, ``E,60`` encoder
+error (the injected device fault); with ``ERROR,1`` the same errors as text (this text is
+the emulator's, the controller's wording may differ). A move past the travel stops at the
+limit switch and sets its bit in ``LMT``.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import time
 
 import numpy as np
 
 from .emulator import LineEmulator
 
 _SPLIT = re.compile(r"[,\s]+")
+ERROR_TEXT = {2: "NOT IDLE", 4: "STRING PARSE ERROR", 5: "COMMAND NOT FOUND", 8: "VALUE OUT OF RANGE",
+              18: "QUEUE FULL", 19: "COMPATIBILITY MODE SET", 60: "ENCODER ERROR"}
+STANDARD_ONLY = ("RES", "SMS", "SAS", "LMT", "SIS")
+DESCRIPTION = ("DRIVE CHIP B0", "JOYSTICK ACTIVE", "STAGE = H117/2", "FOCUS = NONE", "FILTER_1 = NONE",
+               "FILTER_2 = NONE", "SHUTTERS = 000", "AUTOFOCUS = NONE", "END")
+QUEUE_DEPTH = 4
+
+
+class _Move:
+    def __init__(self, start: np.ndarray, target: np.ndarray, v: float, a: float, t0: float) -> None:
+        self.start, self.target, self.t0 = start, target, t0
+        d = float(np.hypot(*(target - start)))
+        self.d, self.v, self.a = d, v, a
+        if d <= 0:
+            self.duration = 0.0
+        elif d < v * v / a:  # triangular profile: never reaches full speed
+            self.duration = 2.0 * math.sqrt(d / a)
+        else:
+            self.duration = d / v + v / a
+
+    def at(self, t: float) -> np.ndarray:
+        """Position at time ``t`` (time.monotonic)."""
+        tau = min(max(t - self.t0, 0.0), self.duration)
+        if self.d <= 0 or tau >= self.duration:
+            return self.target.copy()
+        v, a, d = self.v, self.a, self.d
+        t_acc = min(v / a, self.duration / 2.0)
+        v_peak = a * t_acc
+        if tau <= t_acc:
+            s = 0.5 * a * tau * tau
+        elif tau <= self.duration - t_acc:
+            s = 0.5 * a * t_acc * t_acc + v_peak * (tau - t_acc)
+        else:
+            r = self.duration - tau
+            s = d - 0.5 * a * r * r
+        return self.start + (self.target - self.start) * (s / d)
 
 
 class StageEmulator(LineEmulator):
-    """The emulated stage; moves ``world.stage_um`` at once (moves take no simulated time).
+    """The emulated stage; moves ``world.stage_um`` as it travels.
 
     Parameters
     ----------
     world : SimWorld or None
     travel_um : float
-        Half range of each axis around 0 (um): limit switches at +-travel_um.
+        Limit switches at +-travel_um on each axis around the power-up position (unless
+        ``limits_um`` says otherwise).
     resolution_um : float
-        Initial ``RES,s`` (um per position unit).
+        Resolution stored in the controller (``RES,s``); 0 or below: reported as is, with
+        positions counted in 0.1 um until ``RES,s,r`` is sent.
+    comp_mode : {0, 1}
+        ``COMP`` at power-up (1 is the factory state after an upgrade or reset).
+    error_mode : {0, 1}
+        ``ERROR`` at power-up.
+    limits_um : ((xlo, xhi), (ylo, yhi)), optional
+        Limit switch positions (um, world coordinates).
+    max_speed_um_s, max_accel_um_s2 : float
+        Speed and acceleration at 100 percent (``SMS``, ``SAS``).
     """
 
     reply_terminator = b"\r"
     FAULTS = LineEmulator.FAULTS + ("fault",)
 
-    def __init__(self, world=None, travel_um: float = 25000.0, resolution_um: float = 0.1, **kw) -> None:
-        kw.setdefault("poll_s", 0.2)
+    def __init__(self, world=None, travel_um: float = 25000.0, resolution_um: float = 0.1, *, comp_mode: int = 0,
+                 error_mode: int = 0, limits_um=None, max_speed_um_s: float = 20000.0,
+                 max_accel_um_s2: float = 200000.0, **kw) -> None:
+        kw.setdefault("poll_s", 0.01)
         super().__init__("stage", **kw)
+        if comp_mode not in (0, 1) or error_mode not in (0, 1):
+            raise ValueError(f"stage emulator: comp_mode and error_mode must be 0 or 1, got {comp_mode}, {error_mode}")
         self.world = world
-        self.travel_um = float(travel_um)
-        self.res = float(resolution_um)
+        t = float(travel_um)
+        self.limits_um = np.array(limits_um if limits_um is not None else ((-t, t), (-t, t)), float)
+        self.res_reported = float(resolution_um)
+        self.res = self.res_reported if self.res_reported > 0 else 0.1
+        self.comp = int(comp_mode)
+        self.error_mode = int(error_mode)
+        self.max_speed_um_s = float(max_speed_um_s)
+        self.max_accel_um_s2 = float(max_accel_um_s2)
         self.speed = 100
+        self.accel = 100
         self.limits = 0
         self.fault = False
         self.moves = 0
+        self.origin_um = np.zeros(2)  # world position of the controller's zero
         self.pos_um = np.array(world.stage_um, float) if world is not None else np.zeros(2)
+        self._move: _Move | None = None
+        self._queue: list[tuple[np.ndarray, bool]] = []  # (target, homing)
+        self._homing = False
+        self._pending_limits = 0
 
+    # ------------------------------------------------------------------ faults
     def inject(self, kind: str, count: int = 1, seconds: float = 0.0) -> None:
         if kind == "fault":
             with self._lock:
@@ -76,78 +160,172 @@ class StageEmulator(LineEmulator):
             super().clear_faults()
             self.fault = False
 
-    def _units(self) -> tuple[int, int]:
-        u = np.rint(self.pos_um / self.res).astype(np.int64)
-        return int(u[0]), int(u[1])
+    # ------------------------------------------------------------------ motion
+    @property
+    def travel_um(self) -> float:
+        """Half range of the x axis (for compatibility with older callers)."""
+        return float(self.limits_um[0, 1])
 
-    def _move(self, target_um: np.ndarray) -> str:
-        if self.fault:
-            return "E,60"
-        t = self.travel_um
-        lim = 0
-        lim |= 1 if target_um[0] > t else 0
-        lim |= 2 if target_um[0] < -t else 0
-        lim |= 4 if target_um[1] > t else 0
-        lim |= 8 if target_um[1] < -t else 0
-        self.limits = lim
-        self.pos_um = np.clip(target_um, -t, t)
+    @property
+    def moving(self) -> bool:
+        return self._move is not None
+
+    def _now_pos(self) -> np.ndarray:
+        return self._move.at(time.monotonic()) if self._move is not None else self.pos_um.copy()
+
+    def _clip(self, target_um: np.ndarray) -> tuple[np.ndarray, int]:
+        lo, hi = self.limits_um[:, 0], self.limits_um[:, 1]
+        lim = (1 if target_um[0] > hi[0] else 0) | (2 if target_um[0] < lo[0] else 0)
+        lim |= (4 if target_um[1] > hi[1] else 0) | (8 if target_um[1] < lo[1] else 0)
+        return np.clip(target_um, lo, hi), lim
+
+    def _start_next(self, now: float) -> None:
+        while self._move is None and self._queue:
+            target, homing = self._queue.pop(0)
+            clipped, lim = self._clip(target)
+            self._pending_limits = lim
+            self._homing = homing
+            v = self.max_speed_um_s * self.speed / 100.0
+            a = self.max_accel_um_s2 * self.accel / 100.0
+            self._move = _Move(self.pos_um.copy(), clipped, v, a, now)
+
+    def _finish(self) -> None:
+        self.pos_um = self._move.target.copy()
+        self.limits = self._pending_limits
+        if self._homing:
+            self.origin_um = self.pos_um.copy()
+            self.limits = 0
+            self._homing = False
+        self._move = None
         self.moves += 1
+        if self.world is not None:
+            self.world.stage_um = self.pos_um.copy()
+        self._reply(b"R" + self.reply_terminator)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        while self._move is not None and now >= self._move.t0 + self._move.duration:
+            self._finish()
+            self._start_next(now)
+        if self.world is not None and self._move is not None:
+            self.world.stage_um = self._now_pos()
+
+    def _enqueue(self, target_um: np.ndarray, homing: bool = False) -> str | None:
+        if self.fault:
+            return self._err(60)
+        if len(self._queue) >= QUEUE_DEPTH:
+            return self._err(18)
+        if self._move is None and not self._queue and not homing and np.allclose(target_um, self.pos_um):
+            self.moves += 1
+            return "R"  # already there
+        self._queue.append((np.asarray(target_um, float), homing))
+        self._start_next(time.monotonic())
+        return None  # ``R`` comes from tick() when the stage stops
+
+    def _halt(self) -> str:
+        if self._move is not None:
+            self.pos_um = self._now_pos()
+            self._move = None
+        self._queue.clear()
+        self._homing = False
         if self.world is not None:
             self.world.stage_um = self.pos_um.copy()
         return "R"
 
-    def command(self, text: str) -> str:
+    # ------------------------------------------------------------------ commands
+    def _err(self, n: int) -> str:
+        return f"E,{n}" if self.error_mode == 0 else f"ERROR: {ERROR_TEXT.get(n, 'UNKNOWN')}"
+
+    def _units(self) -> tuple[int, int]:
+        u = np.rint((self._now_pos() - self.origin_um) / self.res).astype(np.int64)
+        return int(u[0]), int(u[1])
+
+    def command(self, text: str) -> str | None:
         parts = [p for p in _SPLIT.split(text.strip()) if p]
         if not parts:
-            return "E,4"
-        cmd, args = parts[0].upper(), parts[1:]
-        try:
-            nums = [float(a) for a in args] if cmd not in ("RES", "SMS") or args[:1] != ["s"] else None
-        except ValueError:
-            return "E,4"
-        if cmd in ("G", "GR"):
-            if len(args) != 2:
-                return "E,4"
-            d = np.array(nums, float) * self.res
-            if not np.all(np.isfinite(d)):
-                return "E,4"
-            return self._move(d if cmd == "G" else self.pos_um + d)
-        if cmd in ("P", "PS") and not args:
-            x, y = self._units()
-            return f"{x},{y},0" if cmd == "P" else f"{x},{y}"
-        if cmd in ("K", "I") and not args:
-            return "R"
-        if cmd == "$" and not args:
-            return "0"
-        if cmd == "=" and not args:
-            return f"{self.limits:X}"
-        if cmd == "SMS":
+            return self._err(4)
+        cmd, args = parts[0], parts[1:]
+        if cmd == "?" and not args:
+            return "\r".join(DESCRIPTION)
+        if cmd in STANDARD_ONLY and self.comp == 1:
+            return self._err(19)
+        if cmd in ("COMP", "ERROR"):
             if not args:
-                return str(self.speed)
+                return str(self.comp if cmd == "COMP" else self.error_mode)
+            if len(args) != 1 or args[0] not in ("0", "1"):
+                return self._err(8) if len(args) == 1 and args[0].lstrip("-").isdigit() else self._err(4)
+            if cmd == "COMP":
+                self.comp = int(args[0])
+            else:
+                self.error_mode = int(args[0])
+            return "0"
+        if cmd in ("G", "GR"):
+            try:
+                nums = [float(a) for a in args]
+            except ValueError:
+                return self._err(4)
+            if len(nums) != 2 or not all(math.isfinite(v) for v in nums):
+                return self._err(4)
+            d = np.array(nums) * self.res
+            base = self.origin_um if cmd == "G" else (self._queue[-1][0] if self._queue else
+                                                      (self._move.target if self._move else self.pos_um))
+            return self._enqueue(base + d)
+        if cmd == "SIS" and not args:
+            return self._enqueue(self.limits_um[:, 0].copy(), homing=True)
+        if cmd in ("P", "PS", "PX", "PY") and not args:
+            x, y = self._units()
+            return {"P": f"{x},{y},0", "PS": f"{x},{y}", "PX": str(x), "PY": str(y)}[cmd]
+        if cmd == "PS" and len(args) == 2:
+            if self.moving:
+                return self._err(2)
+            try:
+                x, y = (int(a) for a in args)
+            except ValueError:
+                return self._err(4)
+            self.origin_um = self.pos_um - np.array([x, y], float) * self.res
+            return "0"
+        if cmd in ("K", "I") and not args:
+            return self._halt()
+        if cmd == "$" and not args:
+            if self._move is None:
+                return "0"
+            moving = np.abs(self._move.target - self._move.start) > 0
+            return str(int(moving[0]) | (2 * int(moving[1])))
+        if cmd == "LMT" and not args:
+            return f"{self.limits:X}"
+        if cmd in ("SMS", "SAS"):
+            top = 250 if cmd == "SMS" else 100
+            if not args:
+                return str(self.speed if cmd == "SMS" else self.accel)
             if len(args) != 1 or not args[0].isdigit():
-                return "E,4"
+                return self._err(4)
             v = int(args[0])
-            if not 1 <= v <= 100:
-                return "E,8"
-            self.speed = v
+            if not 1 <= v <= top:
+                return self._err(8)
+            if cmd == "SMS":
+                self.speed = v
+            else:
+                self.accel = v
             return "0"
         if cmd == "RES":
-            if not args or args[0].lower() != "s":
-                return "E,4"
+            if not args or args[0] != "s" or len(args) > 2:
+                return self._err(4)
             if len(args) == 1:
-                return f"{self.res:g}"
+                return f"{self.res_reported:g}"
             try:
                 r = float(args[1])
             except ValueError:
-                return "E,4"
+                return self._err(4)
             if not 0.001 <= r <= 10.0:
-                return "E,8"
-            self.res = r
+                return self._err(8)
+            if self.moving:
+                return self._err(2)
+            self.res = self.res_reported = r
             return "0"
         if cmd == "SERIAL" and not args:
             return "12345"
         if cmd == "VERSION" and not args:
             return "100"
-        if cmd in ("G", "GR", "P", "PS", "K", "I", "$", "=", "SERIAL", "VERSION"):
-            return "E,4"
-        return "E,5"
+        if cmd in ("G", "GR", "P", "PS", "PX", "PY", "K", "I", "$", "LMT", "SIS", "SERIAL", "VERSION", "?"):
+            return self._err(4)
+        return self._err(5)

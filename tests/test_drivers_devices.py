@@ -1,4 +1,6 @@
-"""Each serial driver against its emulator over a real pseudo terminal; camera backends on files."""
+"""The steering driver against its emulator over a real pseudo terminal; camera backends on files.
+
+The laser and stage drivers have their own files (test_drivers_laser.py, test_drivers_stage.py)."""
 
 import numpy as np
 import pytest
@@ -6,10 +8,8 @@ import pytest
 from cybloid.calibration.model import Calibration
 from cybloid.clock import VirtualClock
 from cybloid.drivers import steering_protocol as sp
-from cybloid.drivers.emulate_stage import StageEmulator
 from cybloid.drivers.emulate_steering import SteeringEmulator
 from cybloid.drivers.stage import ProScanStage
-from cybloid.drivers.stage import parse_text as stage_parse_text
 from cybloid.drivers.steering import SerialSteering, table_from_um
 from cybloid.errors import DeviceError
 from cybloid.frame import SpotTable
@@ -104,41 +104,6 @@ def test_heartbeat_timeout_blanks_the_beam(world):
         drv.heartbeat()
         assert drv.stats["heartbeat_expired"] == 1
         drv.close()
-
-
-@pytest.fixture
-def stage(world):
-    w = world[0]
-    emu = StageEmulator(w, travel_um=1000.0, resolution_um=0.1).start()
-    drv = ProScanStage(emu.port, travel_um=1000.0, speed_percent=50)
-    yield emu, drv, w
-    drv.close()
-    emu.close()
-
-
-def test_stage_moves_queries_and_limits(stage):
-    emu, drv, w = stage
-    assert drv.resolution_um == pytest.approx(0.1)
-    assert drv.speed() == 50
-    drv.move_to(12.3, -4.5)
-    assert drv.position() == pytest.approx((12.3, -4.5))
-    assert np.allclose(w.stage_um, [12.3, -4.5])
-    drv.move_by(1.0, 1.0)
-    assert drv.position() == pytest.approx((13.3, -3.5))
-    drv.stop()
-    drv.move_to(5000.0, 0.0)  # software clamp at the travel
-    assert drv.position() == pytest.approx((1000.0, 0.0))
-    assert drv.limits() == {"+x": False, "-x": False, "+y": False, "-y": False}
-    emu.travel_um = 500.0  # the controller's own limit switch is nearer: it stops there
-    drv.move_to(800.0, 0.0)
-    assert drv.limits()["+x"] and drv.position() == pytest.approx((500.0, 0.0))
-    with pytest.raises(DeviceError, match="speed must be 1..100"):
-        drv.set_speed(0)
-    with pytest.raises(DeviceError, match=r"E,5 \(command not found\)"):
-        drv._q("XYZZY", stage_parse_text)
-    emu.inject("fault")
-    with pytest.raises(DeviceError, match="E,60"):
-        drv.move_to(0.0, 0.0)
 
 
 # ---------------------------------------------------------------------- cameras

@@ -243,9 +243,12 @@ def test_line_emulators_answer_any_command_with_a_reply_or_an_error(text):
         r1 = las.handle(text.encode() + b"\r")
         r2 = stg.handle(text.encode() + b"\r")
         assert r1.endswith(b"\r\n") and r1.count(b"\r\n") == 1
-        assert r2.endswith(b"\r") and r2.count(b"\r") == 1
+        if r2 == b"":  # a move: its R comes when the stage stops
+            assert stg.moving
+        else:
+            assert r2.endswith(b"\r") and (r2.count(b"\r") == 1 or text.strip() == "?")
         if r2.startswith(b"E,"):
-            assert r2[2:-1] in (b"4", b"5", b"8", b"60")
+            assert r2[2:-1] in (b"2", b"4", b"5", b"8", b"18", b"19", b"60")
     finally:
         las.close()
         stg.close()

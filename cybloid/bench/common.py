@@ -28,27 +28,57 @@ def machine() -> dict[str, Any]:
             "processor": platform.machine()}
 
 
-def stats_ms(samples_ms: Iterable[float]) -> dict[str, float]:
-    """p50, p99, mean (ms) and sample count."""
+MIN_P99_SAMPLES = 200
+"""Fewer samples than this give no p99 (it would be little more than the maximum)."""
+
+COMPUTED_KEYS = ("wire", "target_ms", "targets")
+"""Case keys that hold computed (not measured) figures; :func:`case` files them under ``computed``."""
+
+
+def stats_ms(samples_ms: Iterable[float]) -> dict[str, Any]:
+    """p50, p99, mean (ms) and sample count; ``p99_ms`` is None below :data:`MIN_P99_SAMPLES` samples."""
     a = np.asarray(list(samples_ms), dtype=float)
     if a.size == 0:
-        return {"p50_ms": float("nan"), "p99_ms": float("nan"), "mean_ms": float("nan"), "samples": 0}
-    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
-            "mean_ms": float(a.mean()), "samples": int(a.size)}
+        return {"p50_ms": float("nan"), "p99_ms": None, "mean_ms": float("nan"), "samples": 0}
+    p99 = float(np.percentile(a, 99)) if a.size >= MIN_P99_SAMPLES else None
+    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": p99, "mean_ms": float(a.mean()), "samples": int(a.size)}
 
 
 def case(name: str, params: dict[str, Any], samples_ms: Iterable[float], baseline: dict[str, Any] | None = None,
-         **extra: Any) -> dict[str, Any]:
-    """One case of the document; ``baseline`` has ``name`` and ``samples_ms`` (or p50/p99)."""
+         *, like_for_like: bool = True, computed: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """One case of the document.
+
+    Parameters
+    ----------
+    name, params
+        What was measured.
+    samples_ms
+        Measured times (ms) of our code, after warm-up.
+    baseline
+        ``name`` and ``samples_ms`` (or ``p50_ms``/``p99_ms``) of a baseline measured in the same run.
+    like_for_like
+        True only if the baseline does the same work (same inputs, same result). Otherwise the
+        baseline is kept as a reference (``"comparable": false``) and no speedup is given.
+    computed
+        Figures derived rather than measured (wire time at a baud rate, targets); also any
+        extra key named in :data:`COMPUTED_KEYS`. Stored under ``computed`` and printed as such.
+    """
     out: dict[str, Any] = {"name": name, "params": params, **stats_ms(samples_ms)}
     if baseline is not None:
         b = dict(baseline)
         if "samples_ms" in b:
             s = stats_ms(b.pop("samples_ms"))
-            b.update({"p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"]})
+            b.update({"p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"], "samples": s["samples"]})
+        b["comparable"] = bool(like_for_like)
         out["baseline"] = b
-        if b.get("p50_ms") and out["p50_ms"] > 0:
+        if like_for_like and b.get("p50_ms") and out["p50_ms"] > 0:
             out["speedup_p50"] = float(b["p50_ms"] / out["p50_ms"])
+    comp = dict(computed or {})
+    for key in COMPUTED_KEYS:
+        if key in extra:
+            comp[key] = extra.pop(key)
+    if comp:
+        out["computed"] = comp
     out.update(extra)
     return out
 
@@ -58,14 +88,22 @@ def document(benchmark: str, cases: list[dict[str, Any]], **extra: Any) -> dict[
             "cases": cases, **extra}
 
 
+def _ms(v: Any, digits: int) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
 def format_table(doc: dict[str, Any]) -> str:
-    """The human-readable table: project and baseline side by side."""
+    """The human-readable table: project and baseline side by side.
+
+    A p99 from fewer than 200 samples prints as ``-``; a baseline that does other work than ours
+    is marked ``(reference)`` and gets no speedup; computed figures are labelled as computed.
+    """
     rows = [("case", "p50 ms", "p99 ms", "mean ms", "n", "baseline", "base p50", "base p99", "speedup")]
     for c in doc["cases"]:
         b = c.get("baseline") or {}
-        rows.append((c["name"], f"{c['p50_ms']:.4f}", f"{c['p99_ms']:.4f}", f"{c['mean_ms']:.4f}", str(c["samples"]),
-                     b.get("name", "-"), f"{b['p50_ms']:.3f}" if "p50_ms" in b else "-",
-                     f"{b['p99_ms']:.3f}" if "p99_ms" in b else "-",
+        bname = b.get("name", "-") + ("" if b.get("comparable", True) else " (reference)")
+        rows.append((c["name"], _ms(c["p50_ms"], 4), _ms(c["p99_ms"], 4), _ms(c["mean_ms"], 4), str(c["samples"]),
+                     bname, _ms(b.get("p50_ms"), 3), _ms(b.get("p99_ms"), 3),
                      f"{c['speedup_p50']:.1f}x" if "speedup_p50" in c else "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [f"benchmark {doc['benchmark']}  (cybloid {doc['version']}, git {doc['git']}, "
@@ -75,9 +113,16 @@ def format_table(doc: dict[str, Any]) -> str:
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
     for c in doc["cases"]:
-        extra = {k: v for k, v in c.items() if k in ("quality", "stages", "notes")}
-        for k, v in extra.items():
-            lines.append(f"  {c['name']} {k}: {json.dumps(v, default=float)}")
+        for k in ("quality", "stages", "computed", "notes"):
+            if k in c:
+                label = "computed (not measured)" if k == "computed" else k
+                lines.append(f"  {c['name']} {label}: {json.dumps(c[k], default=float)}")
+    if "computed" in doc:
+        lines.append(f"  computed (not measured): {json.dumps(doc['computed'], default=float)}")
+    if doc.get("notes"):
+        lines.append(f"  notes: {doc['notes']}")
+    lines.append(f"p99 needs >= {MIN_P99_SAMPLES} samples ('-' otherwise); speedups only against baselines doing "
+                 "the same work; '(reference)' baselines are for orientation")
     return "\n".join(lines)
 
 

@@ -23,8 +23,9 @@ CASES = [(100, 512), (1000, 1024)]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--frames", type=int, default=400, help="measured frames per case (default 400)")
-    p.add_argument("--baseline-frames", type=int, default=40, help="measured frames of the baseline (default 40)")
+    p.add_argument("--frames", type=int, default=400, help="measured frames per case (default 400; >= 200 for a p99)")
+    p.add_argument("--baseline-frames", type=int, default=200,
+                   help="measured frames of the baseline (default 200, the fewest that give a p99)")
     p.add_argument("--quick", action="store_true", help="few frames, only the small case (smoke test)")
     p.add_argument("--serial-frames", type=int, default=1000,
                    help="frames of the serial-path case (100-spot table send + ack over a pty; 0: skip)")

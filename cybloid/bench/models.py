@@ -15,7 +15,7 @@ DESCRIPTION = ("in-loop inference time per frame of learned models: tabulated pa
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--frames", type=int, default=300, help="measured frames per case (default 300)")
+    p.add_argument("--frames", type=int, default=300, help="measured frames per case (default 300; >= 200 for a p99)")
     p.add_argument("--quick", action="store_true", help="few frames, only N=100 (smoke test)")
 
 
@@ -78,8 +78,10 @@ def run(args: argparse.Namespace) -> dict:
 
         prev = torch.get_num_threads()
         torch.set_num_threads(1)
-        base = _time(torch_pair, max(frames // 3, 10))
-        torch.set_num_threads(prev)
+        try:
+            base = _time(torch_pair, frames)
+        finally:
+            torch.set_num_threads(prev)
         f_tab, _ = prog_t.compute(ctx)
         f_ref = pair.forward(*map(torch.from_numpy, neighbour_table(pos, cutoff, 64))).detach().numpy()
         err = float(np.abs(f_tab - f_ref).max() / max(np.abs(f_ref).max(), 1e-300))
@@ -87,6 +89,6 @@ def run(args: argparse.Namespace) -> dict:
                           {"name": "same pair model in torch (neighbour table)", "samples_ms": base},
                           quality={"max_rel_diff_vs_torch": err}, notes="ForceProgram.compute with one LearnedPair term"))
         cases.append(case(f"frame-averaged N={n}", {"n": n, "cutoff_um": cutoff, "hidden": fa.hyper["hidden"]},
-                          _time(lambda: prog_m.compute(ctx), frames if n <= 100 else max(frames // 5, 10)),
+                          _time(lambda: prog_m.compute(ctx), frames),
                           notes="ForceProgram.compute with one LearnedManyBody term (torch, 1 thread; frames float64, MLPs float32)"))
     return document("models", cases)

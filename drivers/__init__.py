@@ -7,6 +7,7 @@ role       driver                      device
 =========  ==========================  ===========================================
 steering   ``cbsp``                    beam-steering controller, CBSP/1 (PROTOCOL.md)
 steering   ``nidaq``                   galvos / VCO-driven AODs on NI-DAQ analog outputs
+steering   ``slm``                     holograms on a phase-only SLM (slmsuite)
 laser      ``cobolt``                  Cobolt laser, ASCII commands
 stage      ``proscan``                 Prior ProScan III stage controller
 camera     ``opencv``                  USB camera / video via cv2.VideoCapture
@@ -22,6 +23,7 @@ from .builders import build_laser, build_opencv_camera, build_stage, build_steer
 
 register_driver("steering", "cbsp", build_steering)
 register_driver("steering", "nidaq", lambda o, c: __import__("cybloid.drivers.nidaq", fromlist=["x"]).build_nidaq_steering(o, c))
+register_driver("steering", "slm", lambda o, c: __import__("cybloid.drivers.slm", fromlist=["x"]).build_slm_steering(o, c))
 register_driver("laser", "cobolt", build_laser)
 register_driver("stage", "proscan", build_stage)
 register_driver("camera", "opencv", build_opencv_camera)

@@ -324,10 +324,18 @@ _RUNS: "weakref.WeakValueDictionary[int, Any]" = weakref.WeakValueDictionary()
 
 
 def _progress_bar(desc: str):
-    from tqdm.auto import tqdm  # a widget in Jupyter, text elsewhere
+    """A tqdm bar: a widget in Jupyter (tqdm's notebook mode, needs ipywidgets), text elsewhere."""
+    text_format = "{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]"
+    if _in_notebook():
+        try:
+            from tqdm.auto import tqdm as auto_tqdm
 
-    return tqdm(total=1.0, unit="s", desc=desc, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]"
-                if not _in_notebook() else None, leave=True)
+            return auto_tqdm(total=1.0, unit="s", desc=desc, leave=True)
+        except ImportError:  # no ipywidgets: tqdm's notebook mode is unavailable, fall back to text
+            pass
+    from tqdm import tqdm
+
+    return tqdm(total=1.0, unit="s", desc=desc, bar_format=text_format, leave=True)
 
 
 def _in_notebook() -> bool:

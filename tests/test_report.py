@@ -68,3 +68,20 @@ def test_structure_plots_left_out_for_few_particles(tmp_path):
     assert {"g_of_r", "bond_order"} <= set(rep.skipped) and "g_of_r" not in rep.figures
     assert {"trajectories", "msd", "latency", "forces"} <= set(rep.figures)
     assert "50 records, 0 images" in rep.html
+
+
+def test_report_of_a_long_session_reads_a_window_and_decimates(session, monkeypatch):
+    """The report streams the records: trajectories/MSD from the first frames, series every k-th frame,
+    counts (deadline misses, clipped forces) over every frame."""
+    from cybloid.recording import report as rmod
+
+    full = build_report(session)
+    monkeypatch.setattr(rmod, "TRACK_WINDOW_FRAMES", 20)
+    monkeypatch.setattr(rmod, "MAX_SERIES_FRAMES", 25)
+    short = build_report(session)
+    n = session.n_frames
+    assert n == 60 and f"over 20 frames (the first 20 of {n})" in short.html
+    assert "series: every 3th frame" in short.html
+    clipped = re.search(r"(\d+) frames with a clipped force", full.html).group(1)
+    assert f"{clipped} frames with a clipped force" in short.html
+    assert set(short.figures) == set(full.figures)

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         record_dir = str(Path(s.path).resolve().parent)
     result = replay(s, verify=args.verify, resimulate=False if args.no_resimulate else None,
                     protocol=args.protocol, params=parse_assignments(args.param), tracker_options=_typed(args.tracker),
-                    record_dir=record_dir)
+                    record_dir=record_dir, keep_records=False)  # streamed: sessions larger than memory replay
     print("\n".join(result.lines()))
     if args.verify and not result.verified:
         why = str(result.mismatch) if result.mismatch else (result.error or "no frame compared")

@@ -1,5 +1,8 @@
 """``cybloid report``: one self-contained HTML page (plots embedded as base64 PNG) per session.
 
+The records are read in one streamed pass (bounded memory): trajectories and MSD use the first
+``TRACK_WINDOW_FRAMES`` frames, time series every k-th frame beyond ``MAX_SERIES_FRAMES``.
+
 Plots: trajectories over the first stored frame, MSD (with free diffusion 4 D t for
 reference), g(r), psi_4 / psi_6 over time (when enough particles), loop latency (histogram
 and time series), force magnitude and saturation over time. Analysis functions come from
@@ -15,6 +18,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +27,63 @@ from cybloid.recording.session import Session
 
 MIN_PARTICLES_STRUCTURE = 7
 """Mean particles per frame below which g(r) and bond order are not plotted."""
+TRACK_WINDOW_FRAMES = 20_000
+"""Trajectories and MSD use the first this many frames (the session is read in batches, never whole)."""
+MAX_SERIES_FRAMES = 200_000
+"""Time series and latency statistics use every k-th frame when a session has more frames than this."""
+
+
+@dataclass
+class _Streamed:
+    """What the report needs, gathered in one pass over the records (bounded memory)."""
+
+    window: Any  # tracks of the first TRACK_WINDOW_FRAMES frames
+    sample: Any  # tracks of the frames sampled for g(r) / bond order
+    frames: Any  # per-frame table, every ``stride``-th frame
+    per_frame: Any  # per-frame mean |F| and saturated share, every ``stride``-th frame
+    stride: int
+    deadline_misses: int
+    clipped_frames: int
+    n_per_frame: float
+
+
+def _stream(session: Session, sample_frames: np.ndarray) -> _Streamed:
+    import pandas as pd
+
+    n = session.n_frames
+    stride = max(1, -(-n // MAX_SERIES_FRAMES))
+    first = session.indices[:TRACK_WINDOW_FRAMES]
+    last_window = int(first[-1]) if len(first) else -1
+    window, sample, per_frame = [], [], []
+    empty = None
+    for piece in session.iter_tracks():
+        if empty is None:
+            empty = piece.iloc[:0]
+        if len(piece) == 0:
+            continue
+        w = piece[piece["frame"] <= last_window]
+        if len(w):
+            window.append(w)
+        sm = piece[piece["frame"].isin(sample_frames)]
+        if len(sm):
+            sample.append(sm)
+        agg = piece.assign(sat=(piece["saturation"].to_numpy() & 3) > 0,
+                           f=np.hypot(piece["fx"].to_numpy(), piece["fy"].to_numpy())
+                           ).groupby("frame").agg(t=("t", "first"), sat=("sat", "mean"), f=("f", "mean"))
+        per_frame.append(agg.iloc[::stride] if stride > 1 else agg)
+    frames, misses, clipped, n_sum = [], 0, 0, 0
+    for ft in session.iter_frames_table():
+        misses += int((ft["flags"].to_numpy() & 1).astype(bool).sum())
+        clipped += int((ft["flags"].to_numpy() & 4).astype(bool).sum())
+        n_sum += int(ft["n"].sum())
+        frames.append(ft.iloc[::stride] if stride > 1 else ft)
+    if empty is None:  # no records at all
+        empty = pd.DataFrame({c: np.zeros(0) for c in session.TRACK_COLUMNS})
+    return _Streamed(pd.concat(window, ignore_index=True) if window else empty,
+                     pd.concat(sample, ignore_index=True) if sample else empty,
+                     pd.concat(frames, ignore_index=True) if frames else session.frames_table(),
+                     pd.concat(per_frame) if per_frame else pd.DataFrame({"t": [], "sat": [], "f": []}),
+                     stride, misses, clipped, n_sum / n if n else 0.0)
 
 
 @dataclass
@@ -86,12 +147,16 @@ def build_report(session: Session, max_structure_frames: int = 200) -> Report:
     figs: dict[str, bytes] = {}
     captions: dict[str, str] = {}
     skipped: dict[str, str] = {}
-    tracks = session.tracks()
-    frames = session.frames_table()
-    dt = session.frame_period_s
-    fov = _fov(session)
     if session.n_frames == 0:
         raise SessionError(f"{session.path}: the session holds no frame records, nothing to report")
+    sample = np.unique(np.linspace(0, session.n_frames - 1, min(session.n_frames, max_structure_frames)).astype(int))
+    sample_frames = session.indices[sample]
+    data = _stream(session, sample_frames)
+    tracks = data.window
+    frames = data.frames
+    dt = session.frame_period_s
+    fov = _fov(session)
+    n_window = min(session.n_frames, TRACK_WINDOW_FRAMES)
 
     # trajectories over the first stored frame -------------------------------------------
     fig, ax = plt.subplots(figsize=(6, 6))
@@ -120,12 +185,13 @@ def build_report(session: Session, max_structure_frames: int = 200) -> Report:
     ax.set_ylabel("y (um)")
     ax.set_title(title)
     figs["trajectories"] = _png(fig)
-    captions["trajectories"] = f"{tracks['particle'].nunique()} particle identities over {session.n_frames} frames"
+    captions["trajectories"] = (f"{tracks['particle'].nunique()} particle identities over {n_window} frames"
+                                + (f" (the first {n_window} of {session.n_frames})" if n_window < session.n_frames else ""))
 
     # MSD ---------------------------------------------------------------------------------
-    n_per_frame = float(frames["n"].mean()) if len(frames) else 0.0
-    if session.n_frames >= 3 and len(tracks):
-        m = analysis.msd(tracks[["frame", "particle", "x", "y", "t"]], max(1, min(session.n_frames // 3, 300)), dt)
+    n_per_frame = data.n_per_frame
+    if n_window >= 3 and len(tracks):
+        m = analysis.msd(tracks[["frame", "particle", "x", "y", "t"]], max(1, min(n_window // 3, 300)), dt)
         m = m[np.isfinite(m["msd_um2"]) & (m["msd_um2"] > 0)]
         if len(m):
             fig, ax = plt.subplots(figsize=(6, 4))
@@ -145,10 +211,8 @@ def build_report(session: Session, max_structure_frames: int = 200) -> Report:
         skipped["msd"] = "fewer than 3 frames"
 
     # g(r) and bond order -------------------------------------------------------------------
-    sample = np.unique(np.linspace(0, session.n_frames - 1, min(session.n_frames, max_structure_frames)).astype(int))
-    sample_frames = session.indices[sample]
     if n_per_frame >= MIN_PARTICLES_STRUCTURE and np.isfinite(fov[0]):
-        sub = tracks[tracks["frame"].isin(sample_frames)]
+        sub = data.sample
         r_max = 0.5 * min(fov)
         r, g = analysis.g_of_r(sub[["frame", "x", "y"]], fov, r_max, 80)
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -216,13 +280,11 @@ def build_report(session: Session, max_structure_frames: int = 200) -> Report:
     figs["latency"] = _png(fig)
     captions["latency"] = (f"compute p50 {np.nanpercentile(compute, 50):.3f} ms, p99 {np.nanpercentile(compute, 99):.3f} ms"
                            + (f"; lab latency median {np.median(lat_ms[on]):.2f} ms" if on.any() else "")
-                           + f"; deadline misses {int((frames['flags'].to_numpy() & 1).astype(bool).sum())}")
+                           + f"; deadline misses {data.deadline_misses}"
+                           + (f" (series: every {data.stride}th frame)" if data.stride > 1 else ""))
 
     # forces and saturation -------------------------------------------------------------------
-    fmag = np.hypot(tracks["fx"].to_numpy(), tracks["fy"].to_numpy())
-    sat = (tracks["saturation"].to_numpy() & 3) > 0
-    per_frame = tracks.assign(sat=sat, f=fmag).groupby("frame").agg(t=("t", "first"), sat=("sat", "mean"),
-                                                                     f=("f", "mean"))
+    per_frame = data.per_frame
     fig, axs = plt.subplots(1, 2, figsize=(10, 3.5))
     axs[0].plot(per_frame["t"], per_frame["f"], lw=0.7)
     axs[0].set_xlabel("t (s)")
@@ -234,7 +296,7 @@ def build_report(session: Session, max_structure_frames: int = 200) -> Report:
     axs[1].set_ylabel("saturated particles (%)")
     axs[1].set_title("force saturation")
     figs["forces"] = _png(fig)
-    captions["forces"] = f"{int((frames['flags'].to_numpy() & 4).astype(bool).sum())} frames with a clipped force"
+    captions["forces"] = f"{data.clipped_frames} frames with a clipped force"
 
     return Report(_html(session, figs, captions, skipped, frames), figs, skipped)
 
@@ -270,9 +332,13 @@ def _html(session: Session, figs: dict[str, bytes], captions: dict[str, str], sk
     if skipped:
         parts.append("<h2>not shown</h2><ul>" + "".join(f"<li>{esc(k)}: {esc(v)}</li>" for k, v in skipped.items())
                      + "</ul>")
-    events = session.events()
-    parts.append(f"<h2>events ({len(events)})</h2><table><tr><th>t (s)</th><th>kind</th><th>details</th></tr>")
-    for ev in events[:500]:
+    events, n_events = [], 0
+    for ev in session.iter_events():  # streamed: only the first 500 are kept for the table
+        n_events += 1
+        if len(events) < 500:
+            events.append(ev)
+    parts.append(f"<h2>events ({n_events})</h2><table><tr><th>t (s)</th><th>kind</th><th>details</th></tr>")
+    for ev in events:
         rest = {k: v for k, v in ev.items() if k not in ("t_s", "kind", "t_wall")}
         t = ev.get("t_s")
         parts.append(f"<tr><td>{'' if t is None else f'{t:.3f}'}</td><td>{esc(str(ev.get('kind')))}</td>"

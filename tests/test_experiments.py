@@ -80,7 +80,7 @@ def test_trap_on_own_past_position_gives_subdiffusion_then_slow_diffusion():
 
     prof = load_lab_profile(None).with_overrides(WIDE_CHEAP)
     T, lat = prof.frame_period_s, prof.inherent_latency_s
-    tau = lat + (33 + 0.5) * T
+    tau = 34 * T  # a trap on the own past position realises lag T = tau (docs/forces.md)
     proto, lab, vals, recs = run_protocol(
         "delayed-harmonic", {"centre": "own", "traps": 64, "spacing": 12.0, "stiffness": 0.1, "tau": tau,
                              "duration": 12.0}, WIDE_CHEAP, seed=4)

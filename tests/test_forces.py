@@ -316,11 +316,11 @@ def test_history_grows_for_long_delays_and_keeps_its_contents():
     h = History(depth=4)
     for k in range(6):
         h.push(k, k * 0.01, np.array([7]), np.array([[k, -k]], float))
-    term = DelayedSelf(stiffness=1.0, tau=0.0035 + 0.005 + 0.03)  # lag 3 fits; then a longer one
+    term = DelayedSelf(stiffness=1.0, tau=0.03)  # own past position: lag tau / T = 3 fits; then a longer one
     out = np.zeros((1, 2))
     term.add_forces(ctx_for(h, [7], [[5.0, -5.0]]), out)
     np.testing.assert_allclose(out, [[-3.0, 3.0]])
-    term.set(tau=0.0035 + 0.005 + 0.1)  # lag 10 > depth 4
+    term.set(tau=0.1)  # lag 10 > depth 4
     term.add_forces(ctx_for(h, [7], [[5.0, -5.0]]), out := np.zeros((1, 2)))
     assert h.depth >= 11
     assert not out.any()  # grown, but there is no data 10 frames back yet
@@ -336,7 +336,7 @@ def test_delayed_self_ring_pushes_to_distance_R_from_the_past_position():
     h = History(depth=8)
     h.push(0, 0.0, np.array([1]), np.array([[0.0, 0.0]]))
     h.push(1, 0.01, np.array([1]), np.array([[1.0, 0.0]]))
-    term = DelayedSelf(stiffness=0.5, radius=3.0, tau=0.0035 + 0.005 + 0.01)
+    term = DelayedSelf(stiffness=0.5, radius=3.0, tau=0.01)
     out = np.zeros((1, 2))
     term.add_forces(ctx_for(h, [1], [[1.0, 0.0]]), out)
     np.testing.assert_allclose(out, [[0.5 * 2.0, 0.0]])  # pushed away from where it was
@@ -352,7 +352,7 @@ def test_feedback_puller_matches_a_numpy_reference():
     h.push(0, 0.0, ids, past)
     h.push(1, 0.01, ids, now)
     term = FeedbackPuller(stiffness=0.3, radius=4.0, cutoff=9.0, self_weight=2.0, others_weight=0.5,
-                          tau=0.0035 + 0.005 + 0.01)
+                          tau=0.01)
     out = np.zeros((n, 2))
     term.add_forces(ctx_for(h, ids, now), out)
     d = now[:, None, :] - past[None, :, :]

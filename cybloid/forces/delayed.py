@@ -10,7 +10,19 @@ latency, ``ctx.latency_s``) and held for one frame period T, so information from
 
 frames, so the realised (mean) delay ``latency + lag T + T/2`` equals ``tau`` to within
 T/2; :func:`realised_delay_s` returns it. A delay shorter than ``latency + T/2`` cannot be
-realised and gets lag 0.
+realised and gets lag 0. That holds for terms with a *fixed* centre (:class:`Delayed`).
+
+Terms centred on the particle's *own* past position (:class:`DelayedSelf`,
+:class:`FeedbackPuller`) compare two measured positions, ``x(t_k)`` and ``x(t_k - lag T)``,
+and both are equally stale when the force acts: the latency shifts the whole force in time
+but not the delay between the two positions, which is what the dynamics depends on (for
+``dx/dt = -k (x(t - L) - x(t - L - tau))`` the long-time diffusion is ``D / (1 + k tau)^2``
+and the pulling speed ``k R / (1 + k tau)`` whatever L). These terms use
+
+    lag = max(0, round(tau / T))
+
+(:func:`self_lag_frames`), which realises ``lag T`` (:func:`realised_self_delay_s`), exact
+when tau is a multiple of the frame period.
 
 Before the history is long enough
 ---------------------------------
@@ -48,6 +60,18 @@ def lag_frames(tau_s: float, frame_period_s: float, latency_s: float) -> int:
 def realised_delay_s(tau_s: float, frame_period_s: float, latency_s: float) -> float:
     """The mean delay (s) actually realised for a programmed ``tau_s``."""
     return latency_s + (lag_frames(tau_s, frame_period_s, latency_s) + 0.5) * frame_period_s
+
+
+def self_lag_frames(tau_s: float, frame_period_s: float) -> int:
+    """History lag (frames) of a term centred on the particle's own past position."""
+    if frame_period_s <= 0:
+        return 0
+    return max(0, int(round(tau_s / frame_period_s)))
+
+
+def realised_self_delay_s(tau_s: float, frame_period_s: float) -> float:
+    """The delay (s) between the two positions a self-referenced term compares."""
+    return self_lag_frames(tau_s, frame_period_s) * frame_period_s
 
 
 def past_positions(ctx: ForceContext, lag: int, before_history: str) -> np.ndarray:
@@ -156,7 +180,8 @@ class DelayedSelf(ForceTerm):
     """A trap (``radius = 0``) or ring centred on each particle's *own* position ``tau`` ago.
 
     F = -stiffness (r(t) - r(t - tau)) for the trap; for a ring of radius R the particle is
-    pushed towards distance R from where it was, i.e. it is made to move (activity).
+    pushed towards distance R from where it was, i.e. it is made to move (activity). The two
+    positions compared are ``round(tau / T)`` frames apart (see the module docstring).
     """
 
     kind = "delayed"
@@ -175,7 +200,7 @@ class DelayedSelf(ForceTerm):
         self._args = (float(self.stiffness), float(self.radius))
 
     def add_forces(self, ctx: ForceContext, out: np.ndarray) -> None:
-        lag = lag_frames(self.max_delay_s, ctx.frame_period_s, ctx.latency_s)
+        lag = self_lag_frames(self.max_delay_s, ctx.frame_period_s)
         past = past_positions(ctx, lag, self.before_history)
         ok = ctx.usable & ~np.isnan(past[:, 0])
         self_delayed_forces(ctx.positions_um, past, ok, *self._args, out)
@@ -228,7 +253,8 @@ class FeedbackPuller(ForceTerm):
 
     F_i = -stiffness sum_j w_ij (|r_i(t) - r_j(t - tau)| - R) e_ij over the past positions
     within ``cutoff``, with ``w_ii = self_weight`` and ``w_ij = others_weight``;
-    ``pull_only`` drops the outward push inside a ring.
+    ``pull_only`` drops the outward push inside a ring. The past positions are
+    ``round(tau / T)`` frames older than the present ones (see the module docstring).
     """
 
     kind = "delayed"
@@ -252,7 +278,7 @@ class FeedbackPuller(ForceTerm):
                       float(self.others_weight), bool(self.pull_only))
 
     def add_forces(self, ctx: ForceContext, out: np.ndarray) -> None:
-        lag = lag_frames(self.max_delay_s, ctx.frame_period_s, ctx.latency_s)
+        lag = self_lag_frames(self.max_delay_s, ctx.frame_period_s)
         h = ctx.history
         if lag + 1 > h.depth and hasattr(h, "ensure_depth"):
             h.ensure_depth(max(lag + 1, 2 * h.depth))

@@ -13,4 +13,7 @@ BENCHMARKS = [
     "models",
     "forces",
     "gui",
+    "soak",
+    "sim",
+    "steering",
 ]

@@ -55,4 +55,7 @@ fi
 echo "== python packages"
 "$PY" -m pip install --upgrade pip >/dev/null 2>&1 || true
 "$PY" -m pip install -e ".[all]"
+# slmsuite (holographic steering) declares opencv-python, which would install a second OpenCV beside
+# opencv-python-headless; its real runtime dependencies are in the [slm] extra, so install it alone
+"$PY" -m pip install --no-deps "slmsuite==0.5.0"
 echo "== done: try 'cybloid run harmonic-trap'"

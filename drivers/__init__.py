@@ -12,6 +12,8 @@ laser      ``cobolt``                  Cobolt laser, ASCII commands
 stage      ``proscan``                 Prior ProScan III stage controller
 camera     ``opencv``                  USB camera / video via cv2.VideoCapture
 camera     ``tiff``                    multi-page TIFF stack
+camera     ``basler``                  Basler camera via pypylon (async, ring buffer)
+camera     ``micromanager``            any Micro-Manager camera via pymmcore (async)
 =========  ==========================  ===========================================
 
 Serial drivers take ``port = "emulator"`` to run against their emulator (docs/drivers.md).
@@ -19,6 +21,7 @@ Serial drivers take ``port = "emulator"`` to run against their emulator (docs/dr
 
 from cybloid.hardware import register_driver
 
+from .builders import build_basler_camera, build_micromanager_camera  # SDKs imported only when used
 from .builders import build_laser, build_opencv_camera, build_stage, build_steering, build_tiff_camera
 
 register_driver("steering", "cbsp", build_steering)
@@ -28,3 +31,5 @@ register_driver("laser", "cobolt", build_laser)
 register_driver("stage", "proscan", build_stage)
 register_driver("camera", "opencv", build_opencv_camera)
 register_driver("camera", "tiff", build_tiff_camera)
+register_driver("camera", "basler", build_basler_camera)
+register_driver("camera", "micromanager", build_micromanager_camera)

@@ -198,3 +198,51 @@ def build_tiff_camera(opts: Mapping[str, Any], ctx: dict) -> Any:
     return TiffStackCamera(o["path"], ctx["clock"], o["fps"] or prof.camera.fps,
                            o["exposure_s"] if o["exposure_s"] is not None else prof.camera.exposure_s,
                            o["readout_s"] if o["readout_s"] is not None else prof.latency.readout_s, o["loop"])
+
+
+# ---------------------------------------------------------------------- asynchronous scientific cameras
+def _roi(where: str, v: Any) -> tuple[int, int, int, int]:
+    if not (isinstance(v, (list, tuple)) and len(v) == 4 and all(isinstance(x, int) and not isinstance(x, bool)
+                                                                   and x >= 0 for x in v)) or v[2] < 1 or v[3] < 1:
+        raise ProfileError(f"{where} must be [x, y, width, height] in pixels, got {v!r}")
+    return tuple(v)
+
+
+def _props(where: str, v: Any) -> dict:
+    if not isinstance(v, Mapping) or not all(isinstance(x, (str, int, float)) and not isinstance(x, bool)
+                                             for x in v.values()):
+        raise ProfileError(f"{where} must be a table of property = value (strings or numbers), got {v!r}")
+    return dict(v)
+
+
+BASLER = {"serial": (_str, None), "emulation": (_bool, False), "exposure_s": (_num(1e-6, 10), None),
+          "gain_dB": (_num(-20, 60), None), "fps": (_num(0.01, 1e5), None), "width_px": (_num(1, 65536, True), None),
+          "height_px": (_num(1, 65536, True), None), "offset_x_px": (_num(0, 65536, True), 0),
+          "offset_y_px": (_num(0, 65536, True), 0), "pixel_format": (_str, "Mono8"), "readout_s": (_num(0, 10), 0.0),
+          "ring_size": (_num(2, 1024, True), 8)}
+MICROMANAGER = {"config": (_str, "demo"), "adapters": (_str, "mm-test-adapters"), "camera": (_str, None),
+                "exposure_s": (_num(1e-6, 10), None), "gain": (_num(-1e6, 1e6), None), "fps": (_num(0.01, 1e5), None),
+                "roi": (_roi, None), "properties": (_props, {}), "readout_s": (_num(0, 10), 0.0),
+                "ring_size": (_num(2, 1024, True), 8), "buffer_MB": (_num(8, 65536, True), 256)}
+
+
+def build_basler_camera(opts: Mapping[str, Any], ctx: dict) -> Any:
+    from .camera_basler import BaslerCamera
+
+    o = options("camera", opts, ctx, BASLER)
+    c = ctx["profile"].camera
+    return BaslerCamera(ctx["clock"], o["serial"], o["emulation"],
+                        o["exposure_s"] if o["exposure_s"] is not None else c.exposure_s, o["gain_dB"],
+                        o["fps"] or c.fps, o["width_px"], o["height_px"], o["offset_x_px"], o["offset_y_px"],
+                        o["pixel_format"], o["readout_s"], o["ring_size"])
+
+
+def build_micromanager_camera(opts: Mapping[str, Any], ctx: dict) -> Any:
+    from .camera_mm import MicroManagerCamera
+
+    o = options("camera", opts, ctx, MICROMANAGER)
+    c = ctx["profile"].camera
+    return MicroManagerCamera(ctx["clock"], o["config"], o["adapters"], o["camera"],
+                              o["exposure_s"] if o["exposure_s"] is not None else c.exposure_s, o["gain"],
+                              o["fps"] or c.fps, o["roi"], o["properties"], o["readout_s"], o["ring_size"],
+                              o["buffer_MB"])

@@ -21,6 +21,8 @@ COMMANDS = [
     "bench",
     "track",
     "emulate",
+    "camera",
+    "laser",
     "replay",
     "export",
     "report",

@@ -1,0 +1,52 @@
+"""``cybloid laser clear-fault --hardware P``: read and clear a laser fault; the laser stays off."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("laser", help="laser tools: clear a fault",
+                       description="Laser tools. 'clear-fault' connects to the laser of a hardware profile, "
+                       "prints its state (operating mode, fault, interlock, key switch), clears the fault ('cf') "
+                       "and reads the fault back. The laser is left off.")
+    lsub = p.add_subparsers(dest="laser_command", metavar="ACTION", required=True)
+    c = lsub.add_parser("clear-fault", help="clear the laser's fault (it stays off)", description=p.description)
+    c.add_argument("--hardware", metavar="PROFILE", required=True, help="hardware profile (bundled name or TOML)")
+    c.add_argument("--lab", metavar="PROFILE", default="default", help="lab profile")
+    c.set_defaults(func=run_clear_fault)
+
+
+def run_clear_fault(args: argparse.Namespace) -> int:
+    from cybloid.clock import RealClock
+    from cybloid.errors import DeviceError
+    from cybloid.hardware import builder_for, load_hardware_profile
+    from cybloid.profile import load_lab_profile
+
+    hw = load_hardware_profile(args.hardware)
+    prof = load_lab_profile(args.lab)
+    opts = hw.roles["laser"]
+    if opts["driver"] == "simulated":
+        raise DeviceError(f"{hw.source}: [laser] is simulated; there is no laser fault to clear")
+    ctx = {"clock": RealClock(), "profile": prof, "hardware": hw, "resources": [], "world": None, "truth": None}
+    laser = builder_for("laser", opts["driver"], hw.source)(opts, ctx)
+    try:
+        code, text = laser.fault()
+        mode = laser.operating_mode() if hasattr(laser, "operating_mode") else None
+        key = laser.key_switch_on() if hasattr(laser, "key_switch_on") else None
+        print(f"laser {getattr(laser, 'serial_number', '')}: fault {code} ({text}), interlock "
+              f"{'OPEN' if laser.interlock_open() else 'closed'}"
+              + (f", operating mode {mode[0]} ({mode[1]})" if mode else "")
+              + ("" if key is None else f", key switch {'on' if key else 'OFF'}"))
+        laser.clear_fault()
+        code2, text2 = laser.fault()
+        if code2:
+            print(f"fault still set after 'cf': {code2} ({text2})"
+                  + (" - close the interlock first" if code2 == 3 else ""))
+            return 1
+        print(f"fault cleared (was {code}: {text}); the laser is off")
+        return 0
+    finally:
+        laser.close()
+        for r in ctx["resources"]:
+            r.close()

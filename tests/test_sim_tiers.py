@@ -1,0 +1,194 @@
+"""Rendering tiers of the simulated camera (camera.render = full | lazy | none) and the
+scalable Brownian dynamics, against the camera model and closed-form physics."""
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+from cybloid.lab import open_lab
+from cybloid.loop import FeedbackLoop
+from cybloid.profile import load_lab_profile
+from cybloid.sim.lazy import LazyImage
+from cybloid.sim.world import SimWorld
+
+
+def grab_frames(render, n_frames, seed=4, **over):
+    lab = open_lab(seed=seed, overrides={"camera.render": render, "camera.width_px": 160, "camera.height_px": 120,
+                                         "particles.count": 12, "camera.spot_visible": True, **over})
+    lab.laser.on()
+    frames = []
+    for k in range(n_frames):
+        # a few visible spots, changed every frame, so the spot layers are exercised too
+        spots = lab.world.positions_fov_um()[:3] + [0.8, 0.3 * k]
+        lab.world.schedule_spots(lab.world.tick, spots, np.full(3, 0.2))
+        frames.append(lab.camera.grab())
+    lab.close()
+    return frames
+
+
+def test_lazy_regions_and_frames_equal_full_bit_for_bit():
+    full = grab_frames("full", 4)
+    lazy = grab_frames("lazy", 4)
+    for f, z in zip(full, lazy):
+        assert isinstance(z.image, LazyImage) and not z.image.complete
+        np.testing.assert_array_equal(f.truth["positions_um"], z.truth["positions_um"])
+        # any region alone, read before the rest exists (odd bounds, crossing tiles)
+        assert np.array_equal(z.image[37:61, 5:150], f.image[37:61, 5:150])
+        z.image.ensure_windows(f.truth["positions_um"][:2] / 0.2, 6)
+        assert z.image.pixels_rendered < f.image.size
+        # the materialised frame
+        assert np.array_equal(np.asarray(z.image), f.image)
+    # the frames differ from frame to frame and from seed to seed (the key is used)
+    assert not np.array_equal(full[0].image, full[1].image)
+    other = grab_frames("full", 1, seed=5)
+    assert not np.array_equal(other[0].image, full[0].image)
+
+
+def test_lazy_loop_tracks_exactly_as_full_and_renders_less():
+    def run(render):
+        lab = open_lab(seed=2, overrides={"camera.render": render, "camera.width_px": 256, "camera.height_px": 256,
+                                          "particles.count": 8})
+        loop = FeedbackLoop(lab, keep_images=False)
+        loop.warm_up()
+        out = [loop.step() for _ in range(40)]
+        tracker = loop.tracker
+        loop.close()
+        lab.close()
+        return out, tracker
+
+    full, _ = run("full")
+    lazy, tracker = run("lazy")
+    assert tracker.escapes == 0
+    for a, b in zip(full, lazy):
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_array_equal(a.positions_um, b.positions_um)
+
+
+def test_counter_based_pixels_follow_the_camera_noise_model():
+    """Background-only pixels (table) and lit pixels (Poisson below 30 e-, normal limit above)."""
+    from cybloid.sim.pixels import background_table, digitise_region, frame_key
+
+    key = np.uint64(frame_key(9, 1))
+    for lam_bg, signal in ((100.0, 0.0), (100.0, 50.0), (5.0, 0.0), (5.0, 3.0)):
+        t = background_table(lam_bg, 3.0, 1.0, 4095)
+        img = np.full((400, 400), signal, np.float32)
+        out = np.empty(img.shape, np.uint16)
+        digitise_region(img, 0, 0, 400, key, lam_bg, 3.0, 1.0, 4095.0, t.cdf, t.guide, t.kmin, out)
+        v = out.astype(float)
+        lam = lam_bg + signal
+        # an independent sampling of the model: Poisson (normal limit from 30 e-) + read noise,
+        # rounded and clipped at 0
+        ref_rng = np.random.default_rng(0)
+        e = (ref_rng.poisson(lam, 400_000) if lam < 30 else ref_rng.normal(lam, np.sqrt(lam), 400_000))
+        ref = np.clip(np.floor(e + ref_rng.normal(0, 3.0, e.size) + 0.5), 0, 4095)
+        sd = np.sqrt(ref.var())
+        assert v.mean() == pytest.approx(ref.mean(), abs=5 * sd * np.sqrt(1 / v.size + 1 / ref.size))
+        assert v.var() == pytest.approx(ref.var(), rel=0.03)
+        if lam >= 30:  # variance lam (shot) + read^2 + 1/12 (rounding)
+            assert v.var() == pytest.approx(lam + 9.0 + 1 / 12, rel=0.02)
+        # neighbouring pixels are uncorrelated
+        assert abs(np.corrcoef(v[:, :-1].ravel(), v[:, 1:].ravel())[0, 1]) < 0.01
+
+
+def test_measurement_model_noise_and_border_misses():
+    """render = none: measured = exposure-averaged truth + the tracker's measured precision;
+    a particle centred on the image edge is missed about half the time (0.43)."""
+    from cybloid.sim.measure import measured_precision_px, photon_limited_precision_px
+
+    prof = load_lab_profile()
+    prec = measured_precision_px(prof)
+    # the tracker is close to the photon limit of the default camera (about 0.013 px)
+    assert 0.9 < prec / photon_limited_precision_px(prof) < 1.5
+    inside = [(10.0 + 8 * i, 10.0 + 8 * j) for i in range(5) for j in range(5)]
+    edge = [(0.0, 8.0 + 4 * k) for k in range(10)]  # centres on the left edge
+    lab = open_lab(seed=3, overrides={"camera.render": "none", "camera.width_px": 256, "camera.height_px": 256},
+                   initial_positions_um=np.array(inside + edge))
+    lab.world.diffusion = 0.0
+    loop = FeedbackLoop(lab, keep_images=False)
+    loop.warm_up()
+    errs, seen_edge = [], []
+    for _ in range(200):
+        r = loop.step()
+        assert r.image is None
+        ok = (r.quality & 2) == 0  # not LOST
+        truth = lab.camera.last_truth["positions_um"]
+        errs.append((r.positions_um[ok] - truth[r.ids[ok]])[r.ids[ok] < 25])
+        seen_edge.append(np.sum(ok & (r.ids >= 25)))
+    loop.close()
+    lab.close()
+    e = np.concatenate(errs) / prof.camera.pixel_size_um
+    assert np.sqrt(np.mean(e**2)) == pytest.approx(prec, rel=0.05)
+    assert abs(np.mean(e)) < 3 * prec / np.sqrt(e.size)
+    # seen with the probability of the fraction of the image on the sensor (edge at -0.5 px)
+    from scipy.special import ndtr
+
+    sigma_px = lab.camera.sigma_px
+    assert np.mean(seen_edge) / 10 == pytest.approx(1 - ndtr(-0.5 / sigma_px), abs=0.05)
+
+
+def test_integration_does_not_depend_on_how_it_is_cut():
+    """Counter-based thermal noise: the same ticks give the same path in one call or many."""
+    prof = load_lab_profile().with_overrides({"particles.count": 50})
+    a = SimWorld(prof, seed=8)
+    b = SimWorld(prof, seed=8)
+    a.advance_to(300)
+    for t in (1, 2, 50, 51, 177, 300):
+        b.advance_to(t)
+    np.testing.assert_array_equal(a.pos, b.pos)
+
+
+@pytest.mark.slow
+def test_ten_thousand_hard_spheres_never_overlap():
+    prof = load_lab_profile().with_overrides({"particles.count": 10_000, "camera.width_px": 2048,
+                                              "camera.height_px": 2048, "particles.min_spacing_um": 2.0,
+                                              "camera.render": "none"})
+    w = SimWorld(prof, seed=1)  # area fraction 0.75 * pi / 4... = 0.30: a dense fluid
+    d0, _ = cKDTree(w.pos).query(w.pos, k=2)
+    assert d0[:, 1].min() >= 2.0
+    p0 = w.pos.copy()
+    w.advance_to(w.ticks(0.2))
+    d, _ = cKDTree(w.pos).query(w.pos, k=2)
+    assert d[:, 1].min() > 0.97 * prof.particles.diameter_um
+    # they moved (not frozen by the overlap resolution): MSD of a dense hard-disc fluid
+    # at short times is below but near 4 D t
+    msd = np.mean(np.sum((w.pos - p0) ** 2, axis=1))
+    assert 0.5 * 4 * prof.diffusion * 0.2 < msd < 1.05 * 4 * prof.diffusion * 0.2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("render", ["full", "none"])
+def test_free_diffusion_with_exposure_blur(render):
+    """MSD of tracked positions at lag T: 4 D (T - c t_e) + 4 sigma_loc^2 in 2D: the exposure
+    t_e averages the position (Savin & Doyle 2005: c = 1/3 for a continuous average; the camera
+    averages ``blur_samples`` sub-exposure positions at t_i, c t_e = mean |t_i - t_j|)."""
+    from cybloid.sim.measure import measured_precision_px
+
+    over = {"camera.render": render, "camera.width_px": 256, "camera.height_px": 256, "particles.count": 25,
+            "particles.min_spacing_um": 8.0, "simulation.hard_core": False, "camera.exposure_s": 0.008}
+    lab = open_lab(seed=6, overrides=over)
+    loop = FeedbackLoop(lab, keep_images=False)
+    loop.warm_up()
+    T = lab.frame_period_s
+    n = 600
+    xy = np.full((n, 25, 2), np.nan)
+    for f in range(n):
+        r = loop.step()
+        ok = (r.quality & 2) == 0
+        # identities of the real tracker are its own: map each to the nearest true particle
+        truth = lab.camera.last_truth["positions_um"]
+        k = cKDTree(truth).query(r.positions_um[ok])[1]
+        xy[f, k] = r.positions_um[ok]
+    prof = lab.profile
+    loop.close()
+    lab.close()
+    D, te = prof.diffusion, prof.camera.exposure_s
+    sig = measured_precision_px(prof) * prof.camera.pixel_size_um
+    d = xy[1:] - xy[:-1]
+    m1 = np.nanmean(np.sum(d**2, axis=2))
+    nb = prof.camera.blur_samples
+    ti = (np.arange(nb) + 0.5) * te / nb
+    blur = np.mean(np.abs(ti[:, None] - ti[None, :]))  # 0.3125 t_e for 4 samples (1/3 continuous)
+    expected = 4 * D * (T - blur) + 4 * sig**2
+    assert m1 == pytest.approx(expected, rel=0.03)
+    # and the blur is resolved: without it the MSD would be 4 D T, 25% higher
+    assert abs(m1 / (4 * D * T) - 1) > 0.15

@@ -145,3 +145,13 @@ def test_laser_clear_fault_cli(capsys):
     assert "fault 0 (no fault)" in out and "operating mode 0 (off)" in out and "fault cleared" in out
     assert main(["laser", "clear-fault", "--hardware", "simulated"]) == 2
     assert "simulated" in capsys.readouterr().err
+
+
+def test_bench_case_with_the_emulated_basler_camera():
+    pytest.importorskip("pypylon")
+    from cybloid.drivers.bench_camera import basler_case
+
+    c = basler_case(frames=30)
+    assert c["samples"] == 30 and c["p50_ms"] > 0  # (no p99 from 30 samples)
+    assert c["params"]["width"] == 256 and c["quality"]["timestamps"] == "host"
+    assert c["quality"]["frames_not_processed"] >= 0

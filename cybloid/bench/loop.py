@@ -29,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="few frames, only the small case (smoke test)")
     p.add_argument("--serial-frames", type=int, default=1000,
                    help="frames of the serial-path case (100-spot table send + ack over a pty; 0: skip)")
+    p.add_argument("--camera-frames", type=int, default=300,
+                   help="frames of the async-camera case (emulated Basler camera, needs pypylon; 0: skip)")
 
 
 class LocateEveryFrame:
@@ -113,4 +115,11 @@ def run(args: argparse.Namespace) -> dict:
         from cybloid.drivers.bench_serial import serial_case
 
         cases.append(serial_case(100, serial_frames))
+    camera_frames = min(args.camera_frames, 50) if args.quick else args.camera_frames
+    if camera_frames > 0:
+        from cybloid.drivers.bench_camera import basler_case
+
+        c = basler_case(camera_frames)  # None without pypylon
+        if c is not None:
+            cases.append(c)
     return document("loop", cases)

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from cybloid.errors import ProtocolError
 from cybloid.forces import HarmonicTrap, TabulatedPair
 from cybloid.params import Param
 
@@ -27,12 +28,20 @@ def disordered(p, lab, seed=12345):
     rng = np.random.default_rng(seed)
     c = np.array(lab.fov_um) / 2
     rmax = min(p.spread * crystal_radius(p), 0.45 * min(lab.fov_um))
-    pts = []
-    while len(pts) < p.particles:
+    pts = np.empty((p.particles, 2))
+    k = attempts = 0
+    while k < p.particles:
+        attempts += 1
+        if attempts > 500 * p.particles:  # random placement cannot fill the disc: say so, never hang
+            raise ProtocolError(f"simulation set-up: cannot place {p.particles} particles at least "
+                                f"{0.8 * p.spacing:g} um apart in a disc of radius {rmax:.1f} um (field of view "
+                                f"{lab.fov_um[0]:g} x {lab.fov_um[1]:g} um; placed {k} in {attempts - 1} "
+                                "attempts): use fewer particles or a smaller spacing")
         q = c + rng.uniform(-rmax, rmax, 2)
-        if np.hypot(*(q - c)) <= rmax and all(np.hypot(*(q - o)) >= 0.8 * p.spacing for o in pts):
-            pts.append(q)
-    return np.array(pts)
+        if np.hypot(*(q - c)) <= rmax and (k == 0 or np.hypot(*(pts[:k] - q).T).min() >= 0.8 * p.spacing):
+            pts[k] = q
+            k += 1
+    return pts
 
 
 def simulation(p, lab):

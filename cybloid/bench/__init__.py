@@ -14,6 +14,7 @@ BENCHMARKS = [
     "forces",
     "gui",
     "soak",
+    "soak",
     "sim",
     "steering",
 ]

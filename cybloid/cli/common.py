@@ -16,11 +16,22 @@ def add_lab_options(p: argparse.ArgumentParser) -> None:
                    help="lab profile (physics of the simulated setup): bundled name or TOML file")
     p.add_argument("--set", dest="lab_set", metavar="SECTION.KEY=VALUE", action="append", default=[],
                    help="override one lab-profile value, e.g. --set camera.fps=50 (repeatable)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the simulated lab (default 0)")
+    p.add_argument("--seed", type=seed_value, default=0, help="seed of the simulated lab (default 0)")
     p.add_argument("--calibration", metavar="FILE", default=None,
                    help="calibration file (TOML, see 'cybloid calibrate'); required on real hardware")
     p.add_argument("--uncalibrated", action="store_true",
                    help="run real hardware without a (fresh) calibration, on nominal values")
+
+
+def seed_value(text: str) -> int:
+    """``--seed``: a non-negative integer (argparse type)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
+    return v
 
 
 def add_param_option(p: argparse.ArgumentParser) -> None:
@@ -33,6 +44,11 @@ def lab_overrides(items: list[str]) -> dict[str, Any]:
     import tomllib
 
     out: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip() or not value.strip():
+            raise ParameterError(f"--set expects SECTION.KEY=VALUE, got {item!r}"
+                                 + (" (no value after '=')" if eq and key.strip() else ""))
     for key, text in parse_assignments(items).items():
         try:
             out[key] = tomllib.loads(f"v = {text}")["v"]

@@ -7,6 +7,9 @@ import signal
 import sys
 import time
 
+from cybloid.cli.emulate_control import Bench
+from cybloid.cli.emulate_control import add_options as add_control_options
+
 DEVICES = ("steering", "laser", "stage")
 
 
@@ -27,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="inject this fault into every reply (delay: --delay-s)")
     p.add_argument("--delay-s", type=float, default=1.0, help="reply delay for --fault delay (s, default 1)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
+    add_control_options(p)
     p.set_defaults(func=run)
 
 
@@ -79,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     emu = start_emulator(args.device, args.lab, args.heartbeat_ms, args.firmware)
     signal.signal(signal.SIGTERM, _terminate)  # `kill` cleans up like Ctrl-C
     link = None
+    bench = None
     try:
         if args.interlock_open:
             if args.device != "laser":
@@ -88,11 +93,14 @@ def run(args: argparse.Namespace) -> int:
             emu.inject(args.fault, count=-1, seconds=args.delay_s)
         port = emu.port
         if args.link:
-            link = args.link
-            if os.path.lexists(link):
-                raise ParameterError(f"--link {link}: a file of that name exists")
-            os.symlink(emu.port, link)
-            port = link
+            if os.path.lexists(args.link):
+                raise ParameterError(f"--link {args.link}: a file of that name exists (not touched)")
+            try:
+                os.symlink(emu.port, args.link)
+            except OSError as exc:
+                raise ParameterError(f"--link {args.link}: cannot create the link: {exc.strerror or exc}") from None
+            link = port = args.link
+        bench = Bench(emu, args)
         print(port, flush=True)
         print(f"{args.device} emulator on {emu.device_path}; Ctrl-C to stop", file=sys.stderr, flush=True)
         seen = 0
@@ -107,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        if bench is not None:
+            bench.close()
         emu.close()
         if link:
             try:

@@ -32,6 +32,9 @@ from cybloid.protocol.steps import Step
 from cybloid.record import FLAG_DEADLINE, FLAG_SATURATED, FrameRecord
 from cybloid.safety import SafeOffResult, safe_off_confirmed
 
+PROGRAM_STEPS = ("SetTerm", "RemoveTerm", "SetParam")
+"""Steps after which the force program is written to the event log (a ``program`` event)."""
+
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[float, float, str], Any]
@@ -222,7 +225,9 @@ class ProtocolRunner:
                 raise Aborted(self._abort_reason)
         if self.loop.watchdog.tripped:
             why = f" ({self.loop.watchdog.reason})" if self.loop.watchdog.reason else ""
-            raise Aborted(f"watchdog: the loop stalled{why}, laser turned off")
+            exc = Aborted(f"watchdog: the loop stalled{why}, laser turned off")
+            exc.exit_code = 2  # type: ignore[attr-defined]  # a failure, not a user's stop
+            raise exc
         if self.recording and self.recording_error is None:
             err = getattr(self.recorder, "error", None)
             if err:
@@ -353,7 +358,10 @@ class ProtocolRunner:
         step.validate()
         self.current_step = step.describe()
         self._event("step", step=self.current_step)
-        return handler_for(step).run(step, self)
+        reply = handler_for(step).run(step, self)
+        if type(step).__name__ in PROGRAM_STEPS:  # what the program is now: replay draws it from here
+            self._event("program", program=self.loop.program.describe())
+        return reply
 
     def _tell(self, message: str) -> None:
         if self.on_message is not None:
@@ -375,9 +383,10 @@ class ProtocolRunner:
         error: BaseException | None = None
         try:
             self.loop.warm_up()
+            self._dropped0 = int(getattr(lab.camera, "dropped", 0) or 0)  # frames skipped while warming up are no loss
             self.state = "running"
+            lab.laser.on()  # may take seconds (a laser's warm-up): the loop does not run yet
             self.loop.watchdog.arm()
-            lab.laser.on()
             info.dry = False
             try:
                 gen = self.proto.func(self.values, info)

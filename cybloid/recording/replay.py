@@ -389,6 +389,9 @@ def make_tracker(lab: Any, options: Mapping[str, Any] | None):
     for k in options:
         if k not in params:
             raise ParameterError(f"--tracker: {cls.__name__} has no setting '{k}' (known: {', '.join(params)})")
+        v = options[k]
+        if isinstance(v, float) and not np.isfinite(v):
+            raise ParameterError(f"--tracker {k}={v}: must be a finite number")
     kw = {k: getattr(base, k) for k in params if hasattr(base, k)}
     kw.update(options)
     try:
@@ -463,8 +466,7 @@ def replay(session: Session | str | Path, *, verify: bool = False, resimulate: b
             loop.tracker = make_tracker(lab, tracker_options)
         if "laser_power_mW" in meta:
             p = float(meta["laser_power_mW"])
-            lab.laser.set_power(p)
-            loop.actuator.power_frac = p / lab.laser.max_power_mW if lab.laser.max_power_mW else 0.0
+            lab.laser.set_power(p)  # the loop's actuator follows the laser's power (cybloid.loop.laser_power_frac)
         cam = ReplayCamera(s, lab.clock, inner=lab.camera if resimulate else None,
                            shape=(prof.camera.height_px, prof.camera.width_px), frame_period_s=prof.frame_period_s)
         lab.camera = cam

@@ -8,6 +8,7 @@ the stage is at (0, 0); the field of view and the laser move with the stage.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import math
 from dataclasses import dataclass
@@ -62,7 +63,8 @@ class SimWorld:
         self._share = np.zeros(0)
         self._pending: list[_Pending] = []
         self._seq = 0
-        self.applied_log: list[tuple[int, int]] = []  # (tick, n_spots) for diagnostics
+        # (tick, n_spots) of the latest applied tables, for diagnostics; bounded (memory flat over long runs)
+        self.applied_log: collections.deque[tuple[int, int]] = collections.deque(maxlen=4096)
         if initial_positions_um is not None:
             pos = np.array(initial_positions_um, dtype=float).reshape(-1, 2)
         else:

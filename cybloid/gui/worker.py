@@ -18,12 +18,15 @@ import threading
 import time
 from typing import Any, Callable, Mapping
 
-from cybloid.errors import CybloidError
+from cybloid.errors import Aborted, CybloidError
 from cybloid.lab import Lab
 from cybloid.loop import FeedbackLoop
 from cybloid.record import FrameRecord
 
 log = logging.getLogger(__name__)
+
+USER_ABORT_REASONS = ("dashboard closed", "laser off pressed", "aborted from the dashboard")
+"""Reasons the dashboard gives when the operator stops a protocol (logged as information, not errors)."""
 
 FEED_LENGTH = 2000
 """Light records kept for the GUI between two drains (20 s at 100 frames/s)."""
@@ -217,11 +220,9 @@ class LabWorker:
         self.submit(go, wait_s=1.0)
 
     def set_power(self, power_mW: float) -> float:
-        lab = self.lab
-        p = max(0.0, min(float(power_mW), lab.limits.max_power_mW, lab.laser.max_power_mW))
-        lab.laser.set_power(p)
-        self.loop.actuator.power_frac = p / lab.laser.max_power_mW if lab.laser.max_power_mW else 0.0
-        return p
+        from cybloid.loop import set_laser_power
+
+        return set_laser_power(self.lab, power_mW)  # the loop's actuator follows the laser's power
 
     # ------------------------------------------------------------------ protocols
     def run_protocol(self, proto: Any, values: Any, recorder: Any = None,
@@ -254,7 +255,9 @@ class LabWorker:
                 self.runner = runner
                 summary = runner.run()
             except CybloidError as exc:
-                log.error("protocol %s: %s", getattr(proto, "name", "?"), exc)
+                # an abort the operator asked for is not an error; a safety abort (watchdog, fault) is
+                user = isinstance(exc, Aborted) and str(exc).startswith(USER_ABORT_REASONS)
+                (log.info if user else log.error)("protocol %s: %s", getattr(proto, "name", "?"), exc)
                 summary = getattr(self.runner, "summary", None)
                 self.last_error = str(exc)
             except Exception as exc:

@@ -9,8 +9,8 @@ fault). A reader thread applies these to the :class:`~cybloid.sim.world.SimWorld
 beam share is the mean of the firmware's dithered integer dwells over cycles (``share/65535`` of
 the cycle; the dwell log shows the individual dwells), its position the firmware's steering
 code through the setup's true calibration, from the cycle boundary at which the firmware swaps
-the table in (plus the lab's actuation latency). With ``--sync`` the firmware waits until the world has the event before it
-replies, so a virtual-time run is deterministic.
+the table in (plus the lab's actuation latency). With ``--sync`` the firmware waits until the
+world has the event before it replies, so a virtual-time run is deterministic.
 
 In virtual time the firmware's clock follows the host's timestamps (``--clock host``); its
 heartbeat always runs on wall time, as the Python emulator's does.

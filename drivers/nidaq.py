@@ -45,7 +45,8 @@ class NidaqmxBackend:
             version = nidaqmx.system.System.local().driver_version
         except errors.DaqNotFoundError:
             raise DeviceError("nidaq: the NI-DAQmx driver (runtime) is not installed on this machine; install "
-                              "NI-DAQmx from ni.com (Linux: the ni-daqmx package) or use another steering driver") from None
+                              "NI-DAQmx from ni.com (Linux: the ni-daqmx package) or use another steering "
+                              "driver") from None
         except errors.Error as exc:
             raise DeviceError(f"nidaq: NI-DAQmx is not usable: {str(exc).splitlines()[0]}") from None
         log.info("nidaq: NI-DAQmx %s.%s", version.major_version, version.minor_version)

@@ -134,7 +134,8 @@ class SlmSteering:
         for attempt in range(2):
             phase = self._hologram(u, v, self._targets(share))
             self.slm.set_phase(phase, settle=False)
-            shown = np.asarray(self.slm.get_realized_phase())
+            realized = getattr(self.slm, "get_realized_phase", None)  # quantised as displayed (slmsuite >= 0.5)
+            shown = np.asarray(realized()) if realized is not None else phase
             eff = float(np.sum(np.abs(spot_fields(shown, self.amp, u, v)) ** 2))  # as displayed (quantised)
             old, self.efficiency = self.efficiency, max(eff, 1e-3)
             if abs(eff - old) < 0.005 * old:  # the efficiency the targets assumed: done

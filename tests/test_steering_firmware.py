@@ -154,5 +154,8 @@ def test_harmonic_trap_equipartition_through_the_firmware():
     (the world's beam shares are the firmware's integer dwell times)."""
     ratio, lab, recs = _equipartition("emulated-firmware", 0.05, seed=1)
     emu = next(r for r in lab.resources if isinstance(r, FirmwareEmulator))
-    assert emu.tables == len(recs) == 4000 and emu.blanked and not emu.running
     assert ratio == pytest.approx(1.0, abs=0.10)
+    # every frame's table went through the firmware (a resend after a late acknowledgement on a
+    # busy machine may have been accepted twice)
+    assert len(recs) == 4000 and len(recs) <= emu.tables <= len(recs) + lab.steering.stats["retries"]
+    assert emu.blanked and not emu.running  # blanked at the end, process stopped

@@ -186,6 +186,7 @@ def test_nidaq_profile_options_are_validated(tmp_path, capsys):
 
     prof = tmp_path / "daq.toml"
     prof.write_text('format = "cybloid-hardware/1"\n[steering]\ndriver = "nidaq"\nx_volts = [-20, 20]\n')
-    rc = main(["run", "harmonic-trap", "--hardware", str(prof), "--uncalibrated", "-p", "duration=0.1", "--no-progress"])
+    rc = main(["run", "harmonic-trap", "--hardware", str(prof), "--uncalibrated", "-p", "duration=0.1",
+               "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and "[steering] x_volts must be" in err

@@ -123,11 +123,13 @@ def test_slm_profile_errors_are_one_line(tmp_path, capsys, monkeypatch):
     prof = tmp_path / "slm.toml"
     prof.write_text('format = "cybloid-hardware/1"\n[steering]\ndriver = "slm"\nwidth_px = 64\nheight_px = 64\n'
                     'range_bins = [-40, 40]\n')
-    rc = main(["run", "harmonic-trap", "--hardware", str(prof), "--uncalibrated", "-p", "duration=0.1", "--no-progress"])
+    rc = main(["run", "harmonic-trap", "--hardware", str(prof), "--uncalibrated", "-p", "duration=0.1",
+               "--no-progress"])
     assert rc == 2 and "range_bins and dump_bins must stay within +-32 bins" in capsys.readouterr().err
     prof.write_text('format = "cybloid-hardware/1"\n[steering]\ndriver = "slm"\n')
     monkeypatch.setitem(sys.modules, "slmsuite.hardware.slms.simulated", None)  # as if not installed
-    rc = main(["run", "harmonic-trap", "--hardware", str(prof), "--uncalibrated", "-p", "duration=0.1", "--no-progress"])
+    rc = main(["run", "harmonic-trap", "--hardware", str(prof), "--uncalibrated", "-p", "duration=0.1",
+               "--no-progress"])
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("cybloid: error")]
     assert rc == 2 and len(err) == 1 and "pip install --no-deps slmsuite" in err[0]
 

@@ -19,6 +19,11 @@ Layout::
     offset_at_max_um = 1.0
     range_um = 4.0
 
+    [values.distortion]                  # optional: quadratic part of the map (absent = affine)
+    quadratic_su = [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]   # + D @ [u^2, u v, v^2]
+    centre_px = [256.0, 256.0]           # (u, v) = ([x, y] - centre_px) / scale_px
+    scale_px = 256.0
+
     [quality.coords]                     # one table per procedure run, free-form numbers/strings
     date = "..."
     holdout_rms_px = 0.02
@@ -118,6 +123,15 @@ def _write_table(lines: list[str], name: str, table: Mapping[str, Any]) -> None:
 def calibration_to_dict(cal: Calibration) -> dict[str, Any]:
     """The TOML document of a calibration as a plain dict."""
     fc = cal.force_curve
+    doc = _doc(cal, fc)
+    if cal.has_distortion:
+        doc["values"]["distortion"] = {"quadratic_su": np.asarray(cal.distortion_su, float).tolist(),
+                                       "centre_px": [float(x) for x in cal.distortion_centre_px],
+                                       "scale_px": float(cal.distortion_scale_px)}
+    return doc
+
+
+def _doc(cal: Calibration, fc) -> dict[str, Any]:
     return {
         "format": CALIBRATION_FORMAT,
         "created": cal.created or utc_now_iso(),
@@ -221,13 +235,34 @@ def calibration_from_dict(data: Mapping[str, Any], where: str = "<calibration>")
         raise CalibrationError(f"{where}: [values.force_curve] must be a table")
     fc = ForceCurve(*(_num(where, f"values.force_curve.{k}", _get(where, fct, k, f"values.force_curve.{k}"))
                       for k in ("max_force_pN", "offset_at_max_um", "range_um")))
+    dist: dict[str, Any] = {}
+    if "distortion" in vals:
+        dt = vals["distortion"]
+        if not isinstance(dt, Mapping):
+            raise CalibrationError(f"{where}: [values.distortion] must be a table")
+        for k in dt:
+            if k not in ("quadratic_su", "centre_px", "scale_px"):
+                raise CalibrationError(f"{where}: unknown key values.distortion.{k} "
+                                       "(known: centre_px, quadratic_su, scale_px)")
+        try:
+            q = np.asarray(_get(where, dt, "quadratic_su", "values.distortion.quadratic_su"), dtype=float)
+            c = np.asarray(_get(where, dt, "centre_px", "values.distortion.centre_px"), dtype=float)
+        except (TypeError, ValueError):
+            raise CalibrationError(f"{where}: values.distortion.quadratic_su (2x3) and centre_px (2) must be "
+                                   "numbers") from None
+        if q.shape != (2, 3) or not np.all(np.isfinite(q)):
+            raise CalibrationError(f"{where}: values.distortion.quadratic_su must be a 2x3 matrix of finite numbers")
+        if c.shape != (2,) or not np.all(np.isfinite(c)):
+            raise CalibrationError(f"{where}: values.distortion.centre_px must be two finite numbers")
+        sc = _num(where, "values.distortion.scale_px", _get(where, dt, "scale_px", "values.distortion.scale_px"))
+        dist = {"distortion_su": q, "distortion_centre_px": tuple(c), "distortion_scale_px": sc}
     quality = data.get("quality", {})
     if not isinstance(quality, Mapping):
         raise CalibrationError(f"{where}: [quality] must be a table")
     src = data.get("source", "")
     return Calibration(px, m, fc, lat, source=where if not src else f"{where}", created=str(created),
                        quality={k: dict(v) if isinstance(v, Mapping) else v for k, v in quality.items()},
-                       hardware=str(setup.get("hardware", "")), lab=str(setup.get("lab", "")))
+                       hardware=str(setup.get("hardware", "")), lab=str(setup.get("lab", "")), **dist)
 
 
 def load_calibration(path: str | Path) -> Calibration:

@@ -35,6 +35,8 @@ class ProbeFrame:
     share: np.ndarray = field(default_factory=lambda: np.zeros(0))
     t_applied_s: float = math.nan
     tag: int = -1  # procedure-defined label (offset index, trial number...)
+    t_start_s: float = math.nan  # exposure start (NaN: a point sample at t_mid_s)
+    t_end_s: float = math.nan  # exposure end
 
     def position(self, pid: int) -> np.ndarray | None:
         k = np.flatnonzero((self.ids == pid) & self.ok)
@@ -79,6 +81,7 @@ class ProbeLoop:
         else:
             pf = ProbeFrame(frame.index, frame.t_exposure_mid, np.zeros(0, np.int64), np.zeros((0, 2)),
                             np.zeros(0, bool))
+        pf.t_start_s, pf.t_end_s = float(frame.t_exposure_start), float(frame.t_exposure_end)
         self.frames.append(pf)
         return pf
 

@@ -62,7 +62,7 @@ def run_calibration(kind: str, lab, base: Calibration | None = None, progress: P
         from cybloid.calibration.coords import calibrate_coords
 
         fit, _scan = calibrate_coords(lab, progress=progress, **options)
-        result, changes = fit, {"steer_from_px": fit.steer_from_px}
+        result, changes = fit, fit.changes()
     elif kind == "pixel":
         from cybloid.calibration.pixel import calibrate_pixel_size
 

@@ -59,6 +59,9 @@ class FrameRecord:
     image: np.ndarray | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     truth: dict[str, Any] | None = None
+    force_scale: float = float("nan")
+    """Force scale (true / calibrated F_max) estimated online by the calibration monitor
+    (:mod:`cybloid.calibration.online`); NaN when no monitor runs or before its first estimate."""
 
     @property
     def t_exposure_mid(self) -> float:
@@ -74,6 +77,13 @@ class FrameRecord:
         """Frame available -> spot table handed to the steering driver (CPU ms)."""
         t = self.timings_ms
         return t["track"] + t["history"] + t["forces"] + t["actuate"]
+
+    @property
+    def spot_forces(self) -> dict[str, Any] | None:
+        """Simulated lab only: the last completed spot-table hold before this frame, with each
+        spot's ``programmed_pN`` and time-averaged ``realised_pN`` force on its particle (N,2)
+        (``truth["spot_forces"]``; see :func:`cybloid.sim.forcecheck.force_realisation`)."""
+        return (self.truth or {}).get("spot_forces")
 
     @property
     def n_tracked(self) -> int:

@@ -116,7 +116,7 @@ def test_latency_within_one_frame_period(pipeline):
     assert abs(cal.latency_s - truth.inherent_latency_s) < truth.frame_period_s
     # in fact within a millisecond, and consistent with the device's own timestamps
     assert abs(cal.latency_s - truth.inherent_latency_s) < 1e-3
-    assert abs(lr.latency_s - lr.reported_s) < 1e-3
+    assert abs(lr.latency_s - lr.reported_s) <= 2e-4  # the steering device's own timestamps
 
 
 def test_calibrated_harmonic_trap_gives_equipartition(pipeline, tmp_path):

@@ -13,6 +13,8 @@ KIND_HELP = {
     "force": "force-offset curve from dragging a free particle (friction from its diffusion)",
     "latency": "loop latency (exposure middle -> force applied) from force steps",
     "all": "coords, pixel, force and latency in this order, each from the previous result",
+    "check": "verify a calibration (--calibration FILE) against the bench in under a minute: "
+             "pass/fail per quantity with the tolerance used (exit code 1 if any fails)",
 }
 
 
@@ -40,7 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--offsets", metavar="D1,D2,...",
                    help="offsets in um (default 10 values from 0.2 w to 2 w of the current curve)")
     g = p.add_argument_group("latency")
-    g.add_argument("--trials", type=int, default=20, help="number of force steps (default 20)")
+    g.add_argument("--trials", type=int, default=None,
+                   help="number of random force pulses (default 250, more below 100 frames/s)")
+    g = p.add_argument_group("check")
+    g.add_argument("--only", metavar="Q1,Q2", help="quantities to check (default coords,pixel,force,latency)")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
     p.set_defaults(func=run)
 
@@ -62,7 +67,7 @@ def _options(args: argparse.Namespace, kind: str) -> dict:
             if not opts["offsets_um"] or min(opts["offsets_um"]) <= 0:
                 raise ParameterError(f"--offsets must be positive numbers (um), got {args.offsets!r}")
         return opts
-    return {"trials": args.trials}
+    return {"trials": args.trials} if args.trials is not None else {}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     from cybloid.errors import ParameterError
 
     base = Calibration.load(args.calibration) if getattr(args, "calibration", None) else None
+    if args.kind == "check":
+        return _check(args, base)
     if args.kind == "pixel" and (args.objective is not None or args.camera_pixel is not None):
         if args.objective is None or args.camera_pixel is None:
             raise ParameterError("--objective and --camera-pixel go together "
@@ -86,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         _save(cal, args.out)
         return 0
     for name in ("grid", "trials", "frames_per_offset", "diffusion_frames"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ParameterError(f"--{name.replace('_', '-')} must be at least 1")
     kinds = ["coords", "pixel", "force", "latency"] if args.kind == "all" else [args.kind]
     opts = {k: _options(args, k) for k in kinds}
@@ -114,3 +121,40 @@ def _save(cal, out) -> None:
     if out:
         cal.save(out)
         print(f"calibration written to {out}")
+
+
+def _check(args: argparse.Namespace, base) -> int:
+    import time
+
+    from cybloid.calibration.model import Calibration
+    from cybloid.calibration.verify import QUANTITIES, verify_calibration
+    from cybloid.errors import ParameterError
+    from cybloid.profile import load_lab_profile
+
+    only = [q.strip() for q in args.only.split(",") if q.strip()] if args.only else list(QUANTITIES)
+    bad = [q for q in only if q not in QUANTITIES]
+    if bad or not only:
+        raise ParameterError(f"--only: unknown quantity {', '.join(bad) or '(none)'} (known: {', '.join(QUANTITIES)})")
+    overrides = lab_overrides(args.lab_set) or None
+    if base is None:
+        prof = load_lab_profile(args.lab)
+        base = Calibration.from_profile(prof.with_overrides(overrides) if overrides else prof)
+        print(f"checking the lab's own calibration ({base.source}); pass --calibration FILE to check a file")
+    else:
+        print(f"checking {base.source}")
+
+    def progress(done: int, total: int, text: str) -> None:
+        if not args.no_progress:
+            print(f"\r  {text}: {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    t0 = time.perf_counter()
+    items = verify_calibration(base, args.hardware, args.lab, seed=args.seed, overrides=overrides,
+                               quantities=only, progress=progress)
+    if not args.no_progress:
+        print(file=sys.stderr)
+    for it in items:
+        print(it.line())
+    failed = [it.name for it in items if not it.passed]
+    print(f"{'FAILED: ' + ', '.join(failed) if failed else 'all checks passed'} "
+          f"({time.perf_counter() - t0:.0f} s)")
+    return 1 if failed else 0

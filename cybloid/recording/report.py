@@ -298,6 +298,15 @@ def build_report(session: Session, max_structure_frames: int = 200) -> Report:
     figs["forces"] = _png(fig)
     captions["forces"] = f"{data.clipped_frames} frames with a clipped force"
 
+    # online calibration monitor (cybloid.calibration.online) -------------------------------------
+    from cybloid.calibration.online import estimates_from_session, plot_force_scale
+
+    est = estimates_from_session(session)
+    if len(est["t_s"]):
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        captions["force_scale"] = plot_force_scale(ax, est)
+        figs["force_scale"] = _png(fig)
+
     return Report(_html(session, figs, captions, skipped, frames), figs, skipped)
 
 

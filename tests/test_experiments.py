@@ -19,6 +19,14 @@ from cybloid.record import FLAG_NAN_FORCE
 WIDE_CHEAP = {"camera.width_px": 256, "camera.height_px": 256, "camera.pixel_size_um": 0.4}
 # a 77 um field at 0.3 um/px for the crystals
 CRYSTAL_FIELD = {"camera.width_px": 256, "camera.height_px": 256, "camera.pixel_size_um": 0.3}
+# every physics test runs with images and the real tracker ("full") and with the measurement
+# model ("none"); "lazy" gives the same frames and tracks as "full" bit for bit
+# (tests/test_sim_tiers.py), so its physics is the same
+TIERS = ["full", "none"]
+
+
+def tier(overrides, render):
+    return {**overrides, "camera.render": render}
 
 
 def run_protocol(name, values, overrides, seed=0):
@@ -37,8 +45,9 @@ def run_protocol(name, values, overrides, seed=0):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("render", TIERS)
 @pytest.mark.parametrize("k_tau", [0.5, 1.0])
-def test_delayed_trap_variance_matches_the_closed_form(k_tau):
+def test_delayed_trap_variance_matches_the_closed_form(k_tau, render):
     """Stationary variance per axis = D (1 + sin k tau) / (k cos k tau) within 5%."""
     from cybloid.profile import load_lab_profile
 
@@ -53,7 +62,7 @@ def test_delayed_trap_variance_matches_the_closed_form(k_tau):
     stiffness = k_tau * gamma / tau
     proto, lab, vals, recs = run_protocol(
         "delayed-harmonic", {"traps": 121, "spacing": 8.5, "stiffness": stiffness, "tau": tau, "duration": 30.0},
-        WIDE_CHEAP, seed=3)
+        tier(WIDE_CHEAP, render), seed=3)
     assert realised_delay_s(tau, T, lab.calibration.latency_s) == pytest.approx(tau)
     centres = proto.module.trap_centres(vals, lab.profile.fov_um)
     df = records_to_frame(recs[int(3.0 / T):])  # 3 s to forget the start
@@ -73,7 +82,8 @@ def test_delayed_trap_variance_matches_the_closed_form(k_tau):
 
 
 @pytest.mark.slow
-def test_trap_on_own_past_position_gives_subdiffusion_then_slow_diffusion():
+@pytest.mark.parametrize("render", TIERS)
+def test_trap_on_own_past_position_gives_subdiffusion_then_slow_diffusion(render):
     """dx/dt = -k (x(t) - x(t - tau)) + noise: for t >> tau, (1 + k tau) dx = dW, so the
     long-time diffusion coefficient is D / (1 + k tau)^2; below tau the motion is caged."""
     from cybloid.profile import load_lab_profile
@@ -83,7 +93,7 @@ def test_trap_on_own_past_position_gives_subdiffusion_then_slow_diffusion():
     tau = 34 * T  # a trap on the own past position realises lag T = tau (docs/forces.md)
     proto, lab, vals, recs = run_protocol(
         "delayed-harmonic", {"centre": "own", "traps": 64, "spacing": 12.0, "stiffness": 0.1, "tau": tau,
-                             "duration": 12.0}, WIDE_CHEAP, seed=4)
+                             "duration": 12.0}, tier(WIDE_CHEAP, render), seed=4)
     df = records_to_frame(recs)
     df = df[df["t"] > df["t"].min() + 1.0]
     m = msd(df, 400, T).set_index("lag_frames")["msd_um2"]
@@ -95,10 +105,11 @@ def test_trap_on_own_past_position_gives_subdiffusion_then_slow_diffusion():
 
 
 @pytest.mark.slow
-def test_delayed_annular_potential_makes_the_particle_circulate():
+@pytest.mark.parametrize("render", TIERS)
+def test_delayed_annular_potential_makes_the_particle_circulate(render):
     proto, lab, vals, recs = run_protocol("delayed-annular", {"duration": 22.0},
                                           {"camera.width_px": 256, "camera.height_px": 256,
-                                           "camera.pixel_size_um": 0.3})
+                                           "camera.pixel_size_um": 0.3, "camera.render": render})
     df = records_to_frame(recs)
     assert df["particle"].nunique() == 1
     late = df[df["t"] > df["t"].min() + 10.0]  # after the orbit has formed
@@ -115,18 +126,19 @@ def test_delayed_annular_potential_makes_the_particle_circulate():
     # without delay the same ring just holds the particle near radius R: no circulation
     proto2, lab2, vals2, recs2 = run_protocol("delayed-annular", {"duration": 6.0, "tau": 0.0},
                                               {"camera.width_px": 128, "camera.height_px": 128,
-                                               "camera.pixel_size_um": 0.3})
+                                               "camera.pixel_size_um": 0.3, "camera.render": render})
     df2 = records_to_frame(recs2)
     c2 = np.array(lab2.profile.fov_um) / 2
     assert abs(mean_angular_velocity(df2, c2)) < 0.2 * w_expected
 
 
 @pytest.mark.slow
-def test_single_feedback_puller_moves_at_the_predicted_speed():
+@pytest.mark.parametrize("render", TIERS)
+def test_single_feedback_puller_moves_at_the_predicted_speed(render):
     """A particle pulled towards a ring of radius R around its own position tau ago moves
     straight at v = k R / (1 + k tau) (k = stiffness/gamma): dx/dt = k (R - v tau)."""
     proto, lab, vals, recs = run_protocol("feedback-puller", {"particles": 1, "confine": 0.0, "duration": 5.0},
-                                          WIDE_CHEAP, seed=1)
+                                          tier(WIDE_CHEAP, render), seed=1)
     df = records_to_frame(recs)
     late = df[df["t"] > df["t"].min() + 1.5]
     D = lab.profile.diffusion
@@ -148,9 +160,11 @@ def crystal_order(records, spacing, last_s=1.0):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("render", TIERS)
 @pytest.mark.parametrize("lattice", ["hexagonal", "square"])
-def test_programmed_interactions_select_the_crystal(lattice):
-    proto, lab, vals, recs = run_protocol(f"crystal-{lattice}", {"gather": 5.0, "duration": 3.0}, CRYSTAL_FIELD)
+def test_programmed_interactions_select_the_crystal(lattice, render):
+    proto, lab, vals, recs = run_protocol(f"crystal-{lattice}", {"gather": 5.0, "duration": 3.0},
+                                          tier(CRYSTAL_FIELD, render))
     assert vals.particles >= 30
     n = len(recs[0].ids)
     assert n == vals.particles

@@ -130,7 +130,8 @@ class SimCamera:
                 self._add_layers(layers, p, weight)
         w.advance_to(end)
         w.advance_to(arrival)
-        truth = {"ids": np.arange(w.pos.shape[0]), "positions_um": acc * weight, "stage_um": w.stage_um.copy()}
+        truth = {"ids": np.arange(w.pos.shape[0]), "positions_um": acc * weight, "stage_um": w.stage_um.copy(),
+                 "spot_forces": w.last_hold}
         self.last_truth = {**truth, "frame": i}
         key = np.uint64(frame_key(w.seed, i))
         if self.render == "full":

@@ -66,6 +66,26 @@ def spot_lists(pos, spots, cutoff):
 
 
 @numba.njit(cache=True, nogil=True)
+def nearest_within(points, pos, cutoff):
+    """Index of the nearest of ``pos`` to each of ``points`` closer than ``cutoff`` (-1: none)
+    and its distance."""
+    offs, lst = spot_lists(points, pos, cutoff)
+    m = points.shape[0]
+    idx = np.full(m, -1, np.int64)
+    dist = np.full(m, np.inf)
+    for a in range(m):
+        for q in range(offs[a], offs[a + 1]):
+            j = lst[q]
+            dx = pos[j, 0] - points[a, 0]
+            dy = pos[j, 1] - points[a, 1]
+            d = math.sqrt(dx * dx + dy * dy)
+            if d < dist[a]:
+                dist[a] = d
+                idx[a] = j
+    return idx, dist
+
+
+@numba.njit(cache=True, nogil=True)
 def _max_disp2(pos, ref, periodic, lx, ly):
     m = 0.0
     for i in range(pos.shape[0]):
@@ -82,13 +102,15 @@ def _max_disp2(pos, ref, periodic, lx, ly):
 
 @numba.njit(cache=True, nogil=True)
 def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w, range_um, box, periodic,
-              diameter, hard_core, ext_force, ref, pi, pj, npairs, skin):
+              diameter, hard_core, ext_force, ref, pi, pj, npairs, skin, spot_force_sum):
     """Advance ``pos`` (N,2, um, in place) by ``nsteps`` steps starting at tick ``tick0``.
 
     ``spots`` (S,2) um and ``spot_f`` (S,) pN (share * power * F_max) are the laser during
     these steps; ``box`` = (xmin, ymin, xmax, ymax) um with reflecting or ``periodic``
     walls; ``ext_force`` (N,2) pN is an extra constant force. ``ref, pi, pj, npairs`` are
     the Verlet pair list and the positions it was built at (``npairs < 0``: none yet).
+    ``spot_force_sum`` (N,2) pN accumulates the laser force on each particle, summed over
+    steps (the realised force, for diagnostics).
 
     Returns ``(pi, pj, npairs, rebuilds)``; ``ref`` is updated in place.
     """
@@ -118,6 +140,8 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
         for i in range(n):
             fx = ext_force[i, 0]
             fy = ext_force[i, 1]
+            lx_f = 0.0
+            ly_f = 0.0
             for q in range(so[i], so[i + 1]):
                 j = sl[q]
                 dx = spots[j, 0] - pos[i, 0]
@@ -126,8 +150,13 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
                 if d <= 0.0 or d >= range_um:
                     continue
                 f = spot_f[j] * gradient_force_pN(d, 1.0, w, range_um) / d
-                fx += f * dx
-                fy += f * dy
+                lx_f += f * dx
+                ly_f += f * dy
+            if so[i + 1] > so[i]:
+                spot_force_sum[i, 0] += lx_f
+                spot_force_sum[i, 1] += ly_f
+            fx += lx_f
+            fy += ly_f
             c = tkey + np.uint64(2 * i) * _GOLDEN
             zx = normal_quantile(unit(mix64(c)))
             zy = normal_quantile(unit(mix64(c + _GOLDEN)))
@@ -227,6 +256,7 @@ def warm_up_dynamics() -> None:
         e = np.zeros(0, np.int64)
         integrate(pos, 2, 0, np.uint64(1), 1e-4, 1.0, 0.1, spots, np.ones(1), 1.0, 4.0,
                   np.array([0.0, 0.0, 10.0, 10.0]), periodic, 2.0, True, np.zeros((2, 2)), ref, e, e.copy(), -1,
-                  SKIN_UM)
+                  SKIN_UM, np.zeros((2, 2)))
+    nearest_within(spots, pos, 4.0)
     out = np.zeros((2, 2))
     place_apart(np.array([[1.0, 1.0], [5.0, 5.0]]), 2.0, np.array([0.0, 0.0, 10.0, 10.0]), 2, out, 0)

@@ -17,7 +17,7 @@ import numpy as np
 
 from cybloid.errors import ProfileError
 from cybloid.profile import LabProfile
-from cybloid.sim.dynamics import SKIN_UM, integrate, place_apart
+from cybloid.sim.dynamics import SKIN_UM, integrate, nearest_within, place_apart
 from cybloid.sim.pixels import frame_key
 
 
@@ -76,6 +76,10 @@ class SimWorld:
         self._ref: np.ndarray | None = None  # Verlet list: positions it was built at, and its pairs
         self._pairs = (np.zeros(0, np.int64), np.zeros(0, np.int64), -1)
         self.list_rebuilds = 0
+        # realised laser force (pN, summed over steps) and the hold of the table in force
+        self.spot_force_sum = np.zeros_like(pos)
+        self._hold: dict | None = None
+        self.last_hold: dict | None = None
 
     # ------------------------------------------------------------------ set-up
     def _random_positions(self, n: int) -> np.ndarray:
@@ -118,6 +122,7 @@ class SimWorld:
 
     def clear_spots_now(self) -> None:
         """Blank the beam at once (drops pending tables)."""
+        self._close_hold()
         self._pending.clear()
         self._spots_fov = np.zeros((0, 2))
         self._share = np.zeros(0)
@@ -139,11 +144,13 @@ class SimWorld:
         if self._ref is None or self._ref.shape != self.pos.shape:
             self._ref = self.pos.copy()
             self._pairs = (np.zeros(0, np.int64), np.zeros(0, np.int64), -1)
+        if self.spot_force_sum.shape != self.pos.shape:
+            self.spot_force_sum = np.zeros_like(self.pos)
         pi, pj, cnt, rebuilds = integrate(
             self.pos, nsteps, self.tick, self._noise_key, self.dt, self.mobility, self.diffusion, spots, spot_f,
             lp.offset_at_max_um, lp.range_um, self.box, self.profile.arena.walls == "periodic",
             self.profile.particles.diameter_um, self.profile.simulation.hard_core, self.ext_force, self._ref,
-            self._pairs[0], self._pairs[1], self._pairs[2], SKIN_UM,
+            self._pairs[0], self._pairs[1], self._pairs[2], SKIN_UM, self.spot_force_sum,
         )
         self._pairs = (pi, pj, cnt)
         self.list_rebuilds += rebuilds
@@ -153,17 +160,49 @@ class SimWorld:
         """Integrate up to ``tick``, applying scheduled spot tables at their ticks."""
         while self.tick < tick:
             while self._pending and self._pending[0].tick <= self.tick:
-                p = heapq.heappop(self._pending)
-                self._spots_fov, self._share = p.spots_fov_um, p.share
-                self.applied_log.append((self.tick, len(p.share)))
+                self._apply(heapq.heappop(self._pending))
             nxt = tick
             if self._pending:
                 nxt = min(nxt, self._pending[0].tick)
             self._integrate(nxt - self.tick)
         while self._pending and self._pending[0].tick <= self.tick:
-            p = heapq.heappop(self._pending)
-            self._spots_fov, self._share = p.spots_fov_um, p.share
-            self.applied_log.append((self.tick, len(p.share)))
+            self._apply(heapq.heappop(self._pending))
+
+    def _apply(self, p: _Pending) -> None:
+        """Put a spot table in force (and close the previous table's hold)."""
+        self._close_hold()
+        self._spots_fov, self._share = p.spots_fov_um, p.share
+        self.applied_log.append((self.tick, len(p.share)))
+        self._open_hold()
+
+    def _open_hold(self) -> None:
+        """Remember what the new table programs: each spot's force on its target, the particle
+        nearest to it (duty mode places a spot ``w`` from its particle, closer than any other)."""
+        lp = self.profile.laser
+        self._hold = None
+        if not (self.laser_on and self.power_frac > 0 and len(self._share)):
+            return
+        spots = np.ascontiguousarray(self._spots_fov + self.stage_um)
+        target, d = nearest_within(spots, self.pos, lp.range_um)
+        ok = (target >= 0) & (d > 0) & (self._share > 0)
+        if not ok.any():
+            return
+        target = target[ok]
+        u = (spots[ok] - self.pos[target]) / d[ok][:, None]
+        prog = u * (self._share[ok] * self.power_frac * lp.max_force_pN)[:, None]
+        self._hold = {"tick": self.tick, "targets": target, "programmed_pN": prog, "offset_um": d[ok],
+                      "sum0": self.spot_force_sum[target].copy()}
+
+    def _close_hold(self) -> None:
+        h = self._hold
+        self._hold = None
+        if h is None or self.tick <= h["tick"]:
+            return
+        steps = self.tick - h["tick"]
+        realised = (self.spot_force_sum[h["targets"]] - h["sum0"]) / steps
+        self.last_hold = {"t_start_s": h["tick"] * self.dt, "t_end_s": self.tick * self.dt, "targets": h["targets"],
+                          "programmed_pN": h["programmed_pN"], "realised_pN": realised,
+                          "offset_um": h["offset_um"]}
 
     def positions_fov_um(self) -> np.ndarray:
         """Current particle positions in field-of-view coordinates (um)."""

@@ -9,6 +9,7 @@ import time
 
 from cybloid.cli.emulate_control import Bench
 from cybloid.cli.emulate_control import add_options as add_control_options
+from cybloid.cli.emulate_devices import add_device_options, device_options
 
 DEVICES = ("steering", "laser", "stage")
 
@@ -31,11 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--delay-s", type=float, default=1.0, help="reply delay for --fault delay (s, default 1)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
     add_control_options(p)
+    add_device_options(p)
     p.set_defaults(func=run)
 
 
-def start_emulator(device: str, lab: str = "default", heartbeat_ms: int = 250, firmware: bool = False):
-    """The emulator of ``device`` on a simulated world in real time (started)."""
+def start_emulator(device: str, lab: str = "default", heartbeat_ms: int = 250, firmware: bool = False,
+                   **device_kw):
+    """The emulator of ``device`` on a simulated world in real time (started); ``device_kw`` go to the
+    laser or stage emulator (factory state, see :mod:`cybloid.cli.emulate_devices`)."""
     from cybloid.calibration.model import Calibration
     from cybloid.clock import RealClock
     from cybloid.errors import ParameterError
@@ -61,10 +65,10 @@ def start_emulator(device: str, lab: str = "default", heartbeat_ms: int = 250, f
     if device == "laser":
         from cybloid.drivers.emulate_laser import LaserEmulator
 
-        return LaserEmulator(world, max_power_mW=prof.laser.max_power_mW).start()
+        return LaserEmulator(world, max_power_mW=prof.laser.max_power_mW, **device_kw).start()
     from cybloid.drivers.emulate_stage import StageEmulator
 
-    return StageEmulator(world).start()
+    return StageEmulator(world, **device_kw).start()
 
 
 def _terminate(signum, frame) -> None:
@@ -80,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         raise ParameterError(f"--delay-s must be positive, got {args.delay_s}")
     if args.firmware and (args.device != "steering" or args.fault):
         raise ParameterError("--firmware applies to the steering emulator only, without --fault")
-    emu = start_emulator(args.device, args.lab, args.heartbeat_ms, args.firmware)
+    emu = start_emulator(args.device, args.lab, args.heartbeat_ms, args.firmware, **device_options(args))
     signal.signal(signal.SIGTERM, _terminate)  # `kill` cleans up like Ctrl-C
     link = None
     bench = None

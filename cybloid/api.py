@@ -188,86 +188,133 @@ def open_session(path: str | os.PathLike) -> Session:
 
 
 # --------------------------------------------------------------------------- tracking
-def track(frames_or_path: Any, diameter: int, *, minmass: float | None = None, sigma: float | None = None,
-          memory: int = 5, reacquire: int = 100, keep_lost: bool = False, progress: bool = False):
-    """Track particles in every frame, like ``trackpy.batch`` + ``link`` (and ``cybloid track``).
+def _keywords(text: str) -> str:
+    """A message of ``cybloid track`` in the words of :func:`track`: ``--search-range`` -> ``search_range``."""
+    import re
+
+    return re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", "_"), text)
+
+
+def _track_args(diameter: Any, options: Mapping[str, Any]):
+    """The options of ``cybloid track``, parsed by its own parser (same names, defaults and checks)."""
+    import argparse
+
+    from cybloid.cli import track as track_cli
+
+    parser = argparse.ArgumentParser(prog="cybloid", exit_on_error=False)
+    track_cli.register(parser.add_subparsers())
+    sub = next(a for a in parser._subparsers._group_actions[0].choices.values())  # the 'track' parser
+    flags = {a.dest: a for a in sub._actions if a.option_strings}
+    argv = ["track", "<frames>", "--out", "<api>.parquet", "--no-progress"]
+    if diameter is not None:
+        if isinstance(diameter, bool) or not isinstance(diameter, (int, np.integer)):
+            raise ParameterError(f"track: diameter must be an odd whole number of pixels, got {diameter!r}")
+        argv += ["--diameter", str(int(diameter))]
+    for key, value in options.items():
+        if key in ("out", "video", "no_progress", "diameter", "compare_trackpy", "compare_frames") or key not in flags:
+            known = sorted(k for k in flags if k not in ("out", "no_progress", "compare_trackpy", "compare_frames",
+                                                         "help"))
+            raise ParameterError(f"track: unknown option {key!r} (known: {', '.join(known)})")
+        if value is None:
+            continue
+        if key == "invert":
+            argv.append("--invert" if value else "--no-invert")
+            continue
+        action = flags[key]
+        if action.nargs == 0:  # a switch
+            if not isinstance(value, bool):
+                raise ParameterError(f"track: {key} must be True or False, got {value!r}")
+            if value:
+                argv.append(action.option_strings[-1])
+            continue
+        if isinstance(value, (tuple, list)):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, bool) or (isinstance(value, float) and not np.isfinite(value)):
+            raise ParameterError(f"track: {key} must be a finite number, got {value!r}")
+        argv += [action.option_strings[-1], str(value)]
+    try:
+        return parser.parse_args(argv)
+    except (argparse.ArgumentError, SystemExit) as exc:
+        raise ParameterError(f"track: {exc}") from None
+
+
+def track(frames_or_path: Any, diameter: int | None = None, **options: Any):
+    """Locate and link particles in every frame: ``cybloid track`` from Python (arrays in, DataFrame out).
 
     Parameters
     ----------
     frames_or_path : array (T, Y, X) or (Y, X), iterable of 2-D arrays, FrameStack, Session, or path
-        Frames, a TIFF stack / video file, or a session directory (its stored frames).
-    diameter : int
-        Odd feature diameter in pixels (trackpy's ``diameter``).
-    minmass : float, optional
-        Minimal integrated brightness above background (default: 0.3x the median mass of the first
-        frame's clear detections).
-    sigma : float, optional
-        Gaussian width of a particle image (px); measured when not given.
-    memory : int
-        Frames a lost particle keeps its identity.
-    reacquire : int
-        Full-frame detection every this many frames (0: only when needed).
-    keep_lost : bool
-        Also return rows of lost particles (predicted positions).
-    progress : bool
-        Show a progress bar.
+        Frames, a TIFF stack / video file / image folder, or a session directory (its stored frames).
+    diameter : int, optional
+        Odd feature diameter in pixels (trackpy's ``diameter``); estimated from the first frame if None.
+    **options
+        The options of ``cybloid track``, with the same meaning (trackpy's): ``minmass``, ``maxsize``,
+        ``separation``, ``noise_size``, ``smoothing_size``, ``threshold``, ``percentile``, ``topn``,
+        ``invert``, ``search_range``, ``memory``, ``max_ecc``, ``size_range=(lo, hi)``, ``brightfield``,
+        ``ring_diameter``; ``tracker="fast"`` runs the real-time loop's tracker instead (with ``sigma``,
+        ``reacquire``, ``keep_lost``); ``progress=True`` shows a bar.
 
     Returns
     -------
     DataFrame
-        ``frame, particle, x, y`` (px, x = column), ``mass, size, ecc, flags``: the same table as
-        ``cybloid track FILE --diameter D``.
+        The table ``cybloid track --out`` writes: trackpy's columns (``y, x, mass, size, ecc, signal,
+        raw_mass, ep, frame, particle``; px, x = column) plus ``quality``.
     """
-    import argparse
-
     from cybloid.cli import track as track_cli
     from cybloid.tracking.video import VideoSource, track_frames
 
-    if isinstance(diameter, bool) or not isinstance(diameter, (int, np.integer)):
-        raise ParameterError(f"track: diameter must be an odd whole number of pixels, got {diameter!r}")
-    for name, v in (("memory", memory), ("reacquire", reacquire)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise ParameterError(f"track: {name} must be a whole number of frames, got {v!r}")
-    for name, v in (("minmass", minmass), ("sigma", sigma)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not np.isfinite(v)):
-            raise ParameterError(f"track: {name} must be a finite number, got {v!r}")
-    # the options of `cybloid track`, parsed by its own parser: the same tracker, the same defaults
-    parser = argparse.ArgumentParser(prog="cybloid", exit_on_error=False)
-    track_cli.register(parser.add_subparsers())
-    argv = ["track", "<frames>", "--out", "<api>.parquet", "--diameter", str(int(diameter)), "--memory", str(int(memory)),
-            "--reacquire", str(int(reacquire))]
-    if minmass is not None:
-        argv += ["--minmass", repr(float(minmass))]
-    if sigma is not None:
-        argv += ["--sigma", repr(float(sigma))]
-    args = parser.parse_args(argv)
+    progress = bool(options.pop("progress", False))
+    args = _track_args(diameter, options)
     if args.minmass is not None and args.minmass < 0:
         raise ParameterError(f"track: minmass must be >= 0, got {args.minmass}")
     if args.sigma is not None and not args.sigma > 0:
         raise ParameterError(f"track: sigma must be > 0, got {args.sigma}")
+    fast = args.tracker == "fast"
     try:
-        tracker = track_cli.make_tracker(args)
+        engine = track_cli.make_tracker(args) if fast else track_cli.options(args)
     except ParameterError as exc:
-        raise ParameterError(str(exc).replace("--", "track: ", 1)) from None
+        raise ParameterError("track: " + _keywords(str(exc))) from None
 
     src = frames_or_path
     if isinstance(src, Session):
         src = src.frames
+    video = None
     if isinstance(src, (str, os.PathLike)):
         p = Path(src)
-        if p.is_dir():
+        if p.is_dir() and (p / "metadata.json").is_file():
             src = open_session(p).frames
         else:
-            with VideoSource(p) as video:
-                return track_frames(iter(video), tracker, keep_lost=keep_lost, progress=progress,
-                                    total=len(video) or None)
+            video = VideoSource(p, keep_dtype=not fast)
+            src = video
     if isinstance(src, np.ndarray):
         if src.ndim == 2:
             src = src[None]
         if src.ndim != 3:
             raise ParameterError(f"track: frames must be a 2-D image or a (T, Y, X) stack, got shape {src.shape}")
-    total = len(src) if hasattr(src, "__len__") else None
-    return track_frames(iter(src), tracker, keep_lost=keep_lost, progress=progress, total=total)
+    try:
+        total = (len(src) or None) if hasattr(src, "__len__") else None
+        if fast:
+            return track_frames(iter(src), engine, keep_lost=args.keep_lost, progress=progress, total=total)
+        from cybloid.tracking.offline import resolve, track as track_all
+
+        it = iter(src)
+        try:
+            first = next(it)
+        except StopIteration:
+            raise ParameterError("track: no frames") from None
+        o = resolve(engine, np.asarray(first))
+        for note in o.notes:  # what was measured on the first frame, as the CLI prints it
+            print(_keywords(note))
+
+        def frames():
+            yield first
+            yield from it
+
+        df, _ = track_all(frames(), o, progress=progress, total=total, warn=lambda m: print(_keywords(m)))
+        return df
+    finally:
+        if video is not None:
+            video.close()
 
 
 # --------------------------------------------------------------------------- running

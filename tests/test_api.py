@@ -191,10 +191,14 @@ def test_track_gives_the_cli_features(trap_run, tmp_path):
     rec = trap_run.tracks[trap_run.tracks["frame"] == 0].sort_values("x")
     got = api[api["frame"] == 0].sort_values("x")
     np.testing.assert_allclose(got["x"].to_numpy() * 0.2, rec["x"].to_numpy(), atol=0.05)
-    # a path, a session and other options go through the same tracker
-    assert len(cybloid.track(tif, 11, memory=0, minmass=1e4)) == len(cli)
-    with pytest.raises(CybloidError, match="diameter"):
+    # a path and other options go through the same code; the loop's fast tracker finds the same particles
+    pd.testing.assert_frame_equal(cybloid.track(tif, 11).reset_index(drop=True), cli.reset_index(drop=True))
+    fast = cybloid.track(frames, 11, tracker="fast", memory=0)
+    assert len(fast) == len(cli) and np.allclose(np.sort(fast[fast["frame"] == 0]["x"]), np.sort(got["x"]), atol=0.1)
+    with pytest.raises(CybloidError, match="track: diameter must be an odd"):
         cybloid.track(frames, 10)
+    with pytest.raises(CybloidError, match="unknown option 'diamter'"):
+        cybloid.track(frames, diamter=11)
 
 
 def _interrupting_protocol(p, lab):
@@ -283,3 +287,19 @@ def test_cybloid_lab_is_still_the_module():
 
     assert labmod.open_lab is cybloid.lab.open_lab and callable(cybloid.lab)
     assert {"run", "open_session", "track", "lab"} <= set(cybloid.__all__)
+
+
+def test_api_and_cli_give_the_same_session(tmp_path):
+    """cybloid.open_session reads what `cybloid run --record` wrote; the API run with the same seed,
+    parameters and profile reproduces it exactly (both use the same runner)."""
+    sets = ["--set", "camera.width_px=128", "--set", "camera.height_px=128"]
+    assert main(["run", "harmonic-trap", "--param", "duration=0.3", "--seed", "4", *sets, "--record",
+                 str(tmp_path / "cli"), "--no-progress"]) == 0
+    (path,) = list((tmp_path / "cli").iterdir())
+    s = cybloid.open_session(path)
+    assert s.complete and s.frames.shape == (30, 128, 128) and list(s.tracks.columns[:4]) == ["frame", "particle", "x", "y"]
+    run = cybloid.run("harmonic-trap", duration=0.3, seed=4, overrides=SMALL, record=tmp_path / "api", progress=False)
+    a = cybloid.open_session(run.session)
+    np.testing.assert_array_equal(a.tracks[["frame", "particle", "x", "y", "fx", "fy"]].to_numpy(),
+                                  s.tracks[["frame", "particle", "x", "y", "fx", "fy"]].to_numpy())
+    np.testing.assert_array_equal(a.frames[29], s.frames[29])

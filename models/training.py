@@ -196,7 +196,9 @@ def train(trajs: list[Trajectory], kind: str = "pair", *, target: str = "applied
     if len(valid_s):
         err = pv - valid_s.target_pN
         metrics["valid_rms_pN"] = float(np.sqrt(np.mean(err**2)))
-        metrics["valid_rel_rms"] = float(np.sqrt(np.mean(err**2) / max(np.mean(valid_s.target_pN**2), 1e-300)))
+        target_ms = float(np.mean(valid_s.target_pN**2))
+        # an all-zero target (no force applied) has no relative error: NaN, and train says why
+        metrics["valid_rel_rms"] = float(np.sqrt(np.mean(err**2) / target_ms)) if target_ms > 0 else float("nan")
     if losses:
         metrics["final_loss"] = float(losses[-1])
     curve: dict[str, np.ndarray] = {}

@@ -5,9 +5,10 @@
 long after its own action the device reacted):
 
 * ``{"t": ..., "state": {"on": true, "blanked": false, "connected": true, ...}}`` whenever
-  the device's state changes (polled every 2 ms; steering blanks carry the emulator's own
-  time stamp and reason: ``{"t": ..., "blank": "heartbeat timeout"}``);
-* ``{"t": ..., "rx": "l0"}`` for every command received (text devices: laser, stage;
+  the device's state changes (stamped with the arrival time of the command that changed it,
+  else polled every 2 ms; steering blanks carry the emulator's own time stamp and reason:
+  ``{"t": ..., "blank": "heartbeat timeout"}``);
+* ``{"t": ..., "rx": "l0"}`` for every command received, at its arrival (text devices: laser, stage;
   steering: every command except spot tables and heartbeats).
 
 ``--control`` reads commands from stdin, one a line, and answers ``ok`` or ``error: ...``
@@ -57,15 +58,28 @@ class EventLog:
         self._requests = 0
         self._blanks = 0
         self._write({"t": time.monotonic(), "start": type(emu).__name__, "port": getattr(emu, "port", None)})
+        self._wrap_handle()
         self._thread = threading.Thread(target=self._run, name="cybloid-emulator-events", daemon=True)
         self._thread.start()
+
+    def _wrap_handle(self) -> None:
+        """Stamp commands, and the state changes they cause, with their arrival time (not the poll's)."""
+        inner = self.emu.handle
+
+        def handle(data: bytes) -> bytes:
+            t = time.monotonic()
+            reply = inner(data)  # called by the emulator's thread, under its lock
+            self.poll(t)
+            return reply
+
+        self.emu.handle = handle
 
     def _write(self, obj: dict[str, Any]) -> None:
         self._f.write(json.dumps(obj) + "\n")
 
-    def poll(self) -> None:
+    def poll(self, now: float | None = None) -> None:
         emu = self.emu
-        now = time.monotonic()
+        now = time.monotonic() if now is None else now
         n = int(getattr(emu, "requests", 0))
         if n > self._requests:
             lines = list(getattr(emu, "log", []))[-(n - self._requests):]

@@ -99,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
         meta["symmetries"] = {"violation": soft.violation, "strength": soft.strength, "broken": soft.broken}
     save_model(res.model, out, meta)
     m = res.metrics
-    print(f"  validation: relative RMS force error {m.get('valid_rel_rms', float('nan')):.4f} "
+    rel = m.get("valid_rel_rms", float("nan"))
+    print(f"  validation: relative RMS force error {rel:.4f}" if rel == rel else
+          "  validation: the target force is zero on every validation sample (no relative error; no force applied?)",
           f"({m.get('valid_rms_pN', float('nan')):.3g} pN) on {m['valid_samples']} particle-frames")
     print(f"  sampled distances {m['sampled_r_min_um']:.2f} - {m['sampled_r_max_um']:.2f} um; "
           f"smoothing {m['smoothing']:g}")

@@ -183,7 +183,8 @@ def test_track_gives_the_cli_features(trap_run, tmp_path):
     tif = tmp_path / "movie.tif"
     tifffile.imwrite(tif, frames)
     api = cybloid.track(frames, 11)
-    assert main(["track", str(tif), "--out", str(tmp_path / "cli.parquet"), "--diameter", "11", "--no-progress"]) == 0
+    assert main(["track", str(tif), "--out", str(tmp_path / "cli.parquet"), "--tracker", "fast", "--diameter", "11",
+                 "--no-progress"]) == 0
     cli = pd.read_parquet(tmp_path / "cli.parquet")
     assert list(api.columns) == list(cli.columns) and len(api) == len(cli) == 4 * 30
     pd.testing.assert_frame_equal(api.reset_index(drop=True), cli.reset_index(drop=True))
@@ -303,3 +304,24 @@ def test_api_and_cli_give_the_same_session(tmp_path):
     np.testing.assert_array_equal(a.tracks[["frame", "particle", "x", "y", "fx", "fy"]].to_numpy(),
                                   s.tracks[["frame", "particle", "x", "y", "fx", "fy"]].to_numpy())
     np.testing.assert_array_equal(a.frames[29], s.frames[29])
+
+
+def test_interpreter_exit_switches_an_open_bench_off():
+    """A kernel restart ends the interpreter: the exit hook switches a bench left open (laser on) off."""
+    import subprocess
+    import sys
+
+    code = """
+import atexit
+state = {}
+# registered before cybloid's own hook, so it runs after it (atexit is last in, first out)
+atexit.register(lambda: print("laser at exit:", state["bench"].lab.world.laser_on, flush=True))
+import cybloid
+bench = cybloid.lab(overrides={"camera.width_px": 64, "camera.height_px": 64, "particles.count": 1})
+state["bench"] = bench
+bench.laser(True)
+print("laser on:", bench.laser_is_on, flush=True)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "laser on: True" in r.stdout and "laser at exit: False" in r.stdout

@@ -94,6 +94,9 @@ class Report:
     figures: dict[str, bytes] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
 
+    def _repr_html_(self) -> str:  # shown inline in Jupyter
+        return self.html
+
     def write(self, path: str | os.PathLike, png_dir: str | os.PathLike | None = None) -> Path:
         out = Path(path)
         try:

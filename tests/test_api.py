@@ -183,8 +183,7 @@ def test_track_gives_the_cli_features(trap_run, tmp_path):
     tif = tmp_path / "movie.tif"
     tifffile.imwrite(tif, frames)
     api = cybloid.track(frames, 11)
-    assert main(["track", str(tif), "--out", str(tmp_path / "cli.parquet"), "--tracker", "fast", "--diameter", "11",
-                 "--no-progress"]) == 0
+    assert main(["track", str(tif), "--out", str(tmp_path / "cli.parquet"), "--diameter", "11", "--no-progress"]) == 0
     cli = pd.read_parquet(tmp_path / "cli.parquet")
     assert list(api.columns) == list(cli.columns) and len(api) == len(cli) == 4 * 30
     pd.testing.assert_frame_equal(api.reset_index(drop=True), cli.reset_index(drop=True))

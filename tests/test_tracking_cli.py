@@ -38,7 +38,7 @@ def check_against_truth(df: pd.DataFrame, truth: np.ndarray, max_rms: float) -> 
         assert len(set(j)) == len(j) == len(t)  # every particle once
         for pid, k in zip(g["particle"], j):
             assert owner.setdefault(int(pid), int(k)) == k  # identities kept
-        inner = (g["flags"].to_numpy() & 8) == 0
+        inner = (g["quality"].to_numpy() & 8) == 0
         sq.append(np.sum((xy[inner] - t[j[inner]]) ** 2, axis=1))
     assert len(owner) == truth.shape[1]
     assert math.sqrt(np.concatenate(sq).mean()) < max_rms
@@ -47,7 +47,8 @@ def check_against_truth(df: pd.DataFrame, truth: np.ndarray, max_rms: float) -> 
 def test_track_tiff_stack_to_csv_reproduces_truth(stack, tmp_path, capsys):
     path, truth, _ = stack
     out = tmp_path / "tracks.csv"
-    assert main(["track", str(path), "--out", str(out), "--no-progress"]) == 0
+    assert main(["track", str(path), "--out", str(out), "--tracker", "fast", "--diameter", "13", "--minmass", "3000",
+                 "--no-progress"]) == 0
     df = pd.read_csv(out)
     assert list(df.columns[:5]) == ["frame", "particle", "x", "y", "mass"]
     check_against_truth(df, truth, 0.05)
@@ -57,7 +58,7 @@ def test_track_tiff_stack_to_csv_reproduces_truth(stack, tmp_path, capsys):
 def test_track_with_measured_width_and_auto_minmass_to_parquet(stack, tmp_path):
     path, truth, _ = stack
     out = tmp_path / "tracks.parquet"
-    assert main(["track", str(path), "--out", str(out), "--diameter", "13", "--no-progress"]) == 0
+    assert main(["track", str(path), "--out", str(out), "--tracker", "fast", "--diameter", "13", "--no-progress"]) == 0
     df = pd.read_parquet(out)
     check_against_truth(df, truth, 0.05)
     # trackpy-compatible: linking columns and positions usable directly
@@ -77,7 +78,8 @@ def test_track_video_file(stack, tmp_path):
     with VideoSource(path) as src:
         assert len(src) == N_FRAMES
     out = tmp_path / "tracks.csv"
-    assert main(["track", str(path), "--out", str(out), "--minmass", "2000", "--no-progress"]) == 0
+    assert main(["track", str(path), "--out", str(out), "--tracker", "fast", "--diameter", "13", "--minmass", "2000",
+                 "--no-progress"]) == 0
     check_against_truth(pd.read_csv(out), truth, 0.08)  # 8-bit quantisation adds a little error
 
 
@@ -106,6 +108,7 @@ def test_bad_inputs_give_one_line_errors(stack, tmp_path, capsys):
         assert len(err.strip().splitlines()) == 1
 
 
-def test_video_source_rejects_a_directory(tmp_path):
-    with pytest.raises(VideoError, match="directory"):
+def test_video_source_rejects_a_directory_without_images(tmp_path):
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(VideoError, match="directory without image files"):
         VideoSource(tmp_path)

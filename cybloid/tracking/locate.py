@@ -129,6 +129,7 @@ def _bandpass(raw, j0, j1, sigma, size, threshold, is_int):
     nr = j1 - j0
     out = np.zeros((nr, w))
     tmp = np.zeros(w)
+    acc = np.zeros(w)
     col = np.zeros(w)  # running boxcar column sums (axis 0)
     colv = np.zeros(w)
     for t in range(-hb, hb + 1):
@@ -157,22 +158,31 @@ def _bandpass(raw, j0, j1, sigma, size, threshold, is_int):
             jout = max(j - hb, 0)
             for i in range(w):
                 col[i] += raw[jin, i] - float(raw[jout, i])
-        # boxcar along axis 1, low-pass along axis 1, difference and threshold
+        # low-pass along axis 1: taps outer, pixels inner (vectorises); borders separately
+        acc[:] = 0.0
+        for t in range(2 * lw + 1):
+            c = k[t]
+            for i in range(lw, w - lw):
+                acc[i] += c * tmp[i - lw + t]
+        for i in range(0, min(lw, w)):
+            a = 0.0
+            for t in range(max(-lw, -i), min(lw, w - 1 - i) + 1):
+                a += k[t + lw] * tmp[i + t]
+            acc[i] = a
+        for i in range(max(w - lw, lw), w):
+            a = 0.0
+            for t in range(max(-lw, -i), min(lw, w - 1 - i) + 1):
+                a += k[t + lw] * tmp[i + t]
+            acc[i] = a
+        # boxcar along axis 1 (running sum), difference and threshold
         s = 0.0
         for t in range(-hb, hb + 1):
             s += colv[min(max(t, 0), w - 1)]
         for i in range(w):
-            acc = 0.0
-            if i >= lw and i < w - lw:
-                for t in range(2 * lw + 1):
-                    acc += k[t] * tmp[i - lw + t]
-            else:
-                for t in range(max(-lw, -i), min(lw, w - 1 - i) + 1):
-                    acc += k[t + lw] * tmp[i + t]
             v = s / size
             if is_int:
                 v = float(int(v))
-            d = acc - v
+            d = acc[i] - v
             out[r, i] = d if d >= threshold else 0.0
             s += colv[min(i + hb + 1, w - 1)] - colv[max(i - hb, 0)]
     return out
@@ -236,13 +246,13 @@ def _maxima(img, thr, box, margin, r0, r1, roff):
             v = img[j, i]
             if v <= thr:
                 continue
-            ok = True
-            for jj in range(max(j - 1, 0), min(j + 2, h)):
-                for ii in range(i - 1, i + 2):
-                    if img[jj, ii] > v:
-                        ok = False
-            if not ok:
+            if img[j, i - 1] > v or img[j, i + 1] > v:
                 continue
+            if j > 0 and (img[j - 1, i - 1] > v or img[j - 1, i] > v or img[j - 1, i + 1] > v):
+                continue
+            if j + 1 < h and (img[j + 1, i - 1] > v or img[j + 1, i] > v or img[j + 1, i + 1] > v):
+                continue
+            ok = True
             for jj in range(max(j - lo, 0), min(j + hi + 1, h)):
                 for ii in range(max(i - lo, 0), min(i + hi + 1, w)):
                     if img[jj, ii] > v:
@@ -298,6 +308,12 @@ def _refine(raw, img, roff, radius, coords, max_iter, shift_thresh):
     xlo = radius
     yhi = roff + h - radius - 1
     xhi = w - radius - 1
+    span = np.empty(2 * radius + 1, np.int64)  # half-width of the mask on each row
+    for dy in range(-radius, radius + 1):
+        dx = 0
+        while (dx + 1) * (dx + 1) + dy * dy <= radius * radius:
+            dx += 1
+        span[dy + radius] = dx
     for f in range(n):
         cy = coords[f, 0]
         cx = coords[f, 1]
@@ -312,11 +328,18 @@ def _refine(raw, img, roff, radius, coords, max_iter, shift_thresh):
             ay = 0.0
             ax = 0.0
             mass = 0.0
-            for t in range(m):
-                v = img[sy - roff + my[t], sx + mx[t]]
-                ay += v * my[t]
-                ax += v * mx[t]
-                mass += v
+            for b in range(2 * radius + 1):
+                hw = span[b]
+                row = sy - roff + b
+                rs = 0.0
+                rx = 0.0
+                for a in range(radius - hw, radius + hw + 1):
+                    v = img[row, sx + a]
+                    rs += v
+                    rx += v * a
+                ay += rs * b
+                ax += rx
+                mass += rs
             ay /= mass
             ax /= mass
             ciy = ay - radius + cy
@@ -422,8 +445,8 @@ def _noise(bp, raw, radius):
     """Mean and standard deviation of raw pixels farther than the mask from every non-zero
     band-passed pixel (trackpy's ``measure_noise``); nan when there are none."""
     h, w = bp.shape
-    big = 1 << 30
-    near = np.empty((h, w), np.int64)  # distance to the nearest non-zero pixel in the same row
+    big = 1 << 29
+    near = np.empty((h, w), np.int32)  # distance to the nearest non-zero pixel in the same row
     for j in range(h):
         d = big
         for i in range(w):

@@ -17,21 +17,25 @@ from cybloid.errors import CybloidError
 from cybloid.tracking.base import FLAG_LOST
 
 TIFF_SUFFIXES = (".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 TABLE_SUFFIXES = (".parquet", ".csv")
-COLUMNS = ["frame", "particle", "x", "y", "mass", "size", "ecc", "flags"]
+COLUMNS = ["frame", "particle", "x", "y", "mass", "size", "ecc", "quality"]
 
 
 class VideoError(CybloidError):
     """A video or image stack is missing, unreadable, empty or of an unsupported layout."""
 
 
-def _as_gray(frame: np.ndarray, where: str) -> np.ndarray:
-    """2D frame in a dtype the tracker's kernels are compiled for (uint16 or float32)."""
+def _as_gray(frame: np.ndarray, where: str, keep_dtype: bool = False) -> np.ndarray:
+    """2D grey frame; in its own pixel type with ``keep_dtype`` (uint8 stays uint8, as trackpy
+    sees it), else in a type the fast tracker's kernels are compiled for (uint16 or float32)."""
     a = np.asarray(frame)
     if a.ndim == 3 and a.shape[-1] in (3, 4):
         a = a[..., :3].astype(np.float32).mean(axis=-1)
     if a.ndim != 2:
         raise VideoError(f"{where}: a frame has shape {a.shape}; expected 2D grey or RGB images")
+    if keep_dtype and a.dtype.kind in "uif" and a.dtype != np.float16:
+        return np.ascontiguousarray(a)
     if a.dtype == np.uint16 or a.dtype == np.float32:
         return np.ascontiguousarray(a)
     if a.dtype.kind not in "uif":
@@ -46,7 +50,10 @@ class VideoSource:
     ----------
     path : str or Path
         ``.tif``/``.tiff`` (tifffile: a multi-page stack, an ImageJ hyperstack with one
-        channel, or a 3D array), or any container OpenCV reads (``.avi``, ``.mp4``, ...).
+        channel, or a 3D array), any container OpenCV reads (``.avi``, ``.mp4``, ...), or a
+        folder of single images (``.png``, ``.tif``, ``.jpg``, ``.bmp``; sorted by name).
+    keep_dtype : bool
+        Frames in their own pixel type (for trackpy-compatible locating); else uint16/float32.
 
     Raises
     ------
@@ -54,15 +61,22 @@ class VideoSource:
         Missing file, unreadable format, or no frame.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, keep_dtype: bool = False) -> None:
         self.path = Path(path)
+        self.keep_dtype = keep_dtype
         if not self.path.exists():
             raise VideoError(f"{self.path}: no such file")
-        if self.path.is_dir():
-            raise VideoError(f"{self.path}: is a directory, expected a TIFF stack or a video file")
-        self.kind = "tiff" if self.path.suffix.lower() in TIFF_SUFFIXES else "video"
         self._tif = None
         self._cap = None
+        if self.path.is_dir():
+            self.kind = "folder"
+            self._files = sorted(f for f in self.path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            if not self._files:
+                raise VideoError(f"{self.path}: is a directory without image files (.png, .tif, .jpg, .bmp); "
+                                 "expected a TIFF stack, a video file or a folder of images")
+            self.n_frames = len(self._files)
+            return
+        self.kind = "tiff" if self.path.suffix.lower() in TIFF_SUFFIXES else "video"
         if self.kind == "tiff":
             self._open_tiff()
         else:
@@ -125,13 +139,32 @@ class VideoSource:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         where = str(self.path)
-        if self.kind == "tiff":
+        kd = self.keep_dtype
+        if self.kind == "folder":
+            import cv2
+
+            for f in self._files:
+                if f.suffix.lower() in TIFF_SUFFIXES:
+                    import tifffile
+
+                    try:
+                        frame = tifffile.imread(f)
+                    except Exception as exc:
+                        raise VideoError(f"{f}: unreadable image ({exc})") from None
+                else:
+                    frame = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+                    if frame is None:
+                        raise VideoError(f"{f}: unreadable image")
+                    if frame.ndim == 3:
+                        frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2GRAY if frame.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
+                yield _as_gray(frame, str(f), kd)
+        elif self.kind == "tiff":
             for i in range(self.n_frames):
                 try:
                     frame = self._tiff_frame(i)
                 except Exception as exc:
                     raise VideoError(f"{where}: frame {i} is unreadable ({exc})") from None
-                yield _as_gray(frame, f"{where} frame {i}")
+                yield _as_gray(frame, f"{where} frame {i}", kd)
         else:
             import cv2
 
@@ -139,7 +172,7 @@ class VideoSource:
             while frame is not None:
                 if frame.ndim == 3:
                     frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-                yield _as_gray(frame, where)
+                yield _as_gray(frame, where, kd)
                 ok, frame = self._cap.read()
                 if not ok:
                     break
@@ -164,7 +197,8 @@ def track_frames(frames, tracker, keep_lost: bool = False, progress: bool = Fals
     """Track an iterable of 2D frames; one row per particle and frame.
 
     Columns: ``frame, particle, x, y`` (px; x = column), ``mass`` (ADU above background),
-    ``size`` (Gaussian width, px), ``ecc``, ``flags`` (``FLAG_*`` bits). Rows flagged LOST
+    ``size`` (Gaussian width, px), ``ecc``, ``quality`` (``FLAG_*`` bits; not ``flags``, which
+    ``pandas.DataFrame.flags`` hides). Rows flagged LOST
     (no measurement, only a prediction) are left out unless ``keep_lost``.
     """
     from tqdm import tqdm
@@ -182,7 +216,7 @@ def track_frames(frames, tracker, keep_lost: bool = False, progress: bool = Fals
             "frame": np.full(n, i, np.int64), "particle": tr.ids[sel], "x": tr.xy_px[sel, 0],
             "y": tr.xy_px[sel, 1], "mass": tr.mass[sel],
             "size": tr.size[sel] if tr.size is not None else np.zeros(n, np.float32),
-            "ecc": tr.ecc[sel] if tr.ecc is not None else np.zeros(n, np.float32), "flags": tr.flags[sel],
+            "ecc": tr.ecc[sel] if tr.ecc is not None else np.zeros(n, np.float32), "quality": tr.flags[sel],
         })
     if not parts:
         return pd.DataFrame({c: np.zeros(0) for c in COLUMNS})

@@ -144,6 +144,9 @@ class FeedbackLoop:
         self.history.push(frame.index, frame.t_exposure_mid, tracks.ids, positions, usable)
         t3 = pc()
         laser_on = bool(lab.laser.is_on) and not self.watchdog.tripped
+        take = getattr(lab.laser, "take_events", None)  # a real laser's measured power (Cobolt: pa?)
+        if take is not None:
+            self._pending_events.extend(take())
         flags = 0
         if laser_on and self.program:
             ctx = ForceContext(tracks.ids, positions, usable, self.history, frame.t_exposure_mid,

@@ -153,3 +153,23 @@ def test_the_old_driver_sequence_fails_on_an_autostart_laser():
         link_cmds = [b"l0\r", b"l1\r", b"l?\r"]
         replies = [emu.handle(c) for c in link_cmds]
         assert replies[:2] == [b"OK\r\n", b"OK\r\n"] and replies[2] == b"0\r\n"  # not emitting yet
+
+
+def test_measured_power_reaches_the_frame_records():
+    from cybloid.lab import open_lab
+    from cybloid.loop import FeedbackLoop
+
+    lab = open_lab("emulated", overrides={"particles.count": 1})
+    loop = FeedbackLoop(lab, keep_images=False)
+    try:
+        lab.laser.poll_s = 0.0  # poll at every frame
+        lab.laser.set_power(120.0)
+        lab.laser.on()
+        recs = [loop.step() for _ in range(3)]
+        ev = [e for r in recs for e in r.events if e["kind"] == "laser_power"]
+        assert ev and ev[-1]["set_mW"] == 120.0
+        assert ev[-1]["measured_mW"] == pytest.approx(120.0 * 0.9996, abs=0.1)  # the emulator's measured power
+    finally:
+        lab.safe_off()
+        loop.close()
+        lab.close()

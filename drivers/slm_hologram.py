@@ -261,9 +261,12 @@ def slmsuite_gs(u_bins: np.ndarray, v_bins: np.ndarray, shape: tuple[int, int], 
     """
     import warnings
 
+    import logging
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from slmsuite.holography.algorithms import SpotHologram
+    logging.getLogger("slmsuite").setLevel(logging.ERROR)  # its INFO lines go to stdout
 
     ny, nx = shape
     comp = (2 * ny, 2 * nx)

@@ -123,6 +123,10 @@ def test_missing_chunk_is_named_not_zeros(trap_run, tmp_path):
         s.frames[13]
     with pytest.raises(SessionError, match="is missing"):
         s.raw.image(13)
+    # export stops there with the same message (it used to write an all-zero frame) and leaves no file
+    out = tmp_path / "holed.ome.tif"
+    assert main(["export", str(path), "--out", str(tmp_path / "t.csv"), "--format", "csv", "--frames-tiff", str(out)]) == 2
+    assert not out.exists() and not list(tmp_path.glob("*.tmp*"))
 
 
 def test_failed_merge_keeps_parts_and_completes(tmp_path, monkeypatch):

@@ -1,14 +1,16 @@
 """A lab: the devices of each role, the clock, the calibration and the limits, opened together.
 
 ``open_lab`` builds one from a hardware profile and a lab profile. The simulated lab is just
-another hardware profile: its devices share one :class:`~cybloid.sim.SimWorld`.
+another hardware profile: its devices share one :class:`~cybloid.sim.SimWorld`. The world is
+built only when a device asks for it (a simulated device or an emulator); a lab of real devices
+has none.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -32,7 +34,7 @@ class Lab:
     calibration: Calibration
     profile: LabProfile
     hardware: HardwareProfile
-    world: Any = None  # the SimWorld when (part of) the lab is simulated
+    world: Any = None  # the SimWorld when (part of) the lab is simulated or emulated; None for real devices
     resources: list = field(default_factory=list)  # things to close (emulators, ports)
 
     @property
@@ -106,8 +108,6 @@ def open_lab(
     calibration : Calibration
         Calibration in force; the simulator's truth when None and the lab is simulated.
     """
-    from cybloid.sim.world import SimWorld
-
     hw = hardware if isinstance(hardware, HardwareProfile) else load_hardware_profile(hardware)
     prof = lab if isinstance(lab, LabProfile) else load_lab_profile(lab)
     if overrides:
@@ -115,11 +115,10 @@ def open_lab(
     if initial_positions_um is not None and "particles.count" not in (overrides or {}):
         prof = prof.with_overrides({"particles.count": int(np.asarray(initial_positions_um).reshape(-1, 2).shape[0])})
     clock = RealClock() if realtime else VirtualClock(prof.latency.processing_s)
-    world = SimWorld(prof, seed=seed, initial_positions_um=initial_positions_um)
     truth = Calibration.from_profile(prof)
-    ctx = {"world": world, "clock": clock, "profile": prof, "truth": truth, "hardware": hw, "resources": []}
+    ctx = _BuildContext(lambda: _sim_world(prof, seed, initial_positions_um),
+                        clock=clock, profile=prof, truth=truth, hardware=hw, resources=[])
     devices = {}
-    _register_simulated()
     try:
         for role in ROLES:
             opts = hw.roles[role]
@@ -133,17 +132,61 @@ def open_lab(
         raise
     cal = calibration or truth
     lab_obj = Lab(devices["camera"], devices["steering"], devices["laser"], devices["stage"], clock, cal,
-                  prof, hw, world, ctx["resources"])
+                  prof, hw, ctx.get("world"), ctx["resources"])
     lab_obj.laser.off()
     lab_obj.laser.set_power(min(hw.limits.max_power_mW, lab_obj.laser.max_power_mW))
     return lab_obj
 
 
-def _register_simulated() -> None:
-    from cybloid.sim.camera import SimCamera
-    from cybloid.sim.devices import SimLaser, SimStage, SimSteering
+class _BuildContext(dict):
+    """What device builders get: clock, profile, truth, hardware, resources, and ``ctx["world"]``.
 
-    register_driver("camera", "simulated", lambda o, c: SimCamera(c["world"], c["clock"], c["profile"]))
-    register_driver("steering", "simulated", lambda o, c: SimSteering(c["world"], c["clock"], c["truth"]))
-    register_driver("laser", "simulated", lambda o, c: SimLaser(c["world"], c["profile"].laser.max_power_mW))
-    register_driver("stage", "simulated", lambda o, c: SimStage(c["world"]))
+    The simulated world is made on the first ``ctx["world"]`` (by a simulated device or an
+    emulator), so a lab of real devices never builds one.
+    """
+
+    def __init__(self, make_world: Callable[[], Any], **items: Any) -> None:
+        super().__init__(**items)
+        self._make_world = make_world
+
+    def __missing__(self, key: str) -> Any:
+        if key != "world":
+            raise KeyError(key)
+        world = self["world"] = self._make_world()
+        return world
+
+
+def _sim_world(prof: LabProfile, seed: int, initial_positions_um: np.ndarray | None) -> Any:
+    from cybloid.sim.world import SimWorld
+
+    return SimWorld(prof, seed=seed, initial_positions_um=initial_positions_um)
+
+
+def _sim_camera(opts: Mapping[str, Any], ctx: Mapping[str, Any]) -> Any:
+    from cybloid.sim.camera import SimCamera
+
+    return SimCamera(ctx["world"], ctx["clock"], ctx["profile"])
+
+
+def _sim_steering(opts: Mapping[str, Any], ctx: Mapping[str, Any]) -> Any:
+    from cybloid.sim.devices import SimSteering
+
+    return SimSteering(ctx["world"], ctx["clock"], ctx["truth"])
+
+
+def _sim_laser(opts: Mapping[str, Any], ctx: Mapping[str, Any]) -> Any:
+    from cybloid.sim.devices import SimLaser
+
+    return SimLaser(ctx["world"], ctx["profile"].laser.max_power_mW)
+
+
+def _sim_stage(opts: Mapping[str, Any], ctx: Mapping[str, Any]) -> Any:
+    from cybloid.sim.devices import SimStage
+
+    return SimStage(ctx["world"])
+
+
+# the simulated devices, registered once per process (their modules load on first use)
+for _role, _builder in (("camera", _sim_camera), ("steering", _sim_steering), ("laser", _sim_laser),
+                        ("stage", _sim_stage)):
+    register_driver(_role, "simulated", _builder)

@@ -283,7 +283,7 @@ def test_cli_reanalysis_writes_derived_session_beside_original(trap_session, tmp
     assert d.metadata["params"]["stiffness"] == 0.05 and d.metadata["derived_from"]["session"] == str(path)
 
 
-def test_recording_failure_does_not_stop_the_run(tmp_path, monkeypatch, caplog, capsys):
+def test_recording_failure_stops_the_run_with_the_laser_off(tmp_path, monkeypatch, caplog, capsys):
     import errno
 
     import pyarrow.parquet as pq
@@ -294,9 +294,11 @@ def test_recording_failure_does_not_stop_the_run(tmp_path, monkeypatch, caplog, 
     monkeypatch.setattr(pq, "write_table", full)
     where = tmp_path / "full"
     capsys.readouterr()
-    assert main(["run", "harmonic-trap", "--param", "duration=0.3", "--record", str(where), "--no-progress"]) == 0
-    out = capsys.readouterr().out
-    assert "protocol harmonic-trap: done" in out and "frames 30" in out and "laser off" in out
+    # a run whose recording failed stops with the laser off and exits non-zero (issue 13), leaving
+    # what was written readable
+    assert main(["run", "harmonic-trap", "--param", "duration=0.3", "--record", str(where), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "recording failed" in err and "No space left on device" in err and "laser off" in err
     assert any("No space left on device" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
     (path,) = list(where.iterdir())
     s = open_session(path)

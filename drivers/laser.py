@@ -7,7 +7,8 @@ autostart path instead (``@cob1``: forced autostart sequence). Switching on wait
 operating mode (``gom?``) reaches "on" (warm-up finished), with a deadline and a message
 that names the mode it stayed in; the key switch (``@cobasks?``) is checked first. Replies
 end with CR or with CR LF: both are accepted. While on, the measured power (``pa?``) is read
-at every poll; :meth:`CoboltLaser.take_events` hands it to the loop for the frame records.
+at a poll at most every ``measure_s`` (1 s); :meth:`CoboltLaser.take_events` hands it to the
+loop for the frame records.
 A Skyra needs ``line`` (1..4): per-line commands get the line number as prefix (``2p 0.05``).
 See docs/drivers.md for the manual sections behind each command.
 """
@@ -130,6 +131,8 @@ class CoboltLaser:
         self._healthy_since = 0.0
         self.fault_text: str | None = None
         self._measured_mW: float | None = None
+        self.measure_s = 1.0  # while on, read the measured power (pa?) at most this often
+        self._last_measure = 0.0
         self._events: list[dict] = []
         self.autostart = False
         self.firmware = ""
@@ -257,7 +260,7 @@ class CoboltLaser:
                 if not on:
                     code, text = self.fault()
                     self.fault_text = text
-                else:
+                elif now - self._last_measure >= self.measure_s:
                     self._read_measured()
             except DeviceError as exc:
                 self._on = False
@@ -270,6 +273,7 @@ class CoboltLaser:
         return True
 
     def _read_measured(self) -> None:
+        self._last_measure = time.monotonic()
         mw = self.actual_power_mW()
         self._measured_mW = mw
         self._events.append({"kind": "laser_power", "measured_mW": round(mw, 3), "set_mW": self._power_mW})

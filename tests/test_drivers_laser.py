@@ -162,7 +162,7 @@ def test_measured_power_reaches_the_frame_records():
     lab = open_lab("emulated", overrides={"particles.count": 1})
     loop = FeedbackLoop(lab, keep_images=False)
     try:
-        lab.laser.poll_s = 0.0  # poll at every frame
+        lab.laser.poll_s = lab.laser.measure_s = 0.0  # poll and measure at every frame
         lab.laser.set_power(120.0)
         lab.laser.on()
         recs = [loop.step() for _ in range(3)]

@@ -142,7 +142,8 @@ class Bench:
         images = []
         for _ in range(int(n)):
             images.append(self.step(1).image)
-        return np.stack(images) if images else np.zeros((0, self.lab.profile.camera.height_px, self.lab.profile.camera.width_px), np.uint16)
+        cam = self.lab.profile.camera
+        return np.stack(images) if images else np.zeros((0, cam.height_px, cam.width_px), np.uint16)
 
     @property
     def positions_um(self) -> np.ndarray:

@@ -125,7 +125,8 @@ def test_missing_chunk_is_named_not_zeros(trap_run, tmp_path):
         s.raw.image(13)
     # export stops there with the same message (it used to write an all-zero frame) and leaves no file
     out = tmp_path / "holed.ome.tif"
-    assert main(["export", str(path), "--out", str(tmp_path / "t.csv"), "--format", "csv", "--frames-tiff", str(out)]) == 2
+    assert main(["export", str(path), "--out", str(tmp_path / "t.csv"), "--format", "csv",
+                 "--frames-tiff", str(out)]) == 2
     assert not out.exists() and not list(tmp_path.glob("*.tmp*"))
 
 
@@ -301,7 +302,8 @@ def test_api_and_cli_give_the_same_session(tmp_path):
                  str(tmp_path / "cli"), "--no-progress"]) == 0
     (path,) = list((tmp_path / "cli").iterdir())
     s = cybloid.open_session(path)
-    assert s.complete and s.frames.shape == (30, 128, 128) and list(s.tracks.columns[:4]) == ["frame", "particle", "x", "y"]
+    assert s.complete and s.frames.shape == (30, 128, 128)
+    assert list(s.tracks.columns[:4]) == ["frame", "particle", "x", "y"]
     run = cybloid.run("harmonic-trap", duration=0.3, seed=4, overrides=SMALL, record=tmp_path / "api", progress=False)
     a = cybloid.open_session(run.session)
     np.testing.assert_array_equal(a.tracks[["frame", "particle", "x", "y", "fx", "fy"]].to_numpy(),

@@ -421,7 +421,8 @@ class Session:
             cols = {c: batch.column(c).to_numpy(zero_copy_only=False) for c in fmt.SCALAR_COLUMNS if c != "events_json"}
             events = batch.column("events_json").to_pylist()
             timings = {s: batch.column(fmt.timing_column(s)).to_numpy(zero_copy_only=False) for s in STAGES}
-            lists = {c: self._lists(batch.column(c), d) for c, d in {**fmt.PARTICLE_COLUMNS, **fmt.SPOT_COLUMNS}.items()}
+            lists = {c: self._lists(batch.column(c), d)
+                     for c, d in {**fmt.PARTICLE_COLUMNS, **fmt.SPOT_COLUMNS}.items()}
             truth = {c: self._lists(batch.column(c), d) for c, d in fmt.TRUTH_COLUMNS.items() if c in names}
             for k in range(batch.num_rows):
                 def L(c, src=lists):
@@ -451,7 +452,8 @@ class Session:
                 *(fmt.timing_column(s) for s in STAGES)]
         for b in self.iter_batches(cols, batch_rows):
             df = pd.DataFrame({"frame": b.column("index").to_numpy(),
-                               "t": 0.5 * (b.column("t_exposure_start").to_numpy() + b.column("t_exposure_end").to_numpy()),
+                               "t": 0.5 * (b.column("t_exposure_start").to_numpy()
+                                           + b.column("t_exposure_end").to_numpy()),
                                "t_applied": b.column("t_applied").to_numpy(),
                                "flags": b.column("flags").to_numpy(),
                                "laser_on": b.column("laser_on").to_numpy(zero_copy_only=False),
@@ -490,7 +492,8 @@ class Session:
                 "x": self._lists(b.column("x_um"), P["x_um"])[0], "y": self._lists(b.column("y_um"), P["y_um"])[0],
                 "t": np.repeat(t_mid, n), "mass": self._lists(b.column("mass"), P["mass"])[0],
                 "quality": self._lists(b.column("quality"), P["quality"])[0],
-                "fx": self._lists(b.column("fx_pN"), np.float64)[0], "fy": self._lists(b.column("fy_pN"), np.float64)[0],
+                "fx": self._lists(b.column("fx_pN"), np.float64)[0],
+                "fy": self._lists(b.column("fy_pN"), np.float64)[0],
                 "saturation": self._lists(b.column("saturation"), P["saturation"])[0]})
 
     def tracks(self):
@@ -521,7 +524,8 @@ class Session:
             return df.dropna().astype({"t": np.int64, "frame": np.int64}).reset_index(drop=True)
         cols = self._read_columns(("image_slot", "index", "t_exposure_start", "t_exposure_end", "t_arrival"))
         sel = cols["image_slot"] >= 0
-        return pd.DataFrame({"t": cols["image_slot"][sel].astype(np.int64), "frame": cols["index"][sel].astype(np.int64),
+        return pd.DataFrame({"t": cols["image_slot"][sel].astype(np.int64),
+                             "frame": cols["index"][sel].astype(np.int64),
                              "t_exposure_start_s": cols["t_exposure_start"][sel],
                              "t_exposure_end_s": cols["t_exposure_end"][sel], "t_arrival_s": cols["t_arrival"][sel]})
 

@@ -17,18 +17,10 @@ Two kinds of grid:
   cells tile the box exactly (widths ``>= cutoff``) and neighbour cells wrap around; use
   :func:`wrap_delta` for minimum-image separations.
 
-Typical hand-written loop (inside another ``@numba.njit`` function)::
-
-    grid = grid_for_box(box, cutoff, periodic)
-    start, order = bin_all(pos, grid)
-    cells = np.empty(9, np.int64)
-    for i in range(n):
-        cx, cy = cell_of(grid, pos[i, 0], pos[i, 1])
-        for q in range(neighbour_cells(grid, cx, cy, periodic, cells)):
-            c = cells[q]
-            for k in range(start[c], start[c + 1]):
-                j = order[k]
-                ...
+A hand-written neighbour loop inside another ``@numba.njit`` function takes a grid, bins the
+points (:func:`bin_all` or :func:`bin_points`), and for each point visits the cells that
+:func:`neighbour_cells` lists for ``cell_of(grid, x, y)``; :func:`pair_list_box` is the worked
+example.
 
 All functions are ``nogil`` and cached; none allocates per pair.
 """
@@ -135,29 +127,39 @@ def cell_of(grid, x, y):
 
 
 @numba.njit(cache=True, nogil=True)
+def counting_sort(keys, nkeys):
+    """Stable counting sort of ``keys`` (int64, values in ``[0, nkeys)``; ``-1``: leave out).
+
+    Returns ``(start[nkeys + 1], order)``: the indices with key ``c`` are
+    ``order[start[c]:start[c + 1]]``, ascending.
+    """
+    counts = np.zeros(nkeys + 1, np.int64)
+    for i in range(keys.shape[0]):
+        if keys[i] >= 0:
+            counts[keys[i] + 1] += 1
+    for c in range(nkeys):
+        counts[c + 1] += counts[c]
+    fill = counts[:-1].copy()
+    order = np.empty(counts[nkeys], np.int64)
+    for i in range(keys.shape[0]):
+        c = keys[i]
+        if c >= 0:
+            order[fill[c]] = i
+            fill[c] += 1
+    return counts, order
+
+
+@numba.njit(cache=True, nogil=True)
 def _bin(pos, usable, use_mask, grid):
     n = pos.shape[0]
     ncx = grid[4]
-    nc = ncx * grid[5]
-    counts = np.zeros(nc + 1, np.int64)
     cid = np.full(n, -1, np.int64)
     for i in range(n):
         if use_mask and not usable[i]:
             continue
         cx, cy = cell_of(grid, pos[i, 0], pos[i, 1])
-        c = cy * ncx + cx
-        cid[i] = c
-        counts[c + 1] += 1
-    for c in range(nc):
-        counts[c + 1] += counts[c]
-    fill = counts[:-1].copy()
-    order = np.empty(counts[nc], np.int64)
-    for i in range(n):
-        c = cid[i]
-        if c >= 0:
-            order[fill[c]] = i
-            fill[c] += 1
-    return counts, order
+        cid[i] = cy * ncx + cx
+    return counting_sort(cid, ncx * grid[5])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -259,61 +261,18 @@ def _push_pair(pi, pj, cnt, i, j):
 
 
 @numba.njit(cache=True, nogil=True)
-def pair_list(pos, usable, cutoff):
-    """All usable pairs closer than ``cutoff`` (open boundaries), each once.
-
-    Returns
-    -------
-    pi, pj : int64 arrays
-        The first ``count`` entries hold the pairs (``pi[k] != pj[k]``, no order implied).
-    count : int
-    """
-    grid = grid_around(pos, usable, cutoff)
-    start, order = bin_points(pos, usable, grid)
-    m = order.shape[0]
-    xs = np.empty(m)
-    ys = np.empty(m)
-    for a in range(m):
-        xs[a] = pos[order[a], 0]
-        ys[a] = pos[order[a], 1]
-    c2 = cutoff * cutoff
-    pi = np.empty(8 * m + 16, np.int64)
-    pj = np.empty(8 * m + 16, np.int64)
-    cnt = 0
-    for cy in range(grid[5]):
-        for cx in range(grid[4]):
-            c = cy * grid[4] + cx
-            for a in range(start[c], start[c + 1]):
-                for nbr in range(5):
-                    g = half_stencil_cell(grid, cx, cy, nbr)
-                    if g < 0:
-                        continue
-                    b0 = a + 1 if nbr == 0 else start[g]
-                    for b in range(b0, start[g + 1]):
-                        dx = xs[b] - xs[a]
-                        dy = ys[b] - ys[a]
-                        if dx * dx + dy * dy < c2:
-                            pi, pj, cnt = _push_pair(pi, pj, cnt, order[a], order[b])
-    return pi, pj, cnt
-
-
-@numba.njit(cache=True, nogil=True)
-def pair_list_box(pos, box, cutoff, periodic):
-    """All pairs closer than ``cutoff`` in a box, minimum image if ``periodic``; each once.
-
-    Returns ``(pi, pj, count)`` with ``pi[k] < pj[k]`` (see :func:`pair_list`).
-    """
+def _pairs(pos, usable, use_mask, grid, periodic, lx, ly, cutoff):
+    """Pairs (i < j) closer than ``cutoff`` on ``grid``; minimum image if ``periodic``."""
     n = pos.shape[0]
-    grid = grid_for_box(box, cutoff, periodic)
-    start, order = bin_all(pos, grid)
-    lx = box[2] - box[0]
-    ly = box[3] - box[1]
+    start, order = _bin(pos, usable, use_mask, grid)
     c2 = cutoff * cutoff
     cells = np.empty(9, np.int64)
     pi = np.empty(8 * n + 16, np.int64)
     pj = np.empty(8 * n + 16, np.int64)
     cnt = 0
     for i in range(n):
+        if use_mask and not usable[i]:
+            continue
         cx, cy = cell_of(grid, pos[i, 0], pos[i, 1])
         for q in range(neighbour_cells(grid, cx, cy, periodic, cells)):
             c = cells[q]
@@ -332,26 +291,43 @@ def pair_list_box(pos, box, cutoff, periodic):
 
 
 @numba.njit(cache=True, nogil=True)
+def pair_list(pos, usable, cutoff):
+    """All usable pairs closer than ``cutoff`` (open boundaries), each once.
+
+    Returns
+    -------
+    pi, pj : int64 arrays
+        The first ``count`` entries hold the pairs, ``pi[k] < pj[k]``.
+    count : int
+    """
+    grid = grid_around(pos, usable, cutoff)
+    return _pairs(pos, usable, True, grid, False, 1.0, 1.0, cutoff)
+
+
+@numba.njit(cache=True, nogil=True)
+def pair_list_box(pos, box, cutoff, periodic):
+    """All pairs closer than ``cutoff`` in a box, minimum image if ``periodic``; each once.
+
+    Returns ``(pi, pj, count)`` with ``pi[k] < pj[k]`` (see :func:`pair_list`).
+    """
+    grid = grid_for_box(box, cutoff, periodic)
+    return _pairs(pos, np.empty(0, np.bool_), False, grid, periodic, box[2] - box[0], box[3] - box[1], cutoff)
+
+
+@numba.njit(cache=True, nogil=True)
 def pairs_to_csr(n, pi, pj, cnt):
     """Full neighbour lists (CSR) from a pair list: ``(offsets[n + 1], neighbours)``.
 
     Neighbours of ``i`` are ``neighbours[offsets[i]:offsets[i + 1]]``.
     """
-    offs = np.zeros(n + 1, np.int64)
-    for k in range(cnt):
-        offs[pi[k] + 1] += 1
-        offs[pj[k] + 1] += 1
-    for i in range(n):
-        offs[i + 1] += offs[i]
-    fill = offs[:-1].copy()
-    nb = np.empty(offs[n], np.int64)
-    for k in range(cnt):
-        i = pi[k]
-        j = pj[k]
-        nb[fill[i]] = j
-        fill[i] += 1
-        nb[fill[j]] = i
-        fill[j] += 1
+    ends = np.empty(2 * cnt, np.int64)  # each pair seen from both ends
+    other = np.empty(2 * cnt, np.int64)
+    ends[:cnt] = pi[:cnt]
+    ends[cnt:] = pj[:cnt]
+    other[:cnt] = pj[:cnt]
+    other[cnt:] = pi[:cnt]
+    offs, order = counting_sort(ends, n)
+    nb = other[order]
     return offs, nb
 
 

@@ -5,6 +5,7 @@ import numpy as np
 from cybloid.errors import ProtocolError
 from cybloid.forces import HarmonicTrap, TabulatedPair
 from cybloid.params import Param
+from cybloid.protocol import mark, record, remove_term, set_term, wait
 
 PARAMS = [
     Param("particles", 36, "", 2, 400, "number of particles"),
@@ -74,3 +75,18 @@ def bonds(p, cutoff_factor):
     """The programmed bonds as a tabulated pair term (the same slot learned pair forces use)."""
     r, f = bond_profile(p, cutoff_factor)
     return TabulatedPair(r, f, cutoff=float(r[-1]))
+
+
+def gather_then_hold(p, lab, lattice):
+    """Gather the particles with the central trap for ``p.gather`` s, then hold the crystal ``p.duration`` s.
+
+    The interaction terms must already be set; the whole run is recorded.
+    """
+    yield set_term("gather", gather_trap(p, lab))
+    yield record(True)
+    yield mark("gathering")
+    yield wait(p.gather)
+    yield remove_term("gather")
+    yield mark("crystal", lattice=lattice)
+    yield wait(p.duration)
+    yield record(False)

@@ -7,17 +7,10 @@ is removed. The spacing (8 um) keeps every laser spot out of reach of the neighb
 ``cybloid.analysis.mean_bond_order(positions, 6)``.
 """
 
-from cybloid.protocols._crystal import PARAMS, bonds, gather_trap, simulation  # noqa: F401
-from cybloid.protocol import mark, record, remove_term, set_term, wait
+from cybloid.protocols._crystal import PARAMS, bonds, gather_then_hold, simulation  # noqa: F401
+from cybloid.protocol import set_term
 
 
 def protocol(p, lab):
     yield set_term("bonds", bonds(p, 1.5))
-    yield set_term("gather", gather_trap(p, lab))
-    yield record(True)
-    yield mark("gathering")
-    yield wait(p.gather)
-    yield remove_term("gather")
-    yield mark("crystal", lattice="hexagonal")
-    yield wait(p.duration)
-    yield record(False)
+    yield from gather_then_hold(p, lab, "hexagonal")

@@ -8,8 +8,8 @@ selects the square lattice. Check with ``cybloid.analysis.mean_bond_order(positi
 from cybloid.forces import SquareAngular
 from cybloid.params import Param
 from cybloid.protocols._crystal import PARAMS as _COMMON
-from cybloid.protocols._crystal import bonds, gather_trap, simulation  # noqa: F401
-from cybloid.protocol import mark, record, remove_term, set_term, wait
+from cybloid.protocols._crystal import bonds, gather_then_hold, simulation  # noqa: F401
+from cybloid.protocol import set_term
 
 PARAMS = [*_COMMON, Param("angular", 2000.0, "kT", 0.0, 1e6, "strength of the three-body square-angle term")]
 
@@ -17,11 +17,4 @@ PARAMS = [*_COMMON, Param("angular", 2000.0, "kT", 0.0, 1e6, "strength of the th
 def protocol(p, lab):
     yield set_term("bonds", bonds(p, 1.3))
     yield set_term("angles", SquareAngular(epsilon=p.angular, cutoff=1.38 * p.spacing, symmetry=4))
-    yield set_term("gather", gather_trap(p, lab))
-    yield record(True)
-    yield mark("gathering")
-    yield wait(p.gather)
-    yield remove_term("gather")
-    yield mark("crystal", lattice="square")
-    yield wait(p.duration)
-    yield record(False)
+    yield from gather_then_hold(p, lab, "square")

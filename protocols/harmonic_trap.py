@@ -8,7 +8,7 @@ should be kT/stiffness (equipartition) for a trap much slower than the loop's la
 
 from cybloid.forces import HarmonicTrap
 from cybloid.params import Param
-from cybloid.protocol.layout import square_grid
+from cybloid.protocols._traps import simulation, trap_centres  # noqa: F401  (simulation: the lab set-up)
 from cybloid.protocol import mark, record, set_term, wait
 
 PARAMS = [
@@ -17,16 +17,6 @@ PARAMS = [
     Param("traps", 4, "", 1, 400, "number of traps (rounded up to a square grid)"),
     Param("spacing", 12.0, "um", 3.0, 1000.0, "distance between neighbouring traps"),
 ]
-
-
-def trap_centres(p, fov_um):
-    """Centres (um) of a square grid of ``p.traps`` traps centred in the field of view."""
-    return square_grid(p.traps, p.spacing, fov_um)
-
-
-def simulation(p, lab):
-    """Simulated lab only: one particle in each trap."""
-    return {"initial_positions_um": trap_centres(p, lab.fov_um)}
 
 
 def protocol(p, lab):

@@ -217,7 +217,12 @@ def fit_coordinate_map(su: np.ndarray, px: np.ndarray, holdout_fraction: float =
     applied = False
     steer = _invert_affine(m)
     dist = np.zeros((2, 3))
-    got = fit_distortion(su, px, train, inl, threshold_px, centre, scale) if len(ii) >= 12 else None
+    # a distorted field's corners fail the affine test at threshold_px: start the quadratic fit
+    # from a looser affine selection (gross detection errors, 3 px and more, stay out)
+    loose = np.zeros(len(su), bool)
+    loose[ti[np.hypot(*(_affine_apply(m, su[ti]) - px[ti]).T) < 4 * threshold_px]] = True
+    got = fit_distortion(su, px, train, loose | inl, threshold_px, centre, scale) if (loose | inl).sum() >= 12 \
+        else None
     if got is not None and len(hi):
         coef, q_inl = got
         qe = _placement_error_px(coef, px[hi], su[hi], centre, scale)

@@ -1,4 +1,4 @@
-"""The hot-path tracker: trackpy acquisition when needed, Numba window refinement every frame.
+"""The hot-path tracker: compiled trackpy-style detection when needed, Numba window refinement every frame.
 
 Per frame (all in pixels, x = column, y = row):
 
@@ -12,7 +12,7 @@ Per frame (all in pixels, x = column, y = row):
 3. *Check the field*: if most particles were lost or the median displacement is large, the
    stage moved: run an acquisition, estimate the whole-field shift by voting, and refine again
    from the shifted predictions, so every identity survives the move.
-4. *Acquire* (``trackpy.locate``) at start, every ``reacquire_every`` frames, when a particle
+4. *Acquire* (:func:`cybloid.tracking.locate.locate_array`, ``trackpy.locate``'s features) at start, every ``reacquire_every`` frames, when a particle
    is newly lost inside the image, and on a field shift; detections that no found particle
    covers are linked to lost particles (minimal-distance assignment within two ``max_step_px``,
    lost for at most ``memory`` frames) or get new identities.
@@ -161,7 +161,7 @@ class FastTracker:
         return 2.0 * math.pi * self.sigma_px**2
 
     def warm_up(self) -> None:
-        """Compile every kernel (uint16 and float32 images) and trackpy's numba engine (uint16)."""
+        """Compile every kernel (uint16 and float32 images), the detection's included."""
         yy, xx = np.mgrid[0:64, 0:64]
         base = 100 + 1000 * (np.exp(-((xx - 31.3) ** 2 + (yy - 30.6) ** 2) / 8.0)
                              + np.exp(-((xx - 2.0) ** 2 + (yy - 40.0) ** 2) / 8.0)
@@ -177,8 +177,9 @@ class FastTracker:
             xy = np.array([[31.0, 31.0], [36.0, 31.0]])
             nbs, nbi = neighbour_lists(xy, 10.0)
             close_pairs(xy, np.ones(2, bool), nbs, nbi, 8.0)
-            # float32 frames (offline video): the Numba kernels only, trackpy compiles on first use
+            # float32 frames (offline video)
             img = base.astype(np.float32)
+            self._locate(img)
             xy = np.array([[31.0, 31.0], [36.0, 31.0]])
             n = len(xy)
             self._refine(img, xy, np.zeros(n), np.arange(n), np.ones(n, bool), cold=True)
@@ -189,15 +190,16 @@ class FastTracker:
 
     # ------------------------------------------------------------------ pieces
     def _locate(self, image: np.ndarray) -> np.ndarray:
-        import trackpy as tp
+        """Full-frame detection: :func:`cybloid.tracking.locate.locate_array` (``trackpy.locate``'s
+        features, compiled; a few ms where trackpy takes tens)."""
+        from cybloid.tracking.locate import LocateParams, locate_array
 
         minmass = 0.1 * self.minmass if self.minmass else 0.0
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            df = tp.locate(image, self.diameter_px, minmass=minmass, separation=max(3, int(0.6 * self.diameter_px)),
-                           engine="numba")
+        p = LocateParams(self.diameter_px, minmass=minmass, separation=max(3, int(0.6 * self.diameter_px)),
+                         characterize=False)
+        res = locate_array(image, p)
         self.acquisitions += 1
-        return df[["x", "y"]].to_numpy(float) if len(df) else np.zeros((0, 2))
+        return res[:, [1, 0]].copy() if len(res) else np.zeros((0, 2))
 
     def _refine(self, image, xy, amp, todo, use_nb, cold=False):
         """Refine ``xy[todo]`` in place, more Gauss-Seidel sweeps where neighbours are close.

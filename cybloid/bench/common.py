@@ -6,8 +6,9 @@ import json
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -42,6 +43,18 @@ def stats_ms(samples_ms: Iterable[float]) -> dict[str, Any]:
         return {"p50_ms": float("nan"), "p99_ms": None, "mean_ms": float("nan"), "samples": 0}
     p99 = float(np.percentile(a, 99)) if a.size >= MIN_P99_SAMPLES else None
     return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": p99, "mean_ms": float(a.mean()), "samples": int(a.size)}
+
+
+def time_calls(fn: Callable[[], Any], calls: int, warm: int = 0) -> list[float]:
+    """Wall time (ms) of ``calls`` calls of ``fn`` after ``warm`` untimed ones."""
+    for _ in range(warm):
+        fn()
+    out = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
 
 
 def case(name: str, params: dict[str, Any], samples_ms: Iterable[float], baseline: dict[str, Any] | None = None,

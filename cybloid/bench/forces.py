@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 from scipy.spatial import cKDTree
 
 from cybloid.actuation import Actuator
-from cybloid.bench.common import MIN_P99_SAMPLES, case, document
+from cybloid.bench.common import MIN_P99_SAMPLES, case, document, time_calls
 from cybloid.forces import ForceContext, ForceProgram, HarmonicRingPair, SquareAngular
 from cybloid.history import History
 
@@ -112,15 +111,6 @@ def numpy_spots(pos, force, cap, w, max_force, lo, hi):
     return clipped, share, sat
 
 
-def _time(fn, calls: int) -> list[float]:
-    out = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1e3)
-    return out
-
-
 def run(args: argparse.Namespace) -> dict:
     from cybloid.calibration.model import Calibration
     from cybloid.hardware import Limits
@@ -142,11 +132,11 @@ def run(args: argparse.Namespace) -> dict:
         hist.push(0, 0.0, ids, pos)
         ctx = ForceContext(ids, pos, np.ones(n, bool), hist, 0.0, 0.01, 0.0035, KT, (0.0, 0.0))
         prog.compute(ctx)  # warm
-        ours = _time(lambda: prog.compute(ctx), calls)
+        ours = time_calls(lambda: prog.compute(ctx), calls)
         f_ours, _ = prog.compute(ctx)
         args_np = (float(b.stiffness), float(b.r0), float(b.cutoff), float(a.epsilon) * KT, float(a.cutoff))
         f_np = numpy_forces(pos, *args_np)
-        base = _time(lambda: numpy_forces(pos, *args_np), bcalls)
+        base = time_calls(lambda: numpy_forces(pos, *args_np), bcalls)
         err = float(np.abs(f_ours - f_np).max() / max(np.abs(f_np).max(), 1e-30))
         neigh = float(np.mean([len(x) for x in cKDTree(pos).query_ball_point(pos[: min(n, 500)], 1.3 * SPACING)]) - 1)
         target = {100: 0.05, 1000: 0.5, 10000: 10.0}[n]
@@ -159,9 +149,9 @@ def run(args: argparse.Namespace) -> dict:
         act.warm_up()
         active = np.ones(n, bool)
         forces = f_ours * (0.5 / max(np.abs(f_ours).max(), 1e-12))
-        ours_a = _time(lambda: act.spots(pos, forces, active, ids), calls)
+        ours_a = time_calls(lambda: act.spots(pos, forces, active, ids), calls)
         fc = cal.force_curve
-        base_a = _time(lambda: numpy_spots(pos, forces, fc.max_force_pN, fc.offset_at_max_um, 20.0, 1.0,
+        base_a = time_calls(lambda: numpy_spots(pos, forces, fc.max_force_pN, fc.offset_at_max_um, 20.0, 1.0,
                                            np.array(fov) - 1.0), calls)
         cases.append(case(f"actuation N={n}", {"n": n, "mode": "duty", "predictive": True}, ours_a,
                           {"name": "NumPy duty-mode placement (no steering transform)", "samples_ms": base_a},

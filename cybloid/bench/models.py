@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
-from cybloid.bench.common import case, document
+from cybloid.bench.common import case, document, time_calls
 
 DESCRIPTION = ("in-loop inference time per frame of learned models: tabulated pair (Numba, cell list) and "
                "frame-averaged many-body (torch), N=100 and N=1000; baseline: the same pair model evaluated "
@@ -25,17 +24,6 @@ def _positions(n: int, seed: int = 0) -> np.ndarray:
     side = int(np.ceil(np.sqrt(n)))
     g = np.stack(np.meshgrid(np.arange(side), np.arange(side)), -1).reshape(-1, 2)[:n] * 10.0
     return g + rng.normal(0, 1.5, g.shape)
-
-
-def _time(fn, frames: int) -> list[float]:
-    for _ in range(5):
-        fn()
-    out = []
-    for _ in range(frames):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1e3)
-    return out
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -79,16 +67,17 @@ def run(args: argparse.Namespace) -> dict:
         prev = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            base = _time(torch_pair, frames)
+            base = time_calls(torch_pair, frames, warm=5)
         finally:
             torch.set_num_threads(prev)
         f_tab, _ = prog_t.compute(ctx)
         f_ref = pair.forward(*map(torch.from_numpy, neighbour_table(pos, cutoff, 64))).detach().numpy()
         err = float(np.abs(f_tab - f_ref).max() / max(np.abs(f_ref).max(), 1e-300))
-        cases.append(case(f"tabulated pair N={n}", {"n": n, "cutoff_um": cutoff}, _time(lambda: prog_t.compute(ctx), frames),
+        cases.append(case(f"tabulated pair N={n}", {"n": n, "cutoff_um": cutoff},
+                          time_calls(lambda: prog_t.compute(ctx), frames, warm=5),
                           {"name": "same pair model in torch (neighbour table)", "samples_ms": base},
                           quality={"max_rel_diff_vs_torch": err}, notes="ForceProgram.compute with one LearnedPair term"))
         cases.append(case(f"frame-averaged N={n}", {"n": n, "cutoff_um": cutoff, "hidden": fa.hyper["hidden"]},
-                          _time(lambda: prog_m.compute(ctx), frames),
+                          time_calls(lambda: prog_m.compute(ctx), frames, warm=5),
                           notes="ForceProgram.compute with one LearnedManyBody term (torch, 1 thread; frames float64, MLPs float32)"))
     return document("models", cases)

@@ -145,6 +145,10 @@ class PairTerm(ForceTerm):
 
     kind = "pair"
     KIND = K_HARMONIC
+    COEFFICIENTS: tuple[str, str] = ("stiffness", "r0")
+    """Parameters passed to the kernel as (p0, p1)."""
+    P0_IN_KT = False
+    """p0 is an energy given in kT (converted to pN um)."""
 
     def __init__(self, **values: Any) -> None:
         super().__init__(**values)
@@ -152,7 +156,8 @@ class PairTerm(ForceTerm):
 
     def coefficients(self, kT: float) -> tuple[float, float, float]:
         """(p0, p1, p2) for the kernel, energies converted from kT to pN um."""
-        raise NotImplementedError
+        p0, p1 = (float(getattr(self, name)) for name in self.COEFFICIENTS)
+        return (p0 * kT if self.P0_IN_KT else p0), p1, 0.0
 
     def table(self) -> tuple[np.ndarray, np.ndarray, float, float]:
         return _EMPTY, _EMPTY, 0.0, 1.0
@@ -194,22 +199,18 @@ class HarmonicRingPair(PairTerm):
         Param("cutoff", 8.0, "um", 1e-3, 1e3, "no interaction beyond this distance"),
     )
 
-    def coefficients(self, kT):
-        return float(self.stiffness), float(self.r0), 0.0
-
 
 class WCAPair(PairTerm):
     """Weeks-Chandler-Andersen repulsion (LJ cut at its minimum 2^(1/6) sigma and shifted)."""
 
     KIND = K_WCA
+    COEFFICIENTS = ("epsilon", "sigma")
+    P0_IN_KT = True
     PARAMS = (
         Param("epsilon", 10.0, "kT", 0.0, 1e6, "energy scale"),
         Param("sigma", 4.0, "um", 1e-3, 1e3, "diameter"),
         Param("cutoff", 4.49, "um", 1e-3, 1e3, "cell size; the force itself ends at 2^(1/6) sigma"),
     )
-
-    def coefficients(self, kT):
-        return float(self.epsilon) * kT, float(self.sigma), 0.0
 
     def changed(self) -> None:
         super().changed()
@@ -222,42 +223,39 @@ class SoftPair(PairTerm):
     """Soft (harmonic) repulsion U = epsilon (1 - r/sigma)^2 for r < sigma."""
 
     KIND = K_SOFT
+    COEFFICIENTS = ("epsilon", "sigma")
+    P0_IN_KT = True
     PARAMS = (
         Param("epsilon", 100.0, "kT", 0.0, 1e6, "energy at full overlap"),
         Param("sigma", 5.0, "um", 1e-3, 1e3, "range"),
         Param("cutoff", 5.0, "um", 1e-3, 1e3, "cell size (>= sigma)"),
     )
 
-    def coefficients(self, kT):
-        return float(self.epsilon) * kT, float(self.sigma), 0.0
-
 
 class YukawaPair(PairTerm):
     """Screened Coulomb repulsion U = amplitude exp(-kappa r) / r (amplitude < 0: attraction)."""
 
     KIND = K_YUKAWA
+    COEFFICIENTS = ("amplitude", "kappa")
+    P0_IN_KT = True
     PARAMS = (
         Param("amplitude", 100.0, "kT um", -1e7, 1e7, "A"),
         Param("kappa", 0.5, "1/um", 0.0, 1e3, "inverse screening length"),
         Param("cutoff", 10.0, "um", 1e-3, 1e3, "no interaction beyond this distance"),
     )
 
-    def coefficients(self, kT):
-        return float(self.amplitude) * kT, float(self.kappa), 0.0
-
 
 class LennardJonesPair(PairTerm):
     """Lennard-Jones U = 4 epsilon [(sigma/r)^12 - (sigma/r)^6], cut and shifted at ``cutoff``."""
 
     KIND = K_LJ
+    COEFFICIENTS = ("epsilon", "sigma")
+    P0_IN_KT = True
     PARAMS = (
         Param("epsilon", 5.0, "kT", 0.0, 1e6, "well depth"),
         Param("sigma", 4.0, "um", 1e-3, 1e3, "zero crossing; minimum at 2^(1/6) sigma"),
         Param("cutoff", 10.0, "um", 1e-3, 1e3, "no interaction beyond this distance"),
     )
-
-    def coefficients(self, kT):
-        return float(self.epsilon) * kT, float(self.sigma), 0.0
 
 
 def _uniform_table(r: np.ndarray, f: np.ndarray, cutoff: float, n: int, where: str):

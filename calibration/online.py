@@ -376,6 +376,19 @@ class CalibrationMonitor:
         elif not outside and self._warned:
             self._warned = False
 
+    def summary_line(self) -> str:
+        """One line for the end of a run."""
+        if not self.estimates:
+            return "calibration monitor: no estimate (too few frames or forces too small)"
+        e = self.estimates[-1]
+        warn = sum(1 for x in self.estimates if x.outside_band)
+        return (f"calibration monitor: force scale {e.force_scale:.3f} +- {e.force_scale_err:.3f} "
+                f"(true F_max about {e.force_scale * self.fmax0:.2f} pN), offset force "
+                f"({e.offset_pN[0]:+.3f}, {e.offset_pN[1]:+.3f}) pN, D {e.diffusion_um2_s:.4g} +- "
+                f"{e.diffusion_err_um2_s:.2g} um^2/s (calibrated {self.kT / self.gamma:.4g}); "
+                f"{len(self.estimates)} estimates, {warn} outside the band"
+                + (f"; F_max corrected x{self.scale_used:.3f}" if self.correct else ""))
+
     def summary(self) -> dict[str, Any]:
         """The latest estimate and the number published."""
         last = self.estimates[-1] if self.estimates else None

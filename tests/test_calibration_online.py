@@ -154,3 +154,15 @@ def test_estimate_follows_a_slow_drift_of_the_true_force_in_the_simulated_lab():
     assert math.isfinite(seen[-1][0]) and seen[-1][0] == pytest.approx(mon.estimates[-1].force_scale)
     # the diffusion coefficient stays the calibrated one (only the force drifted)
     assert late[-1].diffusion_um2_s == pytest.approx(lab.profile.diffusion, rel=0.08)
+
+
+def test_run_cli_monitors_the_calibration(capsys):
+    from cybloid.cli import main
+
+    small = ["--set", "camera.width_px=128", "--set", "camera.height_px=128", "--no-progress"]
+    assert main(["run", "harmonic-trap", "-p", "duration=3", "--monitor-calibration", "--correct-force", "0.1",
+                 *small]) == 0
+    out = capsys.readouterr().out
+    assert "calibration monitor: force scale" in out and "F_max corrected" in out
+    assert main(["run", "harmonic-trap", "--correct-force", "0.1", *small]) == 2
+    assert "--monitor-calibration" in capsys.readouterr().err

@@ -25,6 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracks-only", action="store_true", help="with --record: store no camera frames")
     p.add_argument("--realtime", action="store_true", help="run on wall time instead of virtual time")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--monitor-calibration", action="store_true",
+                   help="estimate force scale, offset force and D online from the particles' response; warn when "
+                        "the force scale leaves the calibration's band (docs/calibration.md)")
+    p.add_argument("--correct-force", metavar="FRACTION", type=float, default=None,
+                   help="with --monitor-calibration: correct F_max to follow the estimate, within +-FRACTION")
     p.set_defaults(func=run)
 
 
@@ -52,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     bar = None
     runner = None
     try:
+        monitor = _monitor(args, loop)
         recorder = make_recorder(args)
         if not args.no_progress:
             from tqdm import tqdm
@@ -86,7 +92,24 @@ def run(args: argparse.Namespace) -> int:
                 if runner.summary.status != "done":  # what ran, and why it ended, before the error line
                     print("\n".join(runner.summary.lines()), file=sys.stderr, flush=True)
         print("\n".join(summary.lines()))
+        if monitor is not None:
+            print(monitor.summary_line())
         return 0
     finally:
         loop.close()
         lab.close()
+
+
+def _monitor(args: argparse.Namespace, loop):
+    """The online calibration monitor for ``--monitor-calibration`` (None without it)."""
+    if getattr(args, "correct_force", None) is not None and not args.monitor_calibration:
+        from cybloid.errors import ParameterError
+
+        raise ParameterError("--correct-force needs --monitor-calibration")
+    if not getattr(args, "monitor_calibration", False):
+        return None
+    from cybloid.calibration.online import CalibrationMonitor
+
+    bound = args.correct_force
+    return CalibrationMonitor.for_loop(loop, correct=bound is not None,
+                                       **({"max_correction": bound} if bound is not None else {}))

@@ -24,13 +24,22 @@ from cybloid.tracking.fast import FastTracker
 
 DESCRIPTION = ("per-frame latency p50/p99 of the hot-path tracker (FastTracker) for N=100 at 512x512 and N=1000 "
                "at 1024x1024 on simulated frames, with RMS localisation error vs truth, identity swaps and the "
-               "error vs signal-to-noise; baseline: trackpy.locate + trackpy Linker on every frame")
+               "error vs signal-to-noise; baseline: trackpy.locate + trackpy Linker on every frame. Then the "
+               "compiled locate against trackpy.locate (same options) on realistic simulated bright-field and "
+               "dense fields (N=600 at 424x640, truth) and on a user video (--video PATH)")
 
 CASES = [(100, 512, 1000, 40), (1000, 1024, 300, 12)]  # n, size, frames, baseline frames
 SNR_PEAKS = [250.0, 500.0, 1000.0, 2000.0, 4000.0]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--video", metavar="PATH", help="also compare with trackpy.locate on this video (TIFF stack, video "
+                   "file or image folder; see --video-diameter, --video-minmass, --video-invert)")
+    p.add_argument("--video-diameter", type=int, default=11, metavar="PX", help="diameter for --video (default 11)")
+    p.add_argument("--video-minmass", type=float, default=None, metavar="MASS", help="minmass for --video")
+    p.add_argument("--video-invert", action="store_true", help="--invert for --video")
+    p.add_argument("--video-frames", type=int, default=50, metavar="N", help="frames of --video used (default 50)")
+    p.add_argument("--skip-loop-cases", action="store_true", help="only the locate cases (realistic and --video)")
     p.add_argument("--frames", type=int, help="measured frames per case (default 1000 and 300)")
     p.add_argument("--baseline-frames", type=int, help="frames of the trackpy baseline (default 40 and 12)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated lab (default 0)")
@@ -190,7 +199,100 @@ def _snr_sweep(seed: int, frames: int, peaks: list[float], size: int = 256, n: i
     return out
 
 
+def _locate_case(name: str, frames: list, opts, truth: list | None = None, repeats: int = 4) -> dict:
+    """Our compiled locate against ``trackpy.locate`` with the same options on the same frames:
+    time per frame (ours repeated ``repeats`` times for >= 200 samples), features matched both
+    ways, RMS difference; against ``truth`` (in-focus positions, px) where given."""
+    import trackpy as tp
+
+    from cybloid.tracking.offline import locate_frame, match
+
+    kw = opts.trackpy_locate_kwargs()
+    ours_ms, tp_ms, m05, m01, nt, nc, tru = [], [], [], [], [], [], []
+    locate_frame(frames[0], opts)
+    for k, img in enumerate(tqdm(frames, desc=name, leave=False)):
+        for _ in range(repeats):
+            fr = locate_frame(img, opts)
+            ours_ms.append(1e3 * fr.seconds)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            ref = tp.locate(img, **kw)
+            tp_ms.append(1e3 * (time.perf_counter() - t0))
+        a = ref[["x", "y"]].to_numpy(float)
+        b = fr.table[:, [1, 0]]
+        m05.append(match(a, b, 0.5))
+        m01.append(match(a, b, 0.1))
+        nt.append(len(a))
+        nc.append(len(b))
+        if truth is not None:
+            tru.append(match(truth[k], b, 1.0))
+    nt_a, nc_a = np.asarray(nt, float), np.asarray(nc, float)
+    rms = [m[2] for m in m05 if np.isfinite(m[2])]
+    q = {"features_per_frame_trackpy": round(float(nt_a.mean()), 1), "features_per_frame_cybloid": round(float(nc_a.mean()), 1),
+         "matched_0.5px_of_trackpy": round(float(np.sum([m[0] * k for m, k in zip(m05, nt)]) / max(nt_a.sum(), 1)), 5),
+         "matched_0.5px_of_cybloid": round(float(np.sum([m[1] * k for m, k in zip(m05, nc)]) / max(nc_a.sum(), 1)), 5),
+         "matched_0.1px_of_trackpy": round(float(np.sum([m[0] * k for m, k in zip(m01, nt)]) / max(nt_a.sum(), 1)), 5),
+         "rms_vs_trackpy_px": round(float(np.sqrt(np.mean(np.square(rms)))) if rms else float("nan"), 6),
+         "speedup_vs_trackpy_median": round(float(np.median(tp_ms) / np.median(ours_ms)), 2)}
+    if truth is not None:
+        q["in_focus_found_within_1px"] = round(float(np.mean([t[0] for t in tru])), 4)
+        q["rms_vs_truth_in_focus_px"] = round(float(np.sqrt(np.nanmean(np.square([t[2] for t in tru])))), 4)
+    h, w = frames[0].shape
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return case(name, {"width": w, "height": h, "frames": len(frames), "options": kw}, ours_ms,
+                {"name": "trackpy.locate, same options", "samples_ms": tp_ms, "frames": len(tp_ms)},
+                quality=q, notes=f"ours timed {repeats}x per frame; load average {load:.1f} on {os.cpu_count()} cpus")
+
+
+def _realistic_cases(args: argparse.Namespace) -> list[dict]:
+    """Simulated bright field (sparse, vignetted) and a dense field (N=600 at 424x640, particles
+    drifting in and out of focus), both with truth."""
+    from cybloid.sim.appearance import Appearance, DenseField
+    from cybloid.tracking.offline import TrackOptions, resolve
+
+    out = []
+    nfr = 8 if args.quick else 60
+    for name, n, shape in (("bright field N=60 512x512 (simulated)", 60, (512, 512)),
+                           ("dense bright field N=600 424x640 (simulated)", 600, (424, 640))):
+        field = DenseField(n, shape, Appearance(), seed=args.seed + n)
+        frames, truth = [], []
+        for _ in range(nfr):
+            img, xy, z = field.frame()
+            frames.append(img)
+            truth.append(xy[field.in_focus(z, 0.5)])
+            field.step()
+        opts = resolve(TrackOptions(diameter=9, invert=False), frames[0])
+        out.append(_locate_case(name, frames, opts, truth))
+    return out
+
+
+def _video_case(args: argparse.Namespace) -> dict:
+    from cybloid.tracking.offline import TrackOptions, resolve
+    from cybloid.tracking.video import VideoSource
+
+    with VideoSource(args.video, keep_dtype=True) as src:
+        frames = []
+        for f in src:
+            frames.append(f)
+            if len(frames) >= args.video_frames:
+                break
+    opts = resolve(TrackOptions(diameter=args.video_diameter, minmass=args.video_minmass,
+                                invert=True if args.video_invert else None), frames[0])
+    return _locate_case(f"video {os.path.basename(os.path.normpath(args.video))}", frames, opts)
+
+
 def run(args: argparse.Namespace) -> dict:
+    cases = []
+    if not args.skip_loop_cases:
+        cases += _loop_cases(args)
+    cases += _realistic_cases(args)
+    if args.video:
+        cases.append(_video_case(args))
+    return document("tracking", cases)
+
+
+def _loop_cases(args: argparse.Namespace) -> list[dict]:
     cases = []
     todo = CASES[:1] if args.quick else CASES
     for n, size, frames, bframes in todo:
@@ -216,4 +318,4 @@ def run(args: argparse.Namespace) -> dict:
                           quality=quality, baseline_quality=bq,
                           cpu_p50_ms=float(np.percentile(cpu_a, 50)), cpu_p99_ms=float(np.percentile(cpu_a, 99)),
                           acquisitions=acqs, notes=notes))
-    return document("tracking", cases)
+    return cases

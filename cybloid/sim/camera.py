@@ -168,6 +168,8 @@ class SimCamera:
         return img
 
     def _full_frame(self, layers: list, key) -> np.ndarray:
+        if getattr(self, "appearance", None) is not None:  # bright field etc. (cybloid.sim.appearance)
+            return self.appearance.camera_frame(self, layers, key)
         img = self.mean_signal(layers)
         c = self.profile.camera
         t = self.table()

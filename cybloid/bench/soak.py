@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hours", type=float, default=1.0, help="experiment time (h, default 1)")
     p.add_argument("--size", type=int, default=64, help="camera width and height (px, default 64)")
     p.add_argument("--particles", type=int, default=4, help="particles in the simulated sample (default 4)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="camera frame rate (default: the lab profile's); fewer frames make the hour faster")
     p.add_argument("--warm-up-s", type=float, default=300.0,
                    help="experiment time left out of the growth fit (s, default 300)")
     p.add_argument("--seed", type=int, default=0)
@@ -45,7 +47,7 @@ def rss_mb() -> float:
 
 
 def soak(hours: float = 1.0, size_px: int = 64, particles: int = 4, warm_up_s: float = 300.0, seed: int = 0,
-         sample_every_s: float = 10.0, progress=None) -> dict:
+         sample_every_s: float = 10.0, progress=None, fps: float | None = None) -> dict:
     """Run the soak; returns the measured numbers (see the module docstring)."""
     from cybloid.errors import ParameterError
     from cybloid.protocol.loader import load_protocol
@@ -56,6 +58,8 @@ def soak(hours: float = 1.0, size_px: int = 64, particles: int = 4, warm_up_s: f
     proto = load_protocol("harmonic-trap")
     duration_s = hours * 3600.0
     over = {"camera.width_px": size_px, "camera.height_px": size_px, "particles.count": particles}
+    if fps is not None:
+        over["camera.fps"] = float(fps)
     lab, loop, vals = prepare(proto, {"duration": duration_s, "traps": 1}, overrides=over, seed=seed)
     loop.keep_images = False
     samples: list[tuple[float, float]] = []
@@ -89,6 +93,8 @@ def soak(hours: float = 1.0, size_px: int = 64, particles: int = 4, warm_up_s: f
             "rss_end_mb": float(rss[-1]) if len(rss) else float("nan"),
             "rss_growth_mb_per_h": slope_mb_per_s * 3600.0,
             "rss_change_after_warm_up_mb": float(rss[keep][-1] - rss[keep][0]) if keep.any() else float("nan"),
+            "rss_growth_bytes_per_frame": slope_mb_per_s * 1e6 * lab.frame_period_s,
+            "fps": 1.0 / lab.frame_period_s,
             "samples": len(samples)}
 
 
@@ -102,15 +108,18 @@ def run(args: argparse.Namespace) -> dict:
         bar.refresh()
 
     try:
-        r = soak(args.hours, args.size, args.particles, args.warm_up_s, args.seed, progress=progress)
+        r = soak(args.hours, args.size, args.particles, args.warm_up_s, args.seed, progress=progress, fps=args.fps)
     finally:
         bar.close()
     s = r["summary"]
-    c = {"name": f"soak {args.hours:g} h virtual time, {args.size}x{args.size} px, {args.particles} particles",
-         "params": {"hours": args.hours, "size_px": args.size, "particles": args.particles,
+    c = {"name": f"soak {args.hours:g} h virtual time, {args.size}x{args.size} px, {r['fps']:g} frames/s, "
+                 f"{args.particles} particles",
+         "params": {"hours": args.hours, "size_px": args.size, "particles": args.particles, "fps": r["fps"],
                     "warm_up_s": args.warm_up_s, "seed": args.seed},
          "p50_ms": s.compute_p50_ms, "p99_ms": s.compute_p99_ms, "mean_ms": r["compute_mean_ms"], "samples": s.frames,
          "quality": {"rss_growth_MB_per_hour": r["rss_growth_mb_per_h"],
+                     "rss_growth_bytes_per_frame": r["rss_growth_bytes_per_frame"],
+                     "rss_growth_MB_per_hour_at_100_fps_computed": r["rss_growth_bytes_per_frame"] * 360000 / 1e6,
                      "rss_change_after_warm_up_MB": r["rss_change_after_warm_up_mb"],
                      "rss_after_warm_up_MB": r["rss_after_warm_up_mb"], "rss_end_MB": r["rss_end_mb"],
                      "rss_samples": r["samples"], "experiment_s": r["experiment_s"], "wall_s": r["wall_s"],

@@ -144,21 +144,26 @@ class LabProfile:
 
     # Derived physical quantities -------------------------------------------------------
     @property
-    def kT(self) -> float:
+    def kT_pN_um(self) -> float:
         """Thermal energy in pN*um."""
         return kT_pN_um(self.medium.temperature_K)
 
     @property
-    def gamma(self) -> float:
+    def gamma_pN_s_per_um(self) -> float:
         """Stokes friction of one particle in pN*s/um."""
         return stokes_friction(self.particles.diameter_um, self.medium.viscosity_Pa_s)
 
     @property
-    def diffusion(self) -> float:
+    def diffusion_um2_per_s(self) -> float:
         """Diffusion coefficient in um^2/s."""
         return diffusion_coefficient(
             self.particles.diameter_um, self.medium.temperature_K, self.medium.viscosity_Pa_s
         )
+
+    # Short names (kT in pN um, gamma in pN s/um, diffusion in um^2/s), kept for formulas and older code
+    kT = kT_pN_um
+    gamma = gamma_pN_s_per_um
+    diffusion = diffusion_um2_per_s
 
     @property
     def frame_period_s(self) -> float:

@@ -126,7 +126,7 @@ def test_user_pair_potential_is_compiled_and_checked():
     def gauss(r):
         return 30.0 * math.exp(-r * r / 8.0)
 
-    up = UserPair(gauss, cutoff=10.0)
+    up = UserPair(gauss, cutoff_um=10.0)
     pos = spread(30, 20.0, 1.0, seed=6)
     d = pos[:, None] - pos[None]
     r = np.hypot(d[..., 0], d[..., 1]) + np.eye(len(pos))

@@ -320,11 +320,26 @@ class UserPair(TabulatedPair):
     It is compiled and checked for finite values on ``(r_min, cutoff]`` when the term is
     made (a :class:`ParameterError` otherwise), then tabulated finely as its force
     ``-dU/dr``, so the hot path costs the same as :class:`TabulatedPair`.
+
+    Parameters
+    ----------
+    func : callable
+        ``func(r_um) -> U`` in kT.
+    cutoff_um : float
+        No interaction beyond this distance (also accepted as ``cutoff``, the parameter's name).
+    r_min_um : float
+        Smallest tabulated distance; below it the force is held at its value there.
+    points : int
+        Table size.
+    kT_pN_um : float
+        Thermal energy that converts U from kT to pN um.
     """
 
-    def __init__(self, func: Callable[[float], float], cutoff: float = 10.0, r_min_um: float = 0.5,
-                 points: int = 4096, kT: float = KT_DEFAULT, **values: Any) -> None:
+    def __init__(self, func: Callable[[float], float], cutoff_um: float = 10.0, r_min_um: float = 0.5,
+                 points: int = 4096, kT_pN_um: float = KT_DEFAULT, **values: Any) -> None:
         where = f"UserPair({getattr(func, '__name__', 'func')})"
+        cutoff = float(values.pop("cutoff", cutoff_um))  # ``cutoff`` is the parameter's name in files and the GUI
+        kT = float(values.pop("kT", kT_pN_um))
         fn = compile_user(func, 1, where)
         if not (0 < r_min_um < cutoff):
             raise ParameterError(f"{where}: need 0 < r_min_um < cutoff, got r_min_um={r_min_um}, cutoff={cutoff}")

@@ -49,13 +49,13 @@ class SimWorld:
         self.profile = profile
         self.seed = int(seed)
         self.rng = np.random.default_rng(seed)
-        self.dt = profile.simulation.dt_s
+        self.dt_s = profile.simulation.dt_s
         self.tick = 0
-        self.mobility = 1.0 / profile.gamma
-        self.diffusion = profile.diffusion
+        self.mobility = 1.0 / profile.gamma_pN_s_per_um  # um/(pN s)
+        self.diffusion = profile.diffusion_um2_per_s  # um^2/s
         w, h = profile.fov_um
         m = profile.arena.margin_um
-        self.box = np.array([-m, -m, w + m, h + m], dtype=float)
+        self.box_um = np.array([-m, -m, w + m, h + m], dtype=float)
         self.stage_um = np.zeros(2)
         self.laser_on = False
         self.power_frac = 1.0
@@ -69,7 +69,7 @@ class SimWorld:
             pos = np.array(initial_positions_um, dtype=float).reshape(-1, 2)
         else:
             pos = self._random_positions(profile.particles.count)
-        self.pos = pos
+        self.pos_um = pos
         self.ext_force = np.zeros_like(pos)
         # thermal noise: counter-based, keyed by (seed, tick, particle, axis)
         self._noise_key = np.uint64(frame_key(self.seed, 0x6E6F697365))
@@ -82,12 +82,33 @@ class SimWorld:
         self.last_hold: dict | None = None
 
     # ------------------------------------------------------------------ set-up
+
+    # Older names without units (kept for existing callers): dt -> dt_s, pos -> pos_um, box -> box_um.
+    @property
+    def dt(self) -> float:
+        """Brownian time step (s); old name of :attr:`dt_s`."""
+        return self.dt_s
+
+    @property
+    def pos(self) -> np.ndarray:
+        """Particle positions (N,2) in world um; old name of :attr:`pos_um`."""
+        return self.pos_um
+
+    @pos.setter
+    def pos(self, value: np.ndarray) -> None:
+        self.pos_um = value
+
+    @property
+    def box(self) -> np.ndarray:
+        """Arena (xmin, ymin, xmax, ymax) in world um; old name of :attr:`box_um`."""
+        return self.box_um
+
     def _random_positions(self, n: int) -> np.ndarray:
         """Uniform random positions no two closer than the spacing (random sequential
         placement on a grid: cost linear in n)."""
         p = self.profile.particles
         spacing = max(p.min_spacing_um, p.diameter_um if self.profile.simulation.hard_core else 0.0)
-        x0, y0, x1, y1 = self.box
+        x0, y0, x1, y1 = self.box_um
         r = p.diameter_um / 2
         inner = np.array([x0 + r, y0 + r, max(x1 - r, x0 + r), max(y1 - r, y0 + r)])
         out = np.zeros((n, 2))
@@ -107,11 +128,11 @@ class SimWorld:
 
     @property
     def time(self) -> float:
-        return self.tick * self.dt
+        return self.tick * self.dt_s
 
     def ticks(self, t_s: float) -> int:
         """Number of ticks at or after time ``t_s`` (events never happen before asked)."""
-        return int(math.ceil(t_s / self.dt - 1e-9))
+        return int(math.ceil(t_s / self.dt_s - 1e-9))
 
     # ------------------------------------------------------------------ laser
     def schedule_spots(self, tick: int, spots_fov_um: np.ndarray, share: np.ndarray) -> None:
@@ -141,14 +162,14 @@ class SimWorld:
         else:
             spots = np.zeros((0, 2))
             spot_f = np.zeros(0)
-        if self._ref is None or self._ref.shape != self.pos.shape:
-            self._ref = self.pos.copy()
+        if self._ref is None or self._ref.shape != self.pos_um.shape:
+            self._ref = self.pos_um.copy()
             self._pairs = (np.zeros(0, np.int64), np.zeros(0, np.int64), -1)
-        if self.spot_force_sum.shape != self.pos.shape:
-            self.spot_force_sum = np.zeros_like(self.pos)
+        if self.spot_force_sum.shape != self.pos_um.shape:
+            self.spot_force_sum = np.zeros_like(self.pos_um)
         pi, pj, cnt, rebuilds = integrate(
-            self.pos, nsteps, self.tick, self._noise_key, self.dt, self.mobility, self.diffusion, spots, spot_f,
-            lp.offset_at_max_um, lp.range_um, self.box, self.profile.arena.walls == "periodic",
+            self.pos_um, nsteps, self.tick, self._noise_key, self.dt_s, self.mobility, self.diffusion, spots, spot_f,
+            lp.offset_at_max_um, lp.range_um, self.box_um, self.profile.arena.walls == "periodic",
             self.profile.particles.diameter_um, self.profile.simulation.hard_core, self.ext_force, self._ref,
             self._pairs[0], self._pairs[1], self._pairs[2], SKIN_UM, self.spot_force_sum,
         )
@@ -183,12 +204,12 @@ class SimWorld:
         if not (self.laser_on and self.power_frac > 0 and len(self._share)):
             return
         spots = np.ascontiguousarray(self._spots_fov + self.stage_um)
-        target, d = nearest_within(spots, self.pos, lp.range_um)
+        target, d = nearest_within(spots, self.pos_um, lp.range_um)
         ok = (target >= 0) & (d > 0) & (self._share > 0)
         if not ok.any():
             return
         target = target[ok]
-        u = (spots[ok] - self.pos[target]) / d[ok][:, None]
+        u = (spots[ok] - self.pos_um[target]) / d[ok][:, None]
         prog = u * (self._share[ok] * self.power_frac * lp.max_force_pN)[:, None]
         self._hold = {"tick": self.tick, "targets": target, "programmed_pN": prog, "offset_um": d[ok],
                       "sum0": self.spot_force_sum[target].copy()}
@@ -200,10 +221,10 @@ class SimWorld:
             return
         steps = self.tick - h["tick"]
         realised = (self.spot_force_sum[h["targets"]] - h["sum0"]) / steps
-        self.last_hold = {"t_start_s": h["tick"] * self.dt, "t_end_s": self.tick * self.dt, "targets": h["targets"],
+        self.last_hold = {"t_start_s": h["tick"] * self.dt_s, "t_end_s": self.tick * self.dt_s, "targets": h["targets"],
                           "programmed_pN": h["programmed_pN"], "realised_pN": realised,
                           "offset_um": h["offset_um"]}
 
     def positions_fov_um(self) -> np.ndarray:
         """Current particle positions in field-of-view coordinates (um)."""
-        return self.pos - self.stage_um
+        return self.pos_um - self.stage_um

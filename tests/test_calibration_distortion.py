@@ -143,3 +143,21 @@ def test_report_plots_the_force_scale_from_recorded_events():
     assert "5 estimates" in caption and "0.910" in caption
     assert len(ax.lines) >= 2
     plt.close(fig)
+
+
+def test_sessions_keep_the_distortion_for_replay():
+    from types import SimpleNamespace
+
+    from cybloid.hardware import load_hardware_profile
+    from cybloid.recording.format import lab_metadata, to_jsonable
+    from cybloid.recording.replay import calibration_from_metadata
+
+    prof = load_lab_profile().with_overrides({**SMALL, "laser.steer_distortion_su": DISTORTION})
+    cal = Calibration.from_profile(prof)
+    lab = SimpleNamespace(hardware=load_hardware_profile("simulated"), calibration=cal,
+                          laser=SimpleNamespace(power_mW=lambda: 500.0))
+    meta = to_jsonable(lab_metadata(lab))
+    back = calibration_from_metadata(meta, prof)
+    um = _grid_um()
+    assert back.has_distortion
+    assert np.array_equal(back.um_to_steer(um), cal.um_to_steer(um))

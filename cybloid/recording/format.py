@@ -165,7 +165,11 @@ def lab_metadata(lab: Any) -> dict[str, Any]:
                                         "range_um": float(fc.range_um)},
                         "latency_s": float(cal.latency_s), "source": str(cal.source),
                         "created": str(getattr(cal, "created", "")), "hardware": str(getattr(cal, "hardware", "")),
-                        "lab": str(getattr(cal, "lab", "")), "quality": to_jsonable(getattr(cal, "quality", {}))},
+                        "lab": str(getattr(cal, "lab", "")), "quality": to_jsonable(getattr(cal, "quality", {})),
+                        **({"distortion": {"quadratic_su": np.asarray(cal.distortion_su, float).tolist(),
+                                           "centre_px": [float(x) for x in cal.distortion_centre_px],
+                                           "scale_px": float(cal.distortion_scale_px)}}
+                           if getattr(cal, "has_distortion", False) else {})},
         "laser_power_mW": float(lab.laser.power_mW()),
     }
 

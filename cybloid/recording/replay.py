@@ -306,9 +306,12 @@ def calibration_from_metadata(meta: Mapping[str, Any], prof: Any):
         return Calibration.from_profile(prof)
     try:
         fc = c["force_curve"]
+        d = c.get("distortion")  # the quadratic part of the steering map, when the calibration had one
+        dist = ({"distortion_su": np.asarray(d["quadratic_su"], float), "distortion_centre_px": tuple(d["centre_px"]),
+                 "distortion_scale_px": float(d["scale_px"])} if d else {})
         return Calibration(float(c["pixel_size_um"]), np.asarray(c["steer_from_px"], float),
                            ForceCurve(float(fc["max_force_pN"]), float(fc["offset_at_max_um"]), float(fc["range_um"])),
-                           float(c["latency_s"]), str(c.get("source", "session")), str(c.get("created", "")))
+                           float(c["latency_s"]), str(c.get("source", "session")), str(c.get("created", "")), **dist)
     except (KeyError, TypeError, ValueError) as exc:
         raise SessionError(f"session metadata: malformed calibration: {exc}") from None
 

@@ -65,7 +65,8 @@ def test_table_has_one_row_per_run_and_matches_single_runs(trap_sweep):
     assert len(set(df["worker"])) == 2  # the runs really went to both workers
     # every row equals a single run in this process with the same parameters and seed, bit for bit
     for _, row in df.iterrows():
-        single = run_point("harmonic-trap", {**spec.fixed, "stiffness": row["stiffness"]}, int(row["seed"]), SMALL, OBS)
+        single = run_point("harmonic-trap", {**spec.fixed, "stiffness": row["stiffness"]}, int(row["seed"]),
+                           spec.lab_overrides, OBS)
         for c in COLUMNS:
             assert same(float(row[c]), float(single[c])), (c, row[c], single[c])
     assert json.loads((out / "sweep.json").read_text())["grid"] == {"stiffness": [0.05, 0.2]}
@@ -79,8 +80,9 @@ def test_row_matches_a_plain_protocol_run(trap_sweep):
     spec, _, _, df = trap_sweep
     row = df.iloc[3]
     proto = load_protocol("harmonic-trap")
+    assert spec.lab_overrides == {**SMALL, "camera.render": "none"}  # sweeps default to the measurement model
     lab, loop, vals = prepare(proto, {**spec.fixed, "stiffness": row["stiffness"]}, seed=int(row["seed"]),
-                              overrides=SMALL)
+                              overrides=spec.lab_overrides)
     recs = []
     loop.add_sink(recs.append)
     summary = ProtocolRunner(loop, proto, vals).run()
@@ -180,6 +182,21 @@ def test_failed_runs_are_retried_once_then_reported(client, tmp_path):
     assert bad["status"] == "failed" and bad["attempts"] == 2 and "boom at x=1" in bad["error"]
     assert math.isnan(bad["n_tracked_mean"])
     assert log.read_text().count("attempt") == 2  # tried once more, not more
+
+
+def test_sweeps_default_to_no_images_unless_asked_or_needed():
+    from cybloid.sweep.observables import OBSERVABLES, register_observable
+
+    assert trap_spec().lab_overrides["camera.render"] == "none"
+    assert "render = none" in trap_spec().render_note
+    kept = trap_spec(lab_overrides={**SMALL, "camera.render": "lazy"})
+    assert kept.lab_overrides["camera.render"] == "lazy"
+    register_observable("image_mean", ["img_mean"], "mean pixel value (test)", needs_images=True)(lambda d: {})
+    try:
+        imaged = trap_spec(observables=["variance", "image_mean"])
+        assert "camera.render" not in imaged.lab_overrides and "image_mean" in imaged.render_note
+    finally:
+        del OBSERVABLES["image_mean"]
 
 
 def test_grid_axes_parse_and_validate():

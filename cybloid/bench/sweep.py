@@ -12,8 +12,9 @@ import pandas as pd
 
 from cybloid.bench.common import case, document
 
-DESCRIPTION = ("sweep throughput (runs/min) of harmonic-trap runs in virtual time on a local Dask cluster with 1 and "
-               "2 worker processes, per-run wall time p50/p99; baseline: the same runs serially in this process")
+DESCRIPTION = ("sweep throughput (runs/min, runs/min per core) of harmonic-trap runs in virtual time: serially with "
+               "camera.render = none (the sweep default) against full rendering, and on a local Dask cluster with 1 "
+               "and 2 worker processes; baseline: the same runs serially in this process with full rendering")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> dict:
 
     runs = 4 if args.quick else args.runs
     duration = 1.0 if args.quick else args.duration
-    over = {"camera.width_px": args.size, "camera.height_px": args.size}
+    over = {"camera.width_px": args.size, "camera.height_px": args.size, "camera.render": "full"}
     fixed = {"duration": duration, "traps": 4, "spacing": min(12.0, args.size * 0.2 / 2.5)}
 
     def spec(seed):  # a new seed per measurement: nothing is cached between cases
@@ -51,9 +52,27 @@ def run(args: argparse.Namespace) -> dict:
     _sweep(make_spec("harmonic-trap", ["stiffness=0.05"], {**fixed, "duration": 0.2}, lab_overrides=over), None, 0)
     res0, df0 = _sweep(spec(100), None, 0)
     cpu0 = float(df0["cpu_s"].median())
-    base = {"name": "serial in-process (workers=0)", "samples_ms": (df0["wall_s"] * 1e3).tolist(),
+    base = {"name": "serial in-process (workers=0), render=full", "samples_ms": (df0["wall_s"] * 1e3).tolist(),
             "runs_per_min": res0.runs_per_min, "cpu_s_per_run": cpu0}
     cases = []
+    # after: the sweep default (no images, measurement model), serially in this process
+    fast = {**over, "camera.render": "none"}
+
+    def spec_none(seed):
+        return make_spec("harmonic-trap", [f"stiffness=0.02:0.2:{runs}"], fixed, seed=seed, lab_overrides=fast,
+                         observables=["variance", "diffusion"])
+
+    _sweep(make_spec("harmonic-trap", ["stiffness=0.05"], {**fixed, "duration": 0.2}, lab_overrides=fast), None, 0)
+    res1, df1 = _sweep(spec_none(300), None, 0)
+    cpu1 = float(df1["cpu_s"].median())
+    cases.append(case("serial render=none", {**params, "workers": 0, "render": "none"},
+                      (df1["wall_s"] * 1e3).tolist(), base, runs_per_min=res1.runs_per_min,
+                      runs_per_min_per_core=60.0 / cpu1, cpu_s_per_run=cpu1,
+                      quality={"runs_per_min_per_core": 60.0 / cpu1, "baseline_runs_per_min_per_core": 60.0 / cpu0},
+                      notes=f"{res1.runs_per_min:.1f} runs/min serially with render=none against "
+                            f"{res0.runs_per_min:.1f} with full rendering; per core (60 / CPU s per run): "
+                            f"{60.0 / cpu1:.0f} against {60.0 / cpu0:.0f} (computed from measured CPU time)"))
+    cases[-1].pop("speedup_p50", None)  # no images: not the same work as the baseline
     for n in args.workers:
         load = os.getloadavg()[0]
         t0 = time.perf_counter()

@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("sweeps") / spec.protocol
     print(f"sweep {spec.protocol}: {spec.n_points} grid point(s) x {spec.repeats} seed(s) = {spec.n_runs} runs "
           f"-> {out}")
+    if getattr(spec, "render_note", None):
+        print(f"  {spec.render_note}")
     result = run_sweep(spec, out, scheduler=args.scheduler, workers=args.workers, sessions=args.sessions,
                        progress=not args.no_progress)
     print("\n".join(result.lines()))

@@ -54,14 +54,21 @@ def make_spec(protocol: str | Path, grid: Sequence[str], fixed: Mapping[str, Any
     checked = proto.values(fixed)  # validates names, types and ranges
     fixed = {k: checked[k] for k in fixed}
     base = load_lab_profile(lab)
-    prof = base.with_overrides(dict(lab_overrides or {}), where="--set") if lab_overrides else base
     names = resolve_observables(observables, proto.module, proto.name)
+    from cybloid.sweep.observables import sweep_render
+
+    render, render_note = sweep_render(names, lab_overrides)
+    if render is not None:
+        lab_overrides = {**dict(lab_overrides or {}), "camera.render": render}
+    log.info("sweep: %s", render_note)
+    prof = base.with_overrides(dict(lab_overrides or {}), where="--set") if lab_overrides else base
     spec = SweepSpec(protocol=proto.name, protocol_source=proto.source, protocol_path=str(proto.path), grid=axes, fixed=fixed, repeats=int(repeats),
                      seed=int(seed), lab=base.to_dict(), lab_overrides=dict(lab_overrides or {}), observables=names,
                      skip_s=float(skip_s),
                      lab_info={"kT": prof.kT, "gamma": prof.gamma, "diffusion": prof.diffusion,
                                "frame_period_s": prof.frame_period_s, "fov_x_um": prof.fov_um[0],
                                "fov_y_um": prof.fov_um[1], "latency_s": prof.inherent_latency_s})
+    spec.render_note = render_note  # not part of the spec (files): what make_spec chose, for the CLI
     info = LabInfo.from_profile(prof)
     seen = set()
     for task in spec.tasks():

@@ -78,15 +78,18 @@ class Observable:
     columns: tuple[str, ...]
     func: Callable[[RunData], Mapping[str, float]]
     doc: str
+    needs_images: bool = False
+    """True if it reads camera images (then sweeps keep rendering them, see :func:`sweep_render`)."""
 
 
 OBSERVABLES: dict[str, Observable] = {}
 
 
-def register_observable(name: str, columns: Sequence[str], doc: str) -> Callable:
-    """Decorator registering ``func(data: RunData) -> dict`` as observable ``name``."""
+def register_observable(name: str, columns: Sequence[str], doc: str, needs_images: bool = False) -> Callable:
+    """Decorator registering ``func(data: RunData) -> dict`` as observable ``name``
+    (``needs_images``: it reads the camera images, not only the tracks)."""
     def deco(func: Callable[[RunData], Mapping[str, float]]) -> Callable:
-        OBSERVABLES[name] = Observable(name, tuple(columns), func, doc)
+        OBSERVABLES[name] = Observable(name, tuple(columns), func, doc, bool(needs_images))
         return func
     return deco
 
@@ -120,6 +123,23 @@ def resolve_observables(names: Iterable[str] | None, module: Any = None, protoco
         if n not in out:
             out.append(n)
     return out
+
+
+def sweep_render(names: Sequence[str], lab_overrides: Mapping[str, Any] | None) -> tuple[str | None, str]:
+    """The camera tier a sweep should use, and why.
+
+    Sweeps default to ``camera.render = none`` (no images, the measurement model; about an
+    order of magnitude more runs per core) unless an observable needs images or the user
+    chose a tier with ``--set camera.render=...``. Returns ``(render or None to keep, message)``.
+    """
+    given = (lab_overrides or {}).get("camera.render")
+    if given is not None:
+        return None, f"camera.render = {given} (as set)"
+    need = [n for n in names if OBSERVABLES[n].needs_images]
+    if need:
+        return None, f"camera.render as in the lab profile: observable(s) {', '.join(need)} need images"
+    return "none", ("camera.render = none (no images: tracks from the measurement model, docs/sweeps.md); "
+                    "--set camera.render=full to render and track every frame")
 
 
 def compute_observables(names: Sequence[str], data: RunData) -> dict[str, float]:

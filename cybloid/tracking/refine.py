@@ -22,6 +22,8 @@ import math
 import numba
 import numpy as np
 
+from cybloid.cells import neighbour_list
+
 ST_OK = 0
 """Refinement converged inside the image."""
 ST_NO_SIGNAL = 1
@@ -34,7 +36,7 @@ ST_OUTSIDE = 3
 
 @numba.njit(cache=True)
 def neighbour_lists(xy, reach):
-    """Pairs closer than ``reach`` (px) with a cell list.
+    """Pairs closer than ``reach`` (px), from the shared cell list (:mod:`cybloid.cells`).
 
     Returns
     -------
@@ -43,60 +45,9 @@ def neighbour_lists(xy, reach):
     idx : int64 (M,)
     """
     n = xy.shape[0]
-    start = np.zeros(n + 1, np.int64)
     if n < 2:
-        return start, np.zeros(0, np.int64)
-    x0 = xy[0, 0]
-    y0 = xy[0, 1]
-    x1 = x0
-    y1 = y0
-    for k in range(n):
-        x0 = min(x0, xy[k, 0])
-        x1 = max(x1, xy[k, 0])
-        y0 = min(y0, xy[k, 1])
-        y1 = max(y1, xy[k, 1])
-    cell = max(reach, 1e-6)
-    ncx = int((x1 - x0) / cell) + 1
-    ncy = int((y1 - y0) / cell) + 1
-    counts = np.zeros(ncx * ncy + 1, np.int64)
-    cid = np.empty(n, np.int64)
-    for k in range(n):
-        c = int((xy[k, 1] - y0) / cell) * ncx + int((xy[k, 0] - x0) / cell)
-        cid[k] = c
-        counts[c + 1] += 1
-    for c in range(ncx * ncy):
-        counts[c + 1] += counts[c]
-    fill = counts[:-1].copy()
-    order = np.empty(n, np.int64)
-    for k in range(n):
-        order[fill[cid[k]]] = k
-        fill[cid[k]] += 1
-    r2 = reach * reach
-    nnb = np.zeros(n, np.int64)
-    buf = np.empty(16 * n + 16, np.int64)
-    m = 0
-    for k in range(n):
-        cx = int((xy[k, 0] - x0) / cell)
-        cy = int((xy[k, 1] - y0) / cell)
-        for gy in range(max(cy - 1, 0), min(cy + 2, ncy)):
-            for gx in range(max(cx - 1, 0), min(cx + 2, ncx)):
-                c = gy * ncx + gx
-                for q in range(counts[c], counts[c + 1]):
-                    j = order[q]
-                    if j == k:
-                        continue
-                    dx = xy[j, 0] - xy[k, 0]
-                    dy = xy[j, 1] - xy[k, 1]
-                    if dx * dx + dy * dy < r2:
-                        if m == buf.shape[0]:
-                            nb = np.empty(2 * m, np.int64)
-                            nb[:m] = buf
-                            buf = nb
-                        buf[m] = j
-                        m += 1
-                        nnb[k] += 1
-        start[k + 1] = m
-    return start, buf[:m].copy()
+        return np.zeros(n + 1, np.int64), np.zeros(0, np.int64)
+    return neighbour_list(xy, np.ones(n, np.bool_), reach)
 
 
 @numba.njit(cache=True, fastmath=True)

@@ -152,6 +152,10 @@ class FastTracker:
         self.sigma_px = self.fixed_sigma
         self.frames = 0
         self.acquisitions = 0
+        self.local_acquisitions = 0  # band detections around lost particles (see _locate_near)
+        self.last_local: int | None = None
+        self._scale: float | None = None
+        self._locate_params = None
         self.last_acquisition: str | None = None
         self.last_shift_px: np.ndarray | None = None
         self._started = False
@@ -180,6 +184,9 @@ class FastTracker:
             # float32 frames (offline video)
             img = base.astype(np.float32)
             self._locate(img)
+            self._locate_near(img, np.array([[31.0, 31.0]]))
+            self._locate(base.astype(np.uint16))
+            self._locate_near(base.astype(np.uint16), np.array([[31.0, 31.0]]))
             xy = np.array([[31.0, 31.0], [36.0, 31.0]])
             n = len(xy)
             self._refine(img, xy, np.zeros(n), np.arange(n), np.ones(n, bool), cold=True)
@@ -197,8 +204,40 @@ class FastTracker:
         minmass = 0.1 * self.minmass if self.minmass else 0.0
         p = LocateParams(self.diameter_px, minmass=minmass, separation=max(3, int(0.6 * self.diameter_px)),
                          characterize=False)
-        res = locate_array(image, p)
+        from cybloid.tracking.locate import Prepared
+
+        pr = Prepared(image, p)
+        res = locate_array(image, p, pr)
+        self._scale = pr.scale
+        self._locate_params = p
         self.acquisitions += 1
+        self.last_local = None
+        return res[:, [1, 0]].copy() if len(res) else np.zeros((0, 2))
+
+    def _locate_near(self, image: np.ndarray, pts: np.ndarray) -> np.ndarray:
+        """Incremental detection around newly lost particles: the same locate on bands of rows
+        ``+-(2 max_step + radius)`` around them (identical features there, the integer scaling
+        of the last full detection); a full detection when the bands cover half the image or
+        none has run yet."""
+        from cybloid.tracking.locate import locate_rows
+
+        h = image.shape[0]
+        if self._scale is None or len(pts) == 0:
+            return self._locate(image)
+        reach = 2.0 * self._max_step + self.radius
+        bands: list[list[int]] = []
+        for y in np.sort(pts[:, 1]):
+            a, b = int(math.floor(y - reach)), int(math.ceil(y + reach)) + 1
+            if bands and a <= bands[-1][1]:
+                bands[-1][1] = max(bands[-1][1], b)
+            else:
+                bands.append([a, b])
+        if sum(min(b, h) - max(a, 0) for a, b in bands) > 0.5 * h:
+            return self._locate(image)
+        parts = [locate_rows(image, self._locate_params, a, b, self._scale) for a, b in bands]
+        self.local_acquisitions += 1
+        self.last_local = len(bands)
+        res = np.concatenate(parts) if parts else np.zeros((0, 8))
         return res[:, [1, 0]].copy() if len(res) else np.zeros((0, 2))
 
     def _refine(self, image, xy, amp, todo, use_nb, cold=False):
@@ -309,9 +348,12 @@ class FastTracker:
         if reason is None and newly_lost.any():
             reason = "lost"
         if reason is not None:
-            if det is None:
+            if det is None and reason == "lost":
+                det = self._locate_near(image, pred[newly_lost])
+            elif det is None:
                 det = self._locate(image)
-            self._since_acq = 0
+            if self.last_local is None:
+                self._since_acq = 0
             if reason == "shift":
                 est = estimate_shift(pred, det, bin_px=self.radius, max_shift_px=0.5 * max(h, w),
                                      min_support=max(3, int(0.3 * min(n, len(det)))))

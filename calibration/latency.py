@@ -335,7 +335,8 @@ def fit_latency(frames, pid_of, pairs, force_of_offset, gamma: float, power_frac
         y0, y1, y2 = fs[j - h], fs[j], fs[j + h]
         den = y0 - 2 * y1 + y2
         if den > 0:
-            L = float(np.clip(fine[j] + 0.5 * h * fine_step * (y0 - y2) / den, fine[j] - fine_step, fine[j] + fine_step))
+            vertex = fine[j] + 0.5 * h * fine_step * (y0 - y2) / den
+            L = float(np.clip(vertex, fine[j] - fine_step, fine[j] + fine_step))
             curv = den / (h * fine_step) ** 2
     sigma2 = float(fs[j]) / max(2 * n - 3, 1)
     err = math.sqrt(2 * sigma2 / curv) if curv and math.isfinite(curv) and curv > 0 else math.nan

@@ -6,14 +6,12 @@ calibration, and spots placed through that calibration must land where they were
 (the simulated steering device maps with the true, distorted map).
 """
 
-import math
 
 import numpy as np
 import pytest
 
 from cybloid.calibration.coords import fit_coordinate_map
 from cybloid.calibration.model import Calibration
-from cybloid.calibration.procedures import open_calibration_lab, run_calibration
 from cybloid.cli import main
 from cybloid.profile import load_lab_profile
 
@@ -90,7 +88,8 @@ def test_coords_procedure_measures_and_applies_the_distortion(capsys, tmp_path):
     q = cal.quality["coords"]
     assert q["distortion_applied"] is True
     assert q["holdout_model_rms_um"] < 0.03 < 0.1 < q["holdout_affine_rms_um"]
-    truth = Calibration.from_profile(load_lab_profile().with_overrides({**SMALL, "laser.steer_distortion_su": DISTORTION}))
+    distorted = load_lab_profile().with_overrides({**SMALL, "laser.steer_distortion_su": DISTORTION})
+    truth = Calibration.from_profile(distorted)
     um = _grid_um()
     err = np.hypot(*(truth.steer_to_um(cal.um_to_steer(um)) - um).T)
     affine_only = np.hypot(*(truth.steer_to_um(cal.replace(distortion_su=np.zeros((2, 3))).um_to_steer(um)) - um).T)

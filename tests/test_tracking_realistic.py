@@ -82,3 +82,26 @@ def test_bad_appearance_values_are_refused():
         Appearance(mode="phase")
     with pytest.raises(ValueError, match="vignetting"):
         Appearance(vignetting=1.2)
+
+
+def test_loop_tracker_in_bright_field_gives_ring_centres():
+    app = Appearance(vignetting=0.1, focus_depth_um=50.0, core=1.0)  # in focus, bright cores
+    field = DenseField(12, (160, 200), app, seed=4, min_gap_px=20.0)
+    field.z[:] = 0.0
+    t = FastTracker(diameter_px=9, minmass=20000, sigma_px=2.25, ring_diameter_px=11)
+    for k in range(3):
+        img, xy, _ = field.frame()
+        tr = t.update(img, k)
+        field.step()
+    found = (tr.flags & FLAG_LOST) == 0
+    assert 10 <= t.ring_found <= found.sum()
+    # the ring centres sit on the particles (trackpy's procedure: whole-pixel edge offsets)
+    d = np.hypot(tr.xy_px[found][:, None, 0] - xy[None, :, 0], tr.xy_px[found][:, None, 1] - xy[None, :, 1])
+    assert np.median(d.min(axis=1)) < 0.3 and np.max(d.min(axis=1)) < 0.8
+    # the ring refinement moved them off the Gaussian-window positions
+    plain = FastTracker(diameter_px=9, minmass=20000, sigma_px=2.25)
+    for k in range(3):
+        ptr = plain.update(img, k)
+    assert not np.allclose(np.sort(ptr.xy_px[:, 0]), np.sort(tr.xy_px[:, 0]), atol=1e-3)
+    with pytest.raises(ValueError, match="ring_diameter_px"):
+        FastTracker(diameter_px=9, ring_diameter_px=1.0)

@@ -15,7 +15,8 @@ from cybloid.protocol.loader import LabInfo, LoadedProtocol, protocol_error
 from cybloid.protocol.steps import Step
 
 MAX_STEPS = 1_000_000
-YIELD_LIMIT_S = 10.0  # wall time a protocol may compute between two steps in a dry run
+YIELD_LIMIT_S = 60.0  # wall time a protocol may compute between two steps in a dry run (loading a
+# torch model on a busy machine can take tens of seconds; an endless loop is still stopped)
 
 
 @dataclass

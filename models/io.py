@@ -4,10 +4,11 @@ A model file (``.pt``) holds one dictionary::
 
     format      "cybloid-model"
     version     FORMAT_VERSION (an int); files of another version are refused
-    kind        "pair" or "frame-averaged"
+    kind        "pair", "frame-averaged" or "many-body"
     hyper       constructor arguments (cutoff, knots, hidden size, dimension, ...)
     state_dict  tensors
-    meta        training record: sessions, samples, metrics, cybloid version, time
+    meta_json   training record as a JSON string: sessions, samples, metrics, cybloid version, time
+                (files written before it hold the same as a plain dictionary ``meta``)
 
 Nothing in it executes code when opened (torch's ``weights_only`` loader accepts only
 tensors and plain containers).
@@ -16,6 +17,7 @@ tensors and plain containers).
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -25,11 +27,12 @@ import torch
 from cybloid import __version__
 from cybloid.models.errors import ModelError
 from cybloid.models.frame_averaged import FrameAveraged
+from cybloid.models.many_body import ManyBody
 from cybloid.models.pair import RadialPair
 
 FORMAT = "cybloid-model"
 FORMAT_VERSION = 1
-KINDS = {"pair": RadialPair, "frame-averaged": FrameAveraged}
+KINDS = {"pair": RadialPair, "frame-averaged": FrameAveraged, "many-body": ManyBody}
 SUFFIX = ".pt"
 
 
@@ -65,9 +68,9 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike, meta: dict[str, 
     p.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": FORMAT_VERSION, "kind": kind, "hyper": _plain(model.hyper),
                "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-               "meta": _plain({"cybloid_version": __version__,
-                               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                               **(meta or {})})}
+               "meta_json": json.dumps(_plain({"cybloid_version": __version__,
+                                               "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                                               **(meta or {})}), allow_nan=True)}
     tmp = p.with_name(p.name + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(p)
@@ -101,6 +104,17 @@ def read_model_file(path: str | os.PathLike) -> dict[str, Any]:
     return payload
 
 
+def payload_meta(payload: dict[str, Any], path: Any = "") -> dict[str, Any]:
+    """The training record of a model file (JSON string; older files: a plain dictionary)."""
+    if "meta_json" in payload:
+        try:
+            meta = json.loads(payload["meta_json"])
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"{path}: the model file's metadata is not valid JSON ({exc})") from None
+        return dict(meta) if isinstance(meta, dict) else {}
+    return dict(payload.get("meta") or {})
+
+
 def load_model(path: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
     """(model in eval mode, float64; metadata) from a model file."""
     payload = read_model_file(path)
@@ -114,7 +128,7 @@ def load_model(path: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise ModelError(f"{path}: parameter '{name}' contains NaN or infinite values (a diverged training?)")
     model.eval()
-    return model, dict(payload.get("meta") or {})
+    return model, payload_meta(payload, path)
 
 
 def list_models(folder: str | os.PathLike | None = None) -> list[dict[str, Any]]:
@@ -127,7 +141,7 @@ def list_models(folder: str | os.PathLike | None = None) -> list[dict[str, Any]]
     for f in files:
         try:
             payload = read_model_file(f)
-            out.append({"path": str(f), "kind": payload["kind"], "hyper": payload["hyper"], "meta": payload.get("meta", {})})
+            out.append({"path": str(f), "kind": payload["kind"], "hyper": payload["hyper"], "meta": payload_meta(payload, f)})
         except ModelError as exc:
             out.append({"path": str(f), "error": str(exc)})
     return out

@@ -2,8 +2,9 @@
 
 * :class:`LearnedPair` - a pair model file exported to the tabulated pair force
   (:class:`cybloid.forces.TabulatedPair`, Numba, cell list); the table is exactly the model.
-* :class:`LearnedManyBody` - a frame-averaged model evaluated with torch on the
-  neighbourhoods of the usable particles (float64, one thread).
+* :class:`LearnedManyBody` - a frame-averaged model (torch, on the neighbourhoods of the
+  usable particles) or a many-body energy model (torch, forces by autograd over the usable
+  particles' configuration); float64, one thread.
 
 A model that fails or returns NaN never crashes the loop: its rows become NaN, which
 ``ForceProgram.compute`` zeroes and flags (``FLAG_NAN_FORCE`` on the record).
@@ -52,7 +53,7 @@ class LearnedPair(TabulatedPair):
 
 
 class LearnedManyBody(ForceTerm):
-    """A frame-averaged many-body model (torch) as a force term."""
+    """A frame-averaged or many-body (energy) model (torch) as a force term."""
 
     kind = "many-body"
     PARAMS = (Param("scale", 1.0, "", -100.0, 100.0, "multiplies the model's force"),)
@@ -79,15 +80,19 @@ class LearnedManyBody(ForceTerm):
         idx = np.flatnonzero(usable & np.isfinite(positions_um).all(axis=1))
         if len(idx) == 0:
             return out
-        rel, mask = neighbour_table(positions_um[idx], self.cutoff_um, self.k_max)
-        k = max(int(mask.sum(axis=1).max()), 1)
         prev = torch.get_num_threads()
         if prev != self.threads:
             torch.set_num_threads(self.threads)
         try:
-            with torch.inference_mode():
-                f = self.model(torch.from_numpy(np.ascontiguousarray(rel[:, :k])),
-                               torch.from_numpy(np.ascontiguousarray(mask[:, :k]))).numpy()
+            if getattr(self.model, "kind", None) == "many-body":
+                # energy model: forces are its gradient over the whole configuration (autograd)
+                f = self.model.predict(positions_um[idx])
+            else:
+                rel, mask = neighbour_table(positions_um[idx], self.cutoff_um, self.k_max)
+                k = max(int(mask.sum(axis=1).max()), 1)
+                with torch.inference_mode():
+                    f = self.model(torch.from_numpy(np.ascontiguousarray(rel[:, :k])),
+                                   torch.from_numpy(np.ascontiguousarray(mask[:, :k]))).numpy()
         finally:
             if prev != self.threads:
                 torch.set_num_threads(prev)
@@ -114,7 +119,7 @@ class LearnedManyBody(ForceTerm):
 
 
 def learned_term(path: str | os.PathLike, **values: Any) -> ForceTerm:
-    """The right force term for a model file (pair -> tabulated, frame-averaged -> torch)."""
+    """The right force term for a model file (pair -> tabulated; frame-averaged, many-body -> torch)."""
     from cybloid.models.io import read_model_file
 
     kind = read_model_file(path)["kind"]

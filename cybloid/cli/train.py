@@ -7,13 +7,27 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="learn an interaction model (pair or frame-averaged) from sessions",
+    p = sub.add_parser("train", help="learn an interaction model (pair, frame-averaged, many-body, or auto by held-out error) from sessions",
                        description="Learn the force particles feel from recorded sessions and save the model "
                        "(see docs/models.md). The default target is the applied (programmed) force; "
                        "--target drift learns from the motion instead.")
     p.add_argument("sessions", nargs="+", metavar="SESSION", help="recorded session directories")
-    p.add_argument("--model", choices=["pair", "frame-averaged"], default="pair",
-                   help="invariant radial pair model (exported to a table) or many-body frame-averaged model")
+    p.add_argument("--model", choices=["pair", "frame-averaged", "many-body", "auto"], default="pair",
+                   help="invariant radial pair model (exported to a table), frame-averaged model, conservative "
+                   "many-body model with message passing, or auto: fit pair and many-body candidates and keep "
+                   "the one with the smallest held-out error")
+    p.add_argument("--symmetry", choices=["auto", "E2", "SE2"], default="auto",
+                   help="many-body model's group: E2 (rotations and reflections), SE2 (rotations only: chiral), "
+                   "auto: fit both, pick by held-out error (default)")
+    p.add_argument("--head", choices=["auto", "energy", "nc"], default="auto",
+                   help="many-body forces from the energy only, or plus a non-conservative pair head "
+                   "(auto: energy for E2, energy + head for SE2)")
+    p.add_argument("--valid-session", action="append", default=[], metavar="SESSION",
+                   help="session held out for validation (repeatable); default: the last 20%% of every training "
+                   "session for the many-body and auto models")
+    p.add_argument("--patience", type=int, default=6, help="early stopping: epochs without a better held-out error")
+    p.add_argument("--max-frames", type=int, default=300, help="frames the many-body model trains on (evenly spaced)")
+    p.add_argument("--json", metavar="FILE", help="write the result (heldout_rel_rms, every candidate's error) as JSON")
     p.add_argument("--out", metavar="FILE", help="model file to write (default: $CYBLOID_MODELS or "
                    "./models-trained/<session>-<model>.pt)")
     p.add_argument("--target", choices=["applied", "drift", "residual"], default="applied",
@@ -26,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--knots", type=int, default=48, help="knots of the radial force (default 48)")
     p.add_argument("--smoothing", default="auto", metavar="X",
                    help="smoothness penalty of the radial force (default auto: chosen on held-out frames)")
-    p.add_argument("--epochs", type=int, default=30, help="epochs of the many-body part (default 30)")
+    p.add_argument("--epochs", type=int, default=30, help="epochs of the frame-averaged part / the many-body model (default 30)")
     p.add_argument("--hidden", type=int, default=32, help="hidden width of the many-body MLPs (default 32)")
     p.add_argument("--max-samples", type=int, default=40000, help="particle-frames for the many-body part")
     p.add_argument("--seed", type=int, default=0)
@@ -67,15 +81,25 @@ def run(args: argparse.Namespace) -> int:
             raise ParameterError(f"--smoothing must be >= 0, got {smoothing}")
     if args.threads < 1:
         raise ParameterError(f"--threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
+    if args.epochs < 0 or args.patience < 1 or args.max_frames < 1:
+        raise ParameterError("--epochs must be >= 0, --patience and --max-frames >= 1")
+    torch.set_num_threads(args.threads)  # a command-line process: set once for its lifetime
     trajs = from_sessions(args.sessions, skip_s=args.skip)
     ref = reference_pair(trajs[0].metadata)
     cutoff = args.cutoff
     if cutoff is None:
         terms = pair_terms(trajs[0].metadata)
         cutoff = float(terms[0][1].cutoff) if len(terms) == 1 else 8.0
+        if args.model in ("many-body", "auto"):
+            # a many-body model must see every programmed term's range (e.g. a three-body term's)
+            prog = trajs[0].metadata.get("program") or {}
+            cuts = [float(d["cutoff"]) for d in prog.values() if isinstance(d, dict)
+                    and isinstance(d.get("cutoff"), (int, float))] if isinstance(prog, dict) else []
+            cutoff = max(cuts) if cuts else cutoff
     if not cutoff > 0:
         raise ParameterError(f"--cutoff must be positive (um), got {cutoff}")
+    if args.model in ("many-body", "auto") or args.valid_session:
+        return _run_selection(args, trajs, cutoff, ref)
     n_pf = sum(t.particle_frames for t in trajs)
     print(f"training a {args.model} model on {len(trajs)} session(s), {n_pf} particle-frames, "
           f"target {args.target}, cutoff {cutoff:g} um")
@@ -112,4 +136,53 @@ def run(args: argparse.Namespace) -> int:
                  reference_name=ref[0] if ref else None)
     print(f"  model saved to {out}")
     print(f"  validation report {report}")
+    if args.json:
+        _write_json(args.json, {"model_file": str(out), "selected": args.model,
+                                "heldout_rel_rms": m.get("valid_rel_rms"),
+                                "validation": "random 20% of frames of the training sessions (not held-out sessions)",
+                                "metrics": m, "train_sessions": list(args.sessions)})
+    return 0
+
+
+def _write_json(path: str, doc: dict) -> None:
+    import json
+
+    from cybloid.models.io import _plain
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(_plain(doc), indent=1) + "\n")
+    print(f"  result written to {path}")
+
+
+def _run_selection(args: argparse.Namespace, trajs: list, cutoff: float, ref) -> int:
+    """--model many-body/auto or --valid-session: candidates, held-out errors, the pick."""
+    from cybloid.errors import ParameterError
+    from cybloid.models.data import from_sessions
+    from cybloid.models.io import default_model_dir, save_model
+    from cybloid.models.selection import select
+
+    if args.target != "applied":
+        raise ParameterError(f"--model {args.model} / --valid-session: only --target applied is supported "
+                             f"(got {args.target}); use --model pair or frame-averaged for drift targets")
+    valid = from_sessions(args.valid_session, skip_s=args.skip) if args.valid_session else None
+    print(f"training {args.model} (symmetry {args.symmetry}) on {len(trajs)} session(s), cutoff {cutoff:g} um")
+    chosen, cands, notes = select(trajs, valid, model=args.model, symmetry=args.symmetry, head=args.head,
+                                  cutoff_um=cutoff, epochs=args.epochs, patience=args.patience, hidden=args.hidden,
+                                  max_frames=args.max_frames, seed=args.seed, progress=not args.no_progress)
+    print(f"  validation: {notes['validation']}")
+    print(f"  selected: {chosen.name}, held-out relative RMS force error {chosen.heldout_rel_rms:.4f}")
+    tag = args.model if args.model != "auto" else "auto"
+    out = Path(args.out) if args.out else default_model_dir() / f"{Path(args.sessions[0]).name}-{tag}.pt"
+    summaries = [c.summary() for c in cands]
+    meta = {"target": "applied", "sessions": [t.source for t in trajs], "dim": 2, "cutoff_um": cutoff,
+            "skip_s": args.skip, "reference": ref[0] if ref else None, "selected": chosen.name,
+            "metrics": {"heldout_rel_rms": chosen.heldout_rel_rms, "valid_rel_rms": chosen.heldout_rel_rms},
+            "validation": notes["validation"], "candidates": summaries}
+    save_model(chosen.model, out, meta)
+    print(f"  model saved to {out}")
+    if args.json:
+        _write_json(args.json, {"heldout_rel_rms": chosen.heldout_rel_rms, "selected": chosen.name,
+                                "model_file": str(out), "validation": notes["validation"], "rule": notes["rule"],
+                                "candidates": summaries, "train_sessions": list(args.sessions),
+                                "valid_sessions": list(args.valid_session), "skip_s": args.skip, "cutoff_um": cutoff})
     return 0

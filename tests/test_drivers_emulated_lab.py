@@ -113,7 +113,16 @@ def test_limits_are_validated_and_the_power_limit_is_enforced():
         assert lab.laser.power_mW() == 120.0 and emu.set_W == pytest.approx(0.12)
         lab.laser.set_power(10_000.0)
         assert emu.set_W == pytest.approx(0.12)
-        assert lab.world.power_frac == pytest.approx(120.0 / lab.profile.laser.max_power_mW)
+        # the emulated laser mirrors its *emission* into the simulated world: nothing while off,
+        # the clamped set point once on (no warm-up in this profile)
+        assert lab.world.power_frac == 0.0
+        lab.laser.on()
+        try:
+            # (the emulated power meter reads within 0.1% of the set point, as a real one would)
+            assert lab.world.power_frac == pytest.approx(120.0 / lab.profile.laser.max_power_mW, rel=1e-3)
+        finally:
+            lab.laser.off()
+        assert lab.world.power_frac == 0.0 and not lab.world.laser_on
 
 
 def test_cli_reports_profile_errors_in_one_line(tmp_path, capsys):

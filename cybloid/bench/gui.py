@@ -58,6 +58,8 @@ def _click_to_trap(app, win, clicks: int) -> list[float]:
     win.hardware.laser_on()
     out: list[float] = []
     for _ in range(clicks):
+        if not lab.laser.is_on:  # the watchdog switched it off (an overloaded machine): nothing to measure
+            break
         rec = win.worker.latest
         if rec is None or not len(rec.ids):
             break

@@ -28,6 +28,8 @@ BIG = (10_000, 4096)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=300, help="measured frames per case (default 300)")
     p.add_argument("--big-frames", type=int, default=200, help="measured frames of the N=10^4 case (default 200)")
+    p.add_argument("--n", type=int, nargs="+", default=[100, 1000, 10_000], choices=[100, 1000, 10_000],
+                   help="particle counts to measure (default 100 1000 10000; 10000 only in render=none)")
     p.add_argument("--quick", action="store_true", help="few frames, only N=100 (smoke test)")
 
 
@@ -122,7 +124,7 @@ def measure(render: str, n: int, width: int, frames: int, baseline: bool = False
 
 def run(args: argparse.Namespace) -> dict:
     frames = 60 if args.quick else args.frames
-    cases_n = CASES[:1] if args.quick else CASES
+    cases_n = CASES[:1] if args.quick else [c for c in CASES if c[0] in args.n]
     out = []
     for n, width in cases_n:
         base = measure("full", n, width, frames, baseline=True)
@@ -143,7 +145,7 @@ def run(args: argparse.Namespace) -> dict:
             if render == "none":
                 c.pop("speedup_p50", None)  # no image: not like-for-like with the baseline
             out.append(c)
-    if not args.quick:
+    if not args.quick and BIG[0] in args.n:
         n, width = BIG
         m = measure("none", n, width, args.big_frames)
         q = {"x_realtime": m["x_realtime"], "wall_s_per_sim_s": m["wall_s_per_sim_s"],

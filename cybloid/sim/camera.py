@@ -23,7 +23,7 @@ import numpy as np
 
 from cybloid.frame import Frame
 from cybloid.profile import LabProfile
-from cybloid.sim.pixels import background_table, digitise_frame, frame_key, render_region
+from cybloid.sim.pixels import background_table, digitise_region, frame_key, render_region
 from cybloid.sim.world import SimWorld
 
 
@@ -174,6 +174,6 @@ class SimCamera:
         c = self.profile.camera
         t = self.table()
         out = np.empty(img.shape, np.uint16)
-        digitise_frame(img, 0, 0, self.width_px, key, float(c.background_photons), float(c.read_noise_e),
+        digitise_region(img, 0, 0, self.width_px, key, float(c.background_photons), float(c.read_noise_e),
                         float(c.gain_adu_per_e), float(self._maxval), t.cdf, t.guide, t.kmin, out)
         return out

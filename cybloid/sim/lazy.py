@@ -15,12 +15,68 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 
 from cybloid.sim.pixels import render_tiles
 
 TILE_PX = 8
 """Side of the square tiles rendered at once (px)."""
+
+
+@numba.njit(cache=True, nogil=True)
+def _window_tiles(done, xy, half, tile, height, width):
+    """Tiles (K,2) not rendered yet within ``half`` px of the rounded points ``xy`` (x, y)."""
+    nty, ntx = done.shape
+    need = np.zeros((nty, ntx), np.bool_)
+    k = 0
+    for p in range(xy.shape[0]):
+        x = xy[p, 0]
+        y = xy[p, 1]
+        if not (math.isfinite(x) and math.isfinite(y)):
+            continue
+        cx = int(math.floor(x + 0.5))
+        cy = int(math.floor(y + 0.5))
+        x0 = min(max(cx - half, 0), width - 1) // tile
+        x1 = min(max(cx + half, 0), width - 1) // tile
+        y0 = min(max(cy - half, 0), height - 1) // tile
+        y1 = min(max(cy + half, 0), height - 1) // tile
+        for ty in range(y0, y1 + 1):
+            for tx in range(x0, x1 + 1):
+                if not done[ty, tx] and not need[ty, tx]:
+                    need[ty, tx] = True
+                    k += 1
+    out = np.empty((k, 2), np.int64)
+    m = 0
+    for ty in range(nty):
+        for tx in range(ntx):
+            if need[ty, tx]:
+                out[m, 0] = ty
+                out[m, 1] = tx
+                m += 1
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _covered(done, xy, half, tile, height, width):
+    """Whether the square of half-width ``half`` around each point is rendered."""
+    out = np.ones(xy.shape[0], np.bool_)
+    for p in range(xy.shape[0]):
+        x = xy[p, 0]
+        y = xy[p, 1]
+        if not (math.isfinite(x) and math.isfinite(y)):
+            continue
+        cx = int(math.floor(x + 0.5))
+        cy = int(math.floor(y + 0.5))
+        x0 = min(max(cx - half, 0), width - 1) // tile
+        x1 = min(max(cx + half, 0), width - 1) // tile
+        y0 = min(max(cy - half, 0), height - 1) // tile
+        y1 = min(max(cy + half, 0), height - 1) // tile
+        for ty in range(y0, y1 + 1):
+            for tx in range(x0, x1 + 1):
+                if not done[ty, tx]:
+                    out[p] = False
+    return out
 
 
 class LazyImage:
@@ -78,26 +134,9 @@ class LazyImage:
 
     def ensure_windows(self, xy_px: np.ndarray, half_px: float) -> None:
         """Render the squares of half-width ``half_px`` around the points ``xy_px`` (x, y)."""
-        xy = np.asarray(xy_px, float).reshape(-1, 2)
-        xy = xy[np.isfinite(xy).all(axis=1)]
-        if len(xy) == 0:
-            return
-        T = self.tile
+        xy = np.ascontiguousarray(np.asarray(xy_px, float).reshape(-1, 2))
         h, w = self.shape
-        nty, ntx = self._done.shape
-        lo = np.floor((np.rint(xy) - math.ceil(half_px)) / T).astype(np.int64)
-        hi = np.floor((np.rint(xy) + math.ceil(half_px)) / T).astype(np.int64)
-        lo[:, 0] = np.clip(lo[:, 0], 0, ntx - 1)
-        hi[:, 0] = np.clip(hi[:, 0], 0, ntx - 1)
-        lo[:, 1] = np.clip(lo[:, 1], 0, nty - 1)
-        hi[:, 1] = np.clip(hi[:, 1], 0, nty - 1)
-        need = np.zeros_like(self._done)
-        for (ax, ay), (bx, by) in zip(lo, hi):
-            need[ay:by + 1, ax:bx + 1] = True
-        need &= ~self._done
-        if need.any():
-            jj, ii = np.nonzero(need)
-            self._render(np.stack([jj, ii], axis=1))
+        self._render(_window_tiles(self._done, xy, int(math.ceil(half_px)), self.tile, h, w))
 
     def ensure_border(self, band_px: int) -> None:
         """Render the band of ``band_px`` pixels along the four edges."""
@@ -110,19 +149,9 @@ class LazyImage:
 
     def covered(self, xy_px: np.ndarray, half_px: float) -> np.ndarray:
         """Whether the square of half-width ``half_px`` around each point is rendered."""
-        xy = np.asarray(xy_px, float).reshape(-1, 2)
-        out = np.ones(len(xy), bool)
-        T = self.tile
+        xy = np.ascontiguousarray(np.asarray(xy_px, float).reshape(-1, 2))
         h, w = self.shape
-        for k, (x, y) in enumerate(xy):
-            if not (math.isfinite(x) and math.isfinite(y)):
-                continue
-            x0 = min(max(int(round(x)) - int(math.ceil(half_px)), 0), w - 1)
-            x1 = min(max(int(round(x)) + int(math.ceil(half_px)), 0), w - 1)
-            y0 = min(max(int(round(y)) - int(math.ceil(half_px)), 0), h - 1)
-            y1 = min(max(int(round(y)) + int(math.ceil(half_px)), 0), h - 1)
-            out[k] = bool(self._done[y0 // T:y1 // T + 1, x0 // T:x1 // T + 1].all())
-        return out
+        return _covered(self._done, xy, int(math.ceil(half_px)), self.tile, h, w)
 
     @property
     def complete(self) -> bool:
@@ -189,6 +218,9 @@ class LazyFrameTracker:
 
     def warm_up(self) -> None:
         self.inner.warm_up()
+        done = np.zeros((2, 2), bool)
+        _window_tiles(done, np.ones((1, 2)), 3, 8, 16, 16)
+        _covered(done, np.ones((1, 2)), 3, 8, 16, 16)
 
     def reset(self) -> None:
         self.inner.reset()

@@ -128,27 +128,6 @@ def digitise_region(img, y0, x0, width, key, background, read_e, gain, maxval, c
                 out[j, i] = _lit_pixel(sig, hh, background, read_e, read_var, gain, maxval)
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def digitise_frame(img, y0, x0, width, key, background, read_e, gain, maxval, cdf, guide, kmin, out):
-    """:func:`digitise_region` with the rows shared among threads (the values do not depend
-    on the order pixels are drawn in)."""
-    h, w = img.shape
-    read_var = read_e * read_e
-    for j in numba.prange(h):
-        base = np.uint64((y0 + j) * width + x0)
-        for i in range(w):
-            hh = mix64(key + (base + np.uint64(i)) * _GOLDEN)
-            sig = img[j, i]
-            if sig == 0.0:  # background only: exact table look-up
-                u = unit(hh)
-                k = guide[int(u * _GUIDE_SIZE)]
-                while cdf[k] <= u:
-                    k += 1
-                out[j, i] = np.uint16(kmin + k)
-            else:
-                out[j, i] = _lit_pixel(sig, hh, background, read_e, read_var, gain, maxval)
-
-
 @numba.njit(cache=True, nogil=True)
 def render_region(img, y0, x0, height, width, xs_px, ys_px, amp, sigma_px):
     """Add Gaussian spots (peak ``amp[k]``, width ``sigma_px``) to ``img``, the region whose
@@ -270,6 +249,5 @@ def warm_up_pixels() -> None:
     render_region(img, 0, 0, 4, 4, np.array([1.0]), np.array([1.0]), np.array([1.0]), 1.0)
     out = np.zeros((4, 4), np.uint16)
     digitise_region(img, 0, 0, 4, key, 100.0, 3.0, 1.0, 4095.0, t.cdf, t.guide, t.kmin, out)
-    digitise_frame(img, 0, 0, 4, key, 100.0, 3.0, 1.0, 4095.0, t.cdf, t.guide, t.kmin, out)
     render_tiles(out, np.zeros((1, 2), np.int64), 4, key, np.array([1.0]), np.array([1.0]), np.array([1.0]),
                  np.array([1.0]), np.array([0, 1], np.int64), 100.0, 3.0, 1.0, 4095.0, t.cdf, t.guide, t.kmin)

@@ -97,9 +97,11 @@ def rel_rms(model: ManyBody, fr: Frames) -> float:
 
 def fit_many_body(train: Frames, valid: Frames, *, cutoff_um: float, symmetry: str = "E2", head: str = "energy",
                   hidden: int = 32, epochs: int = 40, patience: int = 6, lr: float = 3e-3, batch: int = 8,
-                  seed: int = 0, bar: Any = None) -> tuple[ManyBody, dict[str, Any]]:
+                  seed: int = 0, bar: Any = None, base: Any = None) -> tuple[ManyBody, dict[str, Any]]:
     """Adam on the relative force error; the validation error after every epoch; the best epoch kept.
 
+    ``base``: a fitted :class:`~cybloid.models.pair.RadialPair` (same cutoff) kept fixed inside
+    the model; the network learns the rest.
     Stops when the validation error has not improved for ``patience`` epochs. Returns the
     model (with the best epoch's weights) and a history (train loss, validation error per epoch).
     """
@@ -107,8 +109,20 @@ def fit_many_body(train: Frames, valid: Frames, *, cutoff_um: float, symmetry: s
         raise ModelError("many-body training needs training and validation frames")
     scale = math.sqrt(train.target_ms()) or 1.0
     torch.manual_seed(seed)
-    model = ManyBody(cutoff_um, symmetry, head, force_scale=scale, hidden=hidden)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    extra = {}
+    if base is not None:
+        extra = {"pair_r_min": base.hyper["r_min"], "pair_knots": base.hyper["n_knots"]}
+    model = ManyBody(cutoff_um, symmetry, head, force_scale=scale, hidden=hidden, **extra)
+    if base is not None:
+        with torch.no_grad():
+            model.pair.weight.copy_(base.weight)
+        model.eval()
+        resid = math.sqrt(sum(float((((f - y) ** 2).sum(-1))[m].sum()) for f, y, m in
+                              zip(predict_frames(model, train), train.target_pN, train.has_target))
+                          / max(sum(int(m.sum()) for m in train.has_target), 1))
+        # the network's outputs are in units of what the base misses
+        model.hyper["force_scale"] = max(resid, 1e-3 * scale)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1))
     rng = np.random.default_rng(seed)
     hist: dict[str, Any] = {"train_loss": [], "valid_rel_rms": []}

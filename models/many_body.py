@@ -19,7 +19,10 @@ For particle i with neighbours j within the cutoff (``r_ij = x_j - x_i``, ``r = 
    the moments with radial channels that depend on the neighbour's state,
    ``R_c(r, h_j)`` (message passing: a particle sees its neighbours' neighbourhoods), and an
    MLP gives the per-particle energy ``e_i``. ``E = sum_i e_i``; ``F = -dE/dx``.
-4. Non-conservative head (``head="nc"``): ``F_i += sum_j u(r) [a_ij r_hat + b_ij perp(r_hat)]``
+4. Optional base (``pair_knots > 0``): an invariant radial pair force (a
+   :class:`~cybloid.models.pair.RadialPair`, fitted exactly by least squares before the
+   network trains and then held fixed); the network learns what it misses.
+5. Non-conservative head (``head="nc"``): ``F_i += sum_j u(r) [a_ij r_hat + b_ij perp(r_hat)]``
    with ``a, b`` MLPs of the edge's invariants (r, h_i, h_j). ``perp`` rotates by +90
    degrees, so ``b`` is allowed only for SE(2) (it is a chiral force); with E(2) the head is
    central (``a`` only).
@@ -79,12 +82,15 @@ class ManyBody(nn.Module):
         Typical force (pN) of the data; the network outputs are in these units.
     hidden, channels, orders, n_rbf : int
         Width of the MLPs, radial channels C, largest angular order, radial basis size.
+    pair_r_min, pair_knots : float, int
+        The fixed pair base (knots between ``pair_r_min`` and the cutoff; 0 knots: none).
     """
 
     kind = "many-body"
 
     def __init__(self, cutoff: float, symmetry: str = "E2", head: str = "energy", force_scale: float = 1.0,
-                 hidden: int = 32, channels: int = 4, orders: int = 6, n_rbf: int = 12, dim: int = 2) -> None:
+                 hidden: int = 32, channels: int = 4, orders: int = 6, n_rbf: int = 12, dim: int = 2,
+                 pair_r_min: float = 0.0, pair_knots: int = 0) -> None:
         super().__init__()
         if dim != 2:
             raise ModelError(f"many-body model: only 2D is implemented, got dim={dim}")
@@ -96,7 +102,7 @@ class ManyBody(nn.Module):
             raise ModelError(f"many-body model: cutoff must be positive (um), got {cutoff}")
         self.hyper = {"cutoff": float(cutoff), "symmetry": symmetry, "head": head, "force_scale": float(force_scale),
                       "hidden": int(hidden), "channels": int(channels), "orders": int(orders), "n_rbf": int(n_rbf),
-                      "dim": 2}
+                      "dim": 2, "pair_r_min": float(pair_r_min), "pair_knots": int(pair_knots)}
         c, h = int(channels), int(hidden)
         self.register_buffer("centres", torch.linspace(0.0, 1.0, n_rbf, dtype=torch.float64))
         self.width = 1.0 / max(n_rbf - 1, 1)
@@ -108,6 +114,11 @@ class ManyBody(nn.Module):
         self.node1 = _mlp([n_inv, h, h])
         self.radial2 = _mlp([n_rbf + h, h, c])
         self.energy = _mlp([h + n_inv, h, h, 1])
+        if pair_knots > 0:  # a fixed invariant pair force the network corrects (fitted exactly beforehand)
+            from cybloid.models.pair import RadialPair
+
+            self.pair = RadialPair(pair_r_min, cutoff, pair_knots)
+            self.pair.weight.requires_grad_(False)
         if head == "nc":
             self.edge = _mlp([n_rbf + 2 * h, h, 2 if symmetry == "SE2" else 1])
 
@@ -164,6 +175,9 @@ class ManyBody(nn.Module):
             total = e_i.sum() * (self.hyper["force_scale"] * self.cutoff)
             (grad,) = torch.autograd.grad(total, x, create_graph=create_graph)
         f = -grad
+        if self.hyper["pair_knots"] > 0 and e.shape[1]:
+            fp = self.pair.radial(g["r"].detach())
+            f = f + torch.zeros_like(f).index_add(0, g["i"], -(fp / g["r"].detach())[:, None] * g["rel"].detach())
         if self.hyper["head"] == "nc" and e.shape[1]:
             h = g["h"]
             coef = self.edge(torch.cat([g["rbf"], h[g["i"]], h[g["j"]]], dim=1)) * g["env"][:, None]

@@ -82,10 +82,11 @@ def candidates_for(model: str, symmetry: str, head: str) -> list[tuple[str, str,
 def select(trajs: list[Trajectory], valid: list[Trajectory] | None = None, *, model: str = "auto",
            symmetry: str = "auto", head: str = "auto", cutoff_um: float = 8.0, epochs: int = 30, patience: int = 6,
            hidden: int = 32, max_frames: int = 300, valid_frames: int = 150, block: float = 0.2, margin: float = 0.1,
-           seed: int = 0, progress: bool = False, log: Any = print) -> tuple[Candidate, list[Candidate], dict[str, Any]]:
+           seed: int = 0, pair_base: bool = True, progress: bool = False, log: Any = print) -> tuple[Candidate, list[Candidate], dict[str, Any]]:
     """Fit every candidate on ``trajs``, measure each on ``valid`` (or time blocks), pick one.
 
-    Returns (chosen, all candidates, notes). The many-body candidates validate after every
+    ``pair_base``: the many-body models start from the exactly fitted pair model (held fixed)
+    and learn what it misses. Returns (chosen, all candidates, notes). The many-body candidates validate after every
     epoch and stop early; their held-out error is that of their best epoch (chosen on the same
     held-out data, so it is slightly optimistic, as is choosing among the candidates).
     """
@@ -105,6 +106,7 @@ def select(trajs: list[Trajectory], valid: list[Trajectory] | None = None, *, mo
     plan = candidates_for(model, symmetry, head)
     out: list[Candidate] = []
     frames_t = frames_v = None
+    base = None
     for kind, sym, hd in plan:
         t0 = time.perf_counter()
         if kind == "many-body":
@@ -112,16 +114,20 @@ def select(trajs: list[Trajectory], valid: list[Trajectory] | None = None, *, mo
                 frames_t = frames_from(train_t, max_frames, seed)
                 frames_v = frames_from(valid_t, valid_frames, seed)
             with tqdm(total=epochs, desc=f"many-body {sym}", unit="epoch", disable=not progress, leave=False) as bar:
+                if base is None and pair_base:
+                    base = train(train_t, "pair", cutoff_um=cutoff_um, seed=seed, progress=False).model
                 m, hist = fit_many_body(frames_t, frames_v, cutoff_um=cutoff_um, symmetry=sym, head=hd, hidden=hidden,
-                                        epochs=epochs, patience=patience, seed=seed, bar=bar)
+                                        epochs=epochs, patience=patience, seed=seed, bar=bar, base=base)
             err = rel_rms(m, frames_v)
-            info = {"symmetry": sym, "head": hd, "train_frames": len(frames_t), "valid_frames": len(frames_v),
+            info = {"symmetry": sym, "head": hd, "pair_base": base is not None, "train_frames": len(frames_t), "valid_frames": len(frames_v),
                     "curve": hist["valid_rel_rms"], "best_epoch": hist["best_epoch"], "epochs_run": hist["epochs_run"],
                     "stopped_early": hist["stopped_early"]}
             name = f"many-body {sym} ({'energy' if hd == 'energy' else 'energy + non-conservative head'})"
         else:
             res = train(train_t, kind, cutoff_um=cutoff_um, epochs=epochs, hidden=hidden, seed=seed, progress=progress)
             m = res.model
+            if kind == "pair":
+                base = m
             err = samples_rel_rms(m, valid_t, cutoff_um)
             info = {"symmetry": "E2", "in_session_valid_rel_rms": res.metrics.get("valid_rel_rms")}
             name = kind

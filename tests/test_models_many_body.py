@@ -26,19 +26,22 @@ def _rot(a):
     return np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
 
 
-def _model(symmetry, head, seed=0):
+def _model(symmetry, head, seed=0, pair_knots=0):
     torch.manual_seed(seed)
-    m = ManyBody(6.0, symmetry, head, force_scale=1.0, hidden=16)
+    m = ManyBody(6.0, symmetry, head, force_scale=1.0, hidden=16, pair_r_min=0.5, pair_knots=pair_knots)
     with torch.no_grad():  # larger weights: forces of order one, not a near-zero output
         for p in m.parameters():
             p.mul_(3.0)
+        if pair_knots:
+            m.pair.weight.normal_()
     return m.eval()
 
 
-@pytest.mark.parametrize("symmetry,head", [("E2", "energy"), ("E2", "nc"), ("SE2", "energy"), ("SE2", "nc")])
-def test_many_body_model_is_exactly_equivariant(symmetry, head):
+@pytest.mark.parametrize("symmetry,head,knots", [("E2", "energy", 8), ("E2", "nc", 0), ("SE2", "energy", 0),
+                                                 ("SE2", "nc", 8)])
+def test_many_body_model_is_exactly_equivariant(symmetry, head, knots):
     rng = np.random.default_rng(1)
-    m = _model(symmetry, head)
+    m = _model(symmetry, head, pair_knots=knots)
     pos = rng.uniform(0, 25, (40, 2))
     # a symmetric (square) neighbourhood too: no degenerate frame, nothing falls back
     pos = np.concatenate([pos, 60 + np.array([[0, 0], [2, 0], [0, 2], [-2, 0], [0, -2.0]])])

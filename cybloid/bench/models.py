@@ -8,9 +8,10 @@ import numpy as np
 
 from cybloid.bench.common import case, document, time_calls
 
-DESCRIPTION = ("in-loop inference time per frame of learned models: tabulated pair (Numba, cell list) and "
-               "frame-averaged many-body (torch), N=100 and N=1000; baseline: the same pair model evaluated "
-               "in torch on neighbour tables")
+DESCRIPTION = ("in-loop inference time per frame of learned models: tabulated pair (Numba, cell list), "
+               "frame-averaged (torch) and the many-body energy model (torch, forces by autograd), N=100 and "
+               "N=1000; baselines: the same pair model in torch on neighbour tables, and the frame-averaged "
+               "model for the many-body model (a different model: a reference, not like for like)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,6 +33,7 @@ def run(args: argparse.Namespace) -> dict:
     from cybloid.forces.base import ForceContext, ForceProgram
     from cybloid.history import History
     from cybloid.models.frame_averaged import FrameAveraged
+    from cybloid.models.many_body import ManyBody
     from cybloid.models.neighbours import neighbour_table
     from cybloid.models.pair import RadialPair
     from cybloid.models.synthetic import yukawa_pair
@@ -49,14 +51,20 @@ def run(args: argparse.Namespace) -> dict:
         fa.pair.weight.copy_(pair.weight)
     tab = LearnedPair(pair.knots.numpy(), pair.weight.detach().numpy(), points=48, cutoff=cutoff)
     many = LearnedManyBody(fa)
+    mb = ManyBody(cutoff, "E2", "energy", force_scale=0.1, pair_r_min=1.0, pair_knots=48)
+    with torch.no_grad():
+        mb.pair.weight.copy_(pair.weight)
+    mb_term = LearnedManyBody(mb.eval())
     tab.warm_up()
     many.warm_up()
+    mb_term.warm_up()
     cases = []
     for n in sizes:
         pos = _positions(n)
         ctx = ForceContext(np.arange(n), pos, np.ones(n, bool), History(4), 0.0, 0.01)
         prog_t = ForceProgram({"learned": tab})
         prog_m = ForceProgram({"learned": many})
+        prog_mb = ForceProgram({"learned": mb_term})
 
         def torch_pair():
             rel, mask = neighbour_table(pos, cutoff, 32)
@@ -77,7 +85,19 @@ def run(args: argparse.Namespace) -> dict:
                           time_calls(lambda: prog_t.compute(ctx), frames, warm=5),
                           {"name": "same pair model in torch (neighbour table)", "samples_ms": base},
                           quality={"max_rel_diff_vs_torch": err}, notes="ForceProgram.compute with one LearnedPair term"))
+        fa_ms = time_calls(lambda: prog_m.compute(ctx), frames, warm=5)
         cases.append(case(f"frame-averaged N={n}", {"n": n, "cutoff_um": cutoff, "hidden": fa.hyper["hidden"]},
-                          time_calls(lambda: prog_m.compute(ctx), frames, warm=5),
+                          fa_ms,
                           notes="ForceProgram.compute with one LearnedManyBody term (torch, 1 thread; frames float64, MLPs float32)"))
+        f_mb, bad = prog_mb.compute(ctx)
+        cases.append(case(f"many-body energy model N={n}",
+                          {"n": n, "cutoff_um": cutoff, "hidden": mb.hyper["hidden"], "symmetry": "E2",
+                           "message_passing_rounds": 2},
+                          time_calls(lambda: prog_mb.compute(ctx), frames, warm=5),
+                          {"name": "frame-averaged model (same run)", "samples_ms": fa_ms}, like_for_like=False,
+                          quality={"finite_forces": bool(np.isfinite(f_mb).all() and not bad.any()),
+                                   "net_force_pN": float(np.abs(f_mb.sum(axis=0)).max())},
+                          notes="ForceProgram.compute with one LearnedManyBody term holding a ManyBody model "
+                                "(untrained weights: the cost does not depend on them; torch float64, 1 thread, "
+                                "forces by autograd)"))
     return document("models", cases)

@@ -14,7 +14,8 @@ long after its own action the device reacted):
 ``--control`` reads commands from stdin, one a line, and answers ``ok`` or ``error: ...``
 on stdout: ``inject KIND [COUNT] [SECONDS]`` (faults of :meth:`PtyEmulator.inject`, e.g.
 ``inject disconnect 1 3``, ``inject garble -1``, ``inject interlock``), ``clear`` (clear
-reply faults), ``state`` (prints the state as JSON).
+reply faults, close the interlock, clear a latched device fault as ``cf`` does), ``state``
+(prints the state as JSON).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import threading
 import time
 from typing import Any, TextIO
 
-STATE_FIELDS = ("on", "blanked", "connected", "interlock_open", "fault", "set_W")
+STATE_FIELDS = ("on", "mode", "blanked", "connected", "interlock_open", "fault", "set_W")
 QUIET_STEERING = ("TABLE", "HEARTBEAT")
 
 
@@ -131,7 +132,10 @@ def execute(emu: Any, line: str) -> str:
             emu.inject(words[1], count=count, seconds=seconds)
             return "ok"
         if cmd == "clear" and len(words) == 1:
-            emu.clear_faults()
+            with emu_lock(emu):
+                emu.clear_faults()
+                if getattr(emu, "fault", 0) and hasattr(emu, "command"):
+                    emu.command("cf")  # a latched device fault: cleared as the device's own clear-fault command does
             return "ok"
         if cmd == "state" and len(words) == 1:
             return json.dumps(device_state(emu))

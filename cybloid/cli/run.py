@@ -86,11 +86,13 @@ def run(args: argparse.Namespace) -> int:
             finally:
                 if bar is not None:
                     bar.close()
+                done = runner.summary
                 if recorder is not None:
                     recorder.close()  # wait until the session is complete on disk (laser already off)
-                    runner.summary.session = str(getattr(recorder, "path", "") or "") or None
-                if runner.summary.status != "done":  # what ran, and why it ended, before the error line
-                    print("\n".join(runner.summary.lines()), file=sys.stderr, flush=True)
+                    if done is not None:
+                        done.session = str(getattr(recorder, "path", "") or "") or None
+                if done is not None and done.status != "done" and runner.state != "idle":
+                    print("\n".join(done.lines()), file=sys.stderr, flush=True)  # what ran, and why it ended
         print("\n".join(summary.lines()))
         if monitor is not None:
             print(monitor.summary_line())

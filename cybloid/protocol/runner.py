@@ -179,6 +179,7 @@ class ProtocolRunner:
         self.elapsed_s = 0.0
         self.estimate: DryRunReport | None = None
         self.recording_error: str | None = None
+        self.summary: RunSummary | None = None  # set when run() starts
         self._abort_reason: str | None = None
         self._resume = threading.Event()
         self._resume.set()
@@ -375,9 +376,9 @@ class ProtocolRunner:
         """
         lab = self.lab
         info = LabInfo.from_profile(lab.profile, simulated=lab.hardware.is_simulated)
-        self.estimate = dry_run(self.proto, self.values, LabInfo.from_profile(lab.profile), warm_up=True)
         summary = RunSummary(self.proto.name, "failed")
         self.summary = summary
+        self.estimate = dry_run(self.proto, self.values, LabInfo.from_profile(lab.profile), warm_up=True)
         wall0 = time.perf_counter()
         gen = None
         error: BaseException | None = None

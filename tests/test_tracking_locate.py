@@ -138,11 +138,13 @@ def test_twelve_spot_stack_with_default_options(twelve_spots, tmp_path, capsys):
     assert "--diameter 11" in err  # measured and said
     assert abs(float(err.split("sigma ")[1].split()[0]) - 2.0) < 0.1
     df = pd.read_csv(out)
-    assert {"y", "x", "mass", "size", "ecc", "signal", "raw_mass", "ep", "frame", "particle", "quality"} <= set(df.columns)
+    assert {"y", "x", "mass", "size", "ecc", "signal", "raw_mass", "ep", "frame", "particle",
+            "quality"} <= set(df.columns)
     assert "flags" not in df.columns
     for f, g in df.groupby("frame"):
         assert len(g) == 10  # the separable spots, every frame
-        d = np.hypot(g["x"].to_numpy()[:, None] - centres[f][None, :, 0], g["y"].to_numpy()[:, None] - centres[f][None, :, 1])
+        gx, gy = g["x"].to_numpy(), g["y"].to_numpy()
+        d = np.hypot(gx[:, None] - centres[f][None, :, 0], gy[:, None] - centres[f][None, :, 1])
         assert np.all(d.min(axis=1) < 0.5) and len(set(d.argmin(axis=1))) == 10
     assert df["particle"].nunique() == 10  # linked across all 20 frames
     assert (df.groupby("particle").size() == 20).all()

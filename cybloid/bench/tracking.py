@@ -229,7 +229,8 @@ def _locate_case(name: str, frames: list, opts, truth: list | None = None, repea
             tru.append(match(truth[k], b, 1.0))
     nt_a, nc_a = np.asarray(nt, float), np.asarray(nc, float)
     rms = [m[2] for m in m05 if np.isfinite(m[2])]
-    q = {"features_per_frame_trackpy": round(float(nt_a.mean()), 1), "features_per_frame_cybloid": round(float(nc_a.mean()), 1),
+    q = {"features_per_frame_trackpy": round(float(nt_a.mean()), 1),
+         "features_per_frame_cybloid": round(float(nc_a.mean()), 1),
          "matched_0.5px_of_trackpy": round(float(np.sum([m[0] * k for m, k in zip(m05, nt)]) / max(nt_a.sum(), 1)), 5),
          "matched_0.5px_of_cybloid": round(float(np.sum([m[1] * k for m, k in zip(m05, nc)]) / max(nc_a.sum(), 1)), 5),
          "matched_0.1px_of_trackpy": round(float(np.sum([m[0] * k for m, k in zip(m01, nt)]) / max(nt_a.sum(), 1)), 5),

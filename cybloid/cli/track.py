@@ -68,7 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--size-range", type=_size_range, metavar="LO,HI",
                    help="keep features with size (radius of gyration, px) within LO..HI (before linking)")
     g.add_argument("--brightfield", action="store_true",
-                   help="bright-field: refine positions to the centre of the dark ring (trackpy.locate_brightfield_ring)")
+                   help="bright-field: refine positions to the centre of the dark ring "
+                   "(trackpy.locate_brightfield_ring)")
     g.add_argument("--ring-diameter", type=float, metavar="PX",
                    help="nominal ring diameter for --brightfield (default: measured, printed)")
     g = p.add_argument_group("checking")

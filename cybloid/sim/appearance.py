@@ -118,7 +118,8 @@ class Appearance:
                 sc = 0.45 * R
                 rel[j0:j1, i0:i1] += (core * np.exp(-r**2 / (2 * sc * sc))
                                       - self.contrast * fade * np.exp(-((r - R) ** 2) / (2 * wd * wd))
-                                      + 0.15 * self.contrast * fade * np.exp(-((r - R - 2.5 * wd) ** 2) / (2 * wd * wd)))
+                                      + 0.15 * self.contrast * fade
+                                      * np.exp(-((r - R - 2.5 * wd) ** 2) / (2 * wd * wd)))
         illum = self.illumination(shape)
         if self.mode == "fluorescence":
             return self.background_e * (0.05 * illum + rel * illum)

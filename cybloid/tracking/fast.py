@@ -12,8 +12,9 @@ Per frame (all in pixels, x = column, y = row):
 3. *Check the field*: if most particles were lost or the median displacement is large, the
    stage moved: run an acquisition, estimate the whole-field shift by voting, and refine again
    from the shifted predictions, so every identity survives the move.
-4. *Acquire* (:func:`cybloid.tracking.locate.locate_array`, ``trackpy.locate``'s features) at start, every ``reacquire_every`` frames, when a particle
-   is newly lost inside the image, and on a field shift; detections that no found particle
+4. *Acquire* (:func:`cybloid.tracking.locate.locate_array`, ``trackpy.locate``'s features) at start,
+   every ``reacquire_every`` frames and on a field shift; around newly lost particles only bands of
+   rows are searched (incremental detection, see ``_locate_near``); detections that no found particle
    covers are linked to lost particles (minimal-distance assignment within two ``max_step_px``,
    lost for at most ``memory`` frames) or get new identities.
 5. *Edge watch* (every frame): bright local maxima in the border band
@@ -31,7 +32,6 @@ Per frame (all in pixels, x = column, y = row):
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 from scipy.spatial import cKDTree

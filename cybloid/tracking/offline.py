@@ -59,7 +59,8 @@ class TrackOptions:
         if not self.noise_size > 0:
             raise ParameterError(f"--noise-size must be > 0, got {self.noise_size}")
         if self.smoothing_size is not None and (self.smoothing_size % 2 == 0 or self.smoothing_size <= self.noise_size):
-            raise ParameterError(f"--smoothing-size must be odd and larger than --noise-size, got {self.smoothing_size}")
+            raise ParameterError(f"--smoothing-size must be odd and larger than --noise-size, "
+                                 f"got {self.smoothing_size}")
         if not 0 <= self.percentile <= 100:
             raise ParameterError(f"--percentile must be within 0..100, got {self.percentile}")
         if self.search_range is not None and not self.search_range > 0:
@@ -101,7 +102,8 @@ def resolve(opts: TrackOptions, frame: np.ndarray) -> TrackOptions:
     if o.invert is None:
         if pol.kind == "dark":
             o.invert = True
-            o.notes.append(f"dark particles on a bright background (dark/bright structure {pol.dark / max(pol.bright, 1e-9):.1f}x): "
+            ratio = pol.dark / max(pol.bright, 1e-9)
+            o.notes.append(f"dark particles on a bright background (dark/bright structure {ratio:.1f}x): "
                            "tracking with --invert (give --no-invert to override)")
         else:
             o.invert = False
@@ -122,7 +124,8 @@ def resolve(opts: TrackOptions, frame: np.ndarray) -> TrackOptions:
         o.notes.append(f"particle image width sigma {sigma:.2f} px measured on frame 0: --diameter {o.diameter}")
     if o.search_range is None:
         o.search_range = float(max(2, o.diameter // 2))
-        o.notes.append(f"--search-range {o.search_range:g} px (half the diameter; set it to the largest step per frame)")
+        o.notes.append(f"--search-range {o.search_range:g} px (half the diameter; set it to the largest step "
+                       "per frame)")
     if o.minmass is None:
         if sigma is None:
             sigma = estimate_sigma(frame, invert=o.invert) or o.diameter / 5.0

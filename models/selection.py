@@ -8,7 +8,8 @@ Candidates (``model="auto"``): the invariant pair model, the many-body model wit
 symmetry (conservative) and with SE(2) symmetry (chiral; with the non-conservative head, since
 a chiral pair force is no gradient). The pick is the smallest held-out error, except that a
 less symmetric or more complex candidate must beat the simpler one by a margin
-(``margin``, default 10 % relative): with equal errors the larger symmetry group and the
+(``margin``, default 10 % relative, and ``min_gain``, 0.01 absolute: differences below 1 % of
+the force are no evidence): with equal errors the larger symmetry group and the
 simpler model win (E(2) on an achiral system even though SE(2) contains it).
 """
 
@@ -82,6 +83,7 @@ def candidates_for(model: str, symmetry: str, head: str) -> list[tuple[str, str,
 def select(trajs: list[Trajectory], valid: list[Trajectory] | None = None, *, model: str = "auto",
            symmetry: str = "auto", head: str = "auto", cutoff_um: float = 8.0, epochs: int = 30, patience: int = 6,
            hidden: int = 32, max_frames: int = 300, valid_frames: int = 150, block: float = 0.2, margin: float = 0.1,
+           min_gain: float = 0.01,
            seed: int = 0, pair_base: bool = True, progress: bool = False, log: Any = print) -> tuple[Candidate, list[Candidate], dict[str, Any]]:
     """Fit every candidate on ``trajs``, measure each on ``valid`` (or time blocks), pick one.
 
@@ -139,8 +141,8 @@ def select(trajs: list[Trajectory], valid: list[Trajectory] | None = None, *, mo
         log(f"  candidate {name}: held-out relative RMS force error {err:.4f} ({info['fit_s']:.0f} s)")
     chosen = out[0]
     for c in out[1:]:
-        if c.heldout_rel_rms < (1 - margin) * chosen.heldout_rel_rms:
+        if c.heldout_rel_rms < min((1 - margin) * chosen.heldout_rel_rms, chosen.heldout_rel_rms - min_gain):
             chosen = c
     notes["rule"] = (f"smallest held-out error; a later (less symmetric / more complex) candidate must be "
-                     f"{margin:.0%} better than the current pick")
+                     f"{margin:.0%} better than the current pick, and by at least {min_gain:g} in relative error")
     return chosen, out, notes

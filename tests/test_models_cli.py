@@ -109,3 +109,26 @@ def test_learn_a_programmed_yukawa_force_from_loop_records():
     assert traj.particle_frames > 2000
     res = train([traj], "pair", cutoff_um=10.0, reference=radial_force(term, lab.profile.kT), progress=False)
     assert res.metrics["pair_rel_rms"] < 0.10, res.metrics
+
+
+def test_train_many_body_writes_heldout_json_and_runs_in_learned_crystal(session, tmp_path, capsys):
+    import json
+
+    out, js = tmp_path / "mb.pt", tmp_path / "res" / "train.json"
+    assert main(["train", str(session), "--model", "many-body", "--symmetry", "E2", "--epochs", "2",
+                 "--max-frames", "20", "--out", str(out), "--json", str(js), "--no-progress"]) == 0
+    doc = json.loads(js.read_text())
+    assert isinstance(doc["heldout_rel_rms"], float) and 0.0 < doc["heldout_rel_rms"] < 2.0
+    assert doc["validation"].startswith("last 20%")  # a time block, not random frames
+    (cand,) = doc["candidates"]
+    assert cand["symmetry"] == "E2" and 1 <= len(cand["curve"]) <= 2 and cand["heldout_rel_rms"] == doc["heldout_rel_rms"]
+    model, meta = load_model(out)
+    assert model.kind == "many-body" and meta["selected"] == cand["name"]
+    learned = record_session("learned-crystal", tmp_path / "learned", {**CRYSTAL, "duration": 0.5, "model": str(out)},
+                             seed=3, overrides=SMALL)
+    flags = open_session(learned).frames_table()["flags"].to_numpy()
+    assert len(flags) > 20 and not np.any(flags & 8)  # the many-body model ran every frame, no NaN force
+    # a held-out session that does not exist: one-line error, exit 2
+    assert main(["train", str(session), "--model", "auto", "--valid-session", str(tmp_path / "nope"),
+                 "--no-progress"]) == 2
+    assert "not found" in capsys.readouterr().err

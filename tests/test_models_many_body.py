@@ -160,3 +160,20 @@ def test_many_body_model_file_round_trip_and_loop_term(tmp_path):
     np.testing.assert_allclose(f, m.predict(pos), rtol=1e-12, atol=1e-12)
     with pytest.raises(ModelError, match="symmetry"):
         ManyBody(5.0, "O3")
+
+
+def test_symmetry_auto_picks_se2_for_a_chiral_force_and_e2_without():
+    """Synthetic configurations: a radial pair force, plus (chiral) a transverse one."""
+    from cybloid.models import synthetic as sy
+    from cybloid.models.selection import select
+
+    picked = {}
+    for breaks in ("chiral", "none"):
+        tr = sy.configurations(40, 20, radius_um=11.0, breaks=breaks, seed=1)
+        va = sy.configurations(20, 20, radius_um=11.0, breaks=breaks, seed=2)
+        chosen, cands, _ = select([tr], [va], model="many-body", symmetry="auto", cutoff_um=6.0, epochs=8, patience=3,
+                                  hidden=16, max_frames=40, log=lambda *a: None)
+        picked[breaks] = (chosen.info["symmetry"], {c.info["symmetry"]: c.heldout_rel_rms for c in cands})
+    sym, err = picked["chiral"]
+    assert sym == "SE2" and err["SE2"] < 0.7 * err["E2"], picked  # 8 short epochs: SE(2) still learning
+    assert picked["none"][0] == "E2", picked

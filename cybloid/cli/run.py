@@ -93,6 +93,14 @@ def run(args: argparse.Namespace) -> int:
                         done.session = str(getattr(recorder, "path", "") or "") or None
                 if done is not None and done.status != "done" and runner.state != "idle":
                     print("\n".join(done.lines()), file=sys.stderr, flush=True)  # what ran, and why it ended
+        err = getattr(recorder, "error", None) if recorder is not None else None
+        if err:  # the recording failed after the protocol ended (its last write, the final merge)
+            from cybloid.errors import SessionError
+
+            summary.status, summary.error = "failed", f"recording failed: {err}"
+            print("\n".join(summary.lines()), file=sys.stderr, flush=True)
+            safe = summary.safe_off.text() if summary.safe_off is not None else ""
+            raise SessionError(f"recording failed: {err} (the experiment ran to its end); {safe}")
         print("\n".join(summary.lines()))
         if monitor is not None:
             print(monitor.summary_line())

@@ -1,7 +1,10 @@
 """Many cybloids form a hexagonal crystal through a learned pair force (a model file).
 
-This is the crystal protocol with the programmed bonds replaced by a model file
-(``cybloid train --model pair`` or ``--model frame-averaged``).
+This is the crystal protocol with the programmed bonds replaced by a model file of any
+kind (``cybloid train --model pair``, ``frame-averaged``, ``many-body`` or ``auto``). A
+many-body model trained on ``crystal-square`` sessions (``--skip`` the gathering) carries
+the bonds *and* the three-body angle term, so it should rebuild the square crystal
+(check with ``mean_bond_order(positions, 4)``).
 
 Train on a session of ``crystal-hexagonal`` (``--skip`` its gathering phase) and run this
 protocol: the learned pair force should rebuild the same hexagonal crystal. Check with

@@ -31,6 +31,11 @@ def run(args: argparse.Namespace) -> int:
         h, meta = e["hyper"], e.get("meta") or {}
         mt = meta.get("metrics") or {}
         parts = [f"{e['kind']}", f"cutoff {h.get('cutoff', float('nan')):g} um", f"{h.get('dim', 2)}D"]
+        if "symmetry" in h:
+            parts.append(f"{h['symmetry']}, {'energy' if h.get('head') == 'energy' else 'energy + non-conservative head'}")
+        if "heldout_rel_rms" in mt:
+            parts.append(f"held-out err {mt['heldout_rel_rms']:.3f}")
+            mt = {k: v for k, v in mt.items() if k != "valid_rel_rms"}
         if meta.get("samples"):
             parts.append(f"{int(meta['samples'])} particle-frames ({meta.get('target', '?')})")
         if "valid_rel_rms" in mt:

@@ -132,3 +132,25 @@ def test_train_many_body_writes_heldout_json_and_runs_in_learned_crystal(session
     assert main(["train", str(session), "--model", "auto", "--valid-session", str(tmp_path / "nope"),
                  "--no-progress"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_chiral_gas_applies_bonds_plus_the_transverse_force(tmp_path):
+    """The recorded applied force is the programmed bonds plus the chiral pair force (closed form)."""
+    from cybloid.forces.chiral import TransversePair
+    from cybloid.protocols._crystal import bonds
+
+    path = record_session("chiral-gas", tmp_path, {"particles": 12, "duration": 0.2}, seed=1,
+                          overrides={**SMALL, "camera.render": "none"})
+    df = open_session(path).tracks()
+    meta = open_session(path).metadata
+    assert meta["program"]["chiral"]["term"] == "TransversePair"
+    f0 = df.frame.unique()[5]
+    g = df[df.frame == f0].sort_values("particle")
+    pos = g[["x", "y"]].to_numpy()
+
+    class P:  # the protocol's default parameters
+        spacing, pair_stiffness, attraction = 8.0, 0.8, 0.15
+
+    expect = bonds(P, 1.3).forces(pos) + TransversePair(amplitude=0.2, cutoff=10.4).forces(pos)
+    assert np.abs(expect).max() > 0.01
+    np.testing.assert_allclose(g[["fx", "fy"]].to_numpy(), expect, atol=1e-9)

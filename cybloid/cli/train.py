@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
             cutoff = max(cuts) if cuts else cutoff
     if not cutoff > 0:
         raise ParameterError(f"--cutoff must be positive (um), got {cutoff}")
-    if args.model in ("many-body", "auto") or args.valid_session:
+    if args.model in ("many-body", "auto") or args.valid_session or args.json:
         return _run_selection(args, trajs, cutoff, ref)
     n_pf = sum(t.particle_frames for t in trajs)
     print(f"training a {args.model} model on {len(trajs)} session(s), {n_pf} particle-frames, "
@@ -136,11 +136,6 @@ def run(args: argparse.Namespace) -> int:
                  reference_name=ref[0] if ref else None)
     print(f"  model saved to {out}")
     print(f"  validation report {report}")
-    if args.json:
-        _write_json(args.json, {"model_file": str(out), "selected": args.model,
-                                "heldout_rel_rms": m.get("valid_rel_rms"),
-                                "validation": "random 20% of frames of the training sessions (not held-out sessions)",
-                                "metrics": m, "train_sessions": list(args.sessions)})
     return 0
 
 
@@ -155,7 +150,10 @@ def _write_json(path: str, doc: dict) -> None:
 
 
 def _run_selection(args: argparse.Namespace, trajs: list, cutoff: float, ref) -> int:
-    """--model many-body/auto or --valid-session: candidates, held-out errors, the pick."""
+    """--model many-body/auto, --valid-session or --json: candidates, held-out errors, the pick.
+
+    The held-out error comes from held-out sessions or time blocks, never from random frames.
+    """
     from cybloid.errors import ParameterError
     from cybloid.models.data import from_sessions
     from cybloid.models.io import default_model_dir, save_model

@@ -441,7 +441,7 @@ class Session:
                     float(cols["t_arrival"][k]), float(cols["t_sent"][k]), float(cols["t_applied"][k]),
                     L("ids"), pos, L("mass"), L("quality"), frc, L("saturation"), spots,
                     {s: float(timings[s][k]) for s in STAGES}, int(cols["flags"][k]), bool(cols["laser_on"][k]),
-                    None, json.loads(events[k]) if events[k] else [], tr, int(cols["image_slot"][k]))
+                    None, json.loads(events[k]) if events[k] else [], tr, image_slot=int(cols["image_slot"][k]))
 
     def iter_frames_table(self, batch_rows: int = BATCH_ROWS):
         """:meth:`frames_table` in pieces of at most ``batch_rows`` frames."""

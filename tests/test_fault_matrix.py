@@ -134,6 +134,16 @@ class Bench:
     def state(self, dev: str) -> dict:
         return json.loads(self.send(dev, "state"))
 
+    def state_at(self, dev: str, t: float) -> dict:
+        """The device's last logged state at or before ``t`` (monotonic time)."""
+        state: dict = {}
+        for ev in self.events(dev, 0.0):
+            if ev.get("t", 0.0) > t:
+                break
+            if "state" in ev:
+                state = ev["state"]
+        return state
+
     def first(self, dev: str, since: float, pred) -> float | None:
         """Time of the first event after ``since`` for which ``pred(event)`` holds."""
         for ev in self.events(dev, since):
@@ -247,6 +257,8 @@ def assert_safe_end(bench: Bench, res: Result, *, blank_within_s: float | None =
         times["laser_off_s"] = t_off - res.t_fault
         assert times["laser_off_s"] < laser_off_within_s, res.out
     t_blank = bench.first("steering", res.t_fault, blanked)
+    if t_blank is None and bench.state_at("steering", res.t_fault).get("blanked") is True:
+        t_blank = res.t_fault  # the beam was still dark when the fault came (a slow start): it stayed dark
     if blank_within_s is not None:
         assert t_blank is not None, res.out
         times["blank_s"] = t_blank - res.t_fault

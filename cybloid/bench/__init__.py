@@ -14,7 +14,6 @@ BENCHMARKS = [
     "forces",
     "gui",
     "soak",
-    "soak",
     "sim",
     "steering",
 ]

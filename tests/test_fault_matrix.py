@@ -256,7 +256,8 @@ def assert_safe_end(bench: Bench, res: Result, *, blank_within_s: float | None =
         assert t_off is not None, res.out
         times["laser_off_s"] = t_off - res.t_fault
         assert times["laser_off_s"] < laser_off_within_s, res.out
-    t_blank = bench.first("steering", res.t_fault, blanked)
+    # the controller's own heartbeat may blank the beam after the program has already exited: wait for it
+    t_blank = bench.wait_for("steering", res.t_fault, blanked, blank_within_s or 0.0)
     if t_blank is None and bench.state_at("steering", res.t_fault).get("blanked") is True:
         t_blank = res.t_fault  # the beam was still dark when the fault came (a slow start): it stayed dark
     if blank_within_s is not None:

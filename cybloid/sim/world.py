@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import heapq
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +63,9 @@ class SimWorld:
         self._spots_fov = np.zeros((0, 2))
         self._share = np.zeros(0)
         self._pending: list[_Pending] = []
+        # LASER OFF (dashboard thread, watchdog) may blank while the loop thread integrates: the
+        # spot table (positions, shares, pending tables) changes only under this lock
+        self._table_lock = threading.RLock()
         self._seq = 0
         # (tick, n_spots) of the latest applied tables, for diagnostics; bounded (memory flat over long runs)
         self.applied_log: collections.deque[tuple[int, int]] = collections.deque(maxlen=4096)
@@ -137,16 +141,19 @@ class SimWorld:
     # ------------------------------------------------------------------ laser
     def schedule_spots(self, tick: int, spots_fov_um: np.ndarray, share: np.ndarray) -> None:
         """Apply a spot table (field-of-view um, beam shares) from ``tick`` on."""
-        tick = max(tick, self.tick)
-        heapq.heappush(self._pending, _Pending(tick, self._seq, np.asarray(spots_fov_um, float).reshape(-1, 2), np.asarray(share, float)))
-        self._seq += 1
+        with self._table_lock:
+            tick = max(tick, self.tick)
+            heapq.heappush(self._pending, _Pending(tick, self._seq, np.asarray(spots_fov_um, float).reshape(-1, 2),
+                                                   np.asarray(share, float)))
+            self._seq += 1
 
     def clear_spots_now(self) -> None:
-        """Blank the beam at once (drops pending tables)."""
-        self._close_hold()
-        self._pending.clear()
-        self._spots_fov = np.zeros((0, 2))
-        self._share = np.zeros(0)
+        """Blank the beam at once (drops pending tables); safe from any thread."""
+        with self._table_lock:
+            self._close_hold()
+            self._pending.clear()
+            self._spots_fov = np.zeros((0, 2))
+            self._share = np.zeros(0)
 
     def active_spots(self) -> tuple[np.ndarray, np.ndarray]:
         return self._spots_fov.copy(), self._share.copy()
@@ -179,6 +186,10 @@ class SimWorld:
 
     def advance_to(self, tick: int) -> None:
         """Integrate up to ``tick``, applying scheduled spot tables at their ticks."""
+        with self._table_lock:
+            self._advance_to(tick)
+
+    def _advance_to(self, tick: int) -> None:
         while self.tick < tick:
             while self._pending and self._pending[0].tick <= self.tick:
                 self._apply(heapq.heappop(self._pending))

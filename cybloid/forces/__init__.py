@@ -4,6 +4,7 @@ See docs/forces.md for the catalogue of terms, their parameters and units.
 """
 
 from cybloid.forces.base import ForceContext, ForceProgram, ForceTerm
+from cybloid.forces.chiral import TransversePair
 from cybloid.forces.delayed import (Delayed, DelayedSelf, FeedbackPuller, lag_frames, realised_delay_s,
                                    realised_self_delay_s, self_lag_frames)
 from cybloid.forces.external import HarmonicTrap
@@ -14,6 +15,6 @@ from cybloid.forces.potentials import AnnularRing, ConstantBias, TabulatedPotent
 
 __all__ = ["AnnularRing", "ConstantBias", "Delayed", "DelayedSelf", "FeedbackPuller", "ForceContext", "ForceProgram",
            "ForceTerm", "HarmonicRingPair", "HarmonicTrap", "LennardJonesPair", "PairTerm", "SoftPair",
-           "SquareAngular", "TabulatedPair", "TabulatedPotential", "UserPair", "UserPotential", "WCAPair",
+           "SquareAngular", "TabulatedPair", "TabulatedPotential", "TransversePair", "UserPair", "UserPotential", "WCAPair",
            "YukawaPair", "lag_frames", "realised_delay_s",
            "realised_self_delay_s", "self_lag_frames"]

@@ -40,11 +40,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
 from cybloid.calibration.model import Calibration
 
 from cybloid.errors import CalibrationError
 from cybloid.forcecurve import ForceCurve
-from cybloid.tomlfile import read_toml
+from cybloid.tomlfile import read_toml, toml_value
 
 CALIBRATION_FORMAT = "cybloid-calibration/1"
 
@@ -76,36 +77,11 @@ def age_days(created: str, now: _dt.datetime | None = None) -> float:
 
 
 # ---------------------------------------------------------------------------- writing
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        if math.isnan(f):
-            return "nan"
-        if math.isinf(f):
-            return "inf" if f > 0 else "-inf"
-        return repr(f)
-    if isinstance(v, str):
-        esc = v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
-        esc = "".join(c if ord(c) >= 32 else f"\\u{ord(c):04x}" for c in esc)
-        return f'"{esc}"'
-    if isinstance(v, np.ndarray):
-        v = v.tolist()
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if v is None:
-        return '""'
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
 def _toml_key(k: str) -> str:
     k = str(k)
     if k and all(c.isalnum() or c in "_-" for c in k):
         return k
-    return _toml_value(k)
+    return toml_value(k)
 
 
 def _write_table(lines: list[str], name: str, table: Mapping[str, Any]) -> None:
@@ -115,7 +91,7 @@ def _write_table(lines: list[str], name: str, table: Mapping[str, Any]) -> None:
         lines.append("")
         lines.append(f"[{name}]")
     for k, v in scalars.items():
-        lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
+        lines.append(f"{_toml_key(k)} = {toml_value(v)}")
     for k, v in subs.items():
         _write_table(lines, f"{name}.{_toml_key(k)}" if name else _toml_key(k), v)
 

@@ -1,11 +1,15 @@
-"""Reading the TOML files people exchange (profiles, calibrations) with errors that name the file."""
+"""The TOML files people exchange (profiles, calibrations, force programs): reading with errors that
+name the file, and writing values."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import tomllib
+
+import numpy as np
 
 from cybloid.errors import CybloidError
 
@@ -21,3 +25,29 @@ def read_toml(path: str | Path, error: type[CybloidError], what: str) -> dict[st
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{path}: malformed TOML: {exc}") from None
+
+
+def toml_value(v: Any) -> str:
+    """One value as TOML text: numbers (NaN and infinities included), booleans, strings, arrays."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        if math.isnan(f):
+            return "nan"
+        if math.isinf(f):
+            return "inf" if f > 0 else "-inf"
+        return repr(f)
+    if isinstance(v, str):
+        esc = v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+        esc = "".join(c if ord(c) >= 32 else f"\\u{ord(c):04x}" for c in esc)
+        return f'"{esc}"'
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if v is None:
+        return '""'
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")

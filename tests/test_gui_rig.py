@@ -98,7 +98,7 @@ def test_force_program_file_round_trip_and_bad_files(tmp_path):
         ('format = "cybloid-force-program/1"\n[terms.t]\nterm = "HarmonicTrap"\ncentres_um = [[1, 2]]\nbogus = 1\n',
          r"bogus"),
         ('format = "something else"\n', r"format"),
-        ("not = [toml", r"not valid TOML"),
+        ("not = [toml", r"malformed TOML"),
     ]:
         bad.write_text(content)
         with pytest.raises(ParameterError, match=match) as ei:

@@ -17,8 +17,6 @@ the term and the key. Loading never executes code.
 
 from __future__ import annotations
 
-import math
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -27,29 +25,10 @@ import numpy as np
 from cybloid.errors import ParameterError
 from cybloid.forces.base import ForceProgram, ForceTerm
 from cybloid.params import Values
+from cybloid.tomlfile import read_toml, toml_value
 
 FORMAT = "cybloid-force-program/1"
 CENTRE_ARGS = ("centres_um", "centers_um", "centre_um", "center_um")
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        f = float(v)
-        if math.isnan(f):
-            return "nan"
-        if math.isinf(f):
-            return "inf" if f > 0 else "-inf"
-        return repr(f)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, (list, tuple, np.ndarray)):
-        return "[" + ", ".join(_toml_value(x) for x in np.asarray(v).tolist()) + "]" if isinstance(v, np.ndarray) \
-            else "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise ParameterError(f"cannot write {type(v).__name__} {v!r} to a force-program file")
 
 
 def program_to_toml(program: ForceProgram) -> str:
@@ -61,13 +40,13 @@ def program_to_toml(program: ForceProgram) -> str:
         for attr in CENTRE_ARGS:
             c = getattr(term, attr, None)
             if c is not None:
-                lines.append(f"{attr} = {_toml_value(np.asarray(c, dtype=float))}  # um")
+                lines.append(f"{attr} = {toml_value(np.asarray(c, dtype=float))}  # um")
                 break
         declared = term.values.declared if hasattr(term.values, "declared") else {}
         for k, v in term.values.as_dict().items():
             p = declared.get(k) if isinstance(declared, dict) else None
             unit = getattr(p, "unit", "") if p is not None else ""
-            lines.append(f"{k} = {_toml_value(v)}" + (f"  # {unit}" if unit else ""))
+            lines.append(f"{k} = {toml_value(v)}" + (f"  # {unit}" if unit else ""))
         lines.append("")
     return "\n".join(lines)
 
@@ -86,14 +65,9 @@ def load_program(path: str | Path, classes: dict[str, type[ForceTerm]]) -> dict[
     """Terms from a force-program file, validated; ``classes`` maps class names to term classes."""
     p = Path(path)
     where = str(p)
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise ParameterError(f"{where}: no such force-program file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ParameterError(f"{where}: cannot read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ParameterError(f"{where}: not valid TOML: {exc}") from None
+    if not p.exists():
+        raise ParameterError(f"{where}: no such force-program file")
+    data = read_toml(p, ParameterError, "force program")
     if data.get("format") != FORMAT:
         raise ParameterError(f"{where}: format must be \"{FORMAT}\", got {data.get('format')!r}")
     terms = data.get("terms", {})

@@ -40,3 +40,23 @@ def pytest_make_collect_report(collector):
     rep = (yield).get_result()
     if REQUIRE_GUI and rep.skipped and _is_gui_test(collector.nodeid, False):
         _skip_to_failure(rep)  # e.g. a module-level importorskip("PySide6")
+
+
+SMALL_LAB = {"camera.width_px": 128, "camera.height_px": 128, "particles.count": 4}
+"""A small simulated lab for dashboard tests: 128x128 camera, 4 particles."""
+
+
+@pytest.fixture
+def live(qtbot, tmp_path):
+    """The dashboard on a small simulated lab, shown and running; closing it must stop the loop, laser off."""
+    from cybloid.gui.app import main_window
+
+    win = main_window(overrides=SMALL_LAB, record_dir=str(tmp_path / "sessions"))
+    qtbot.addWidget(win)
+    win.show()
+    win.start()
+    yield win
+    win.close()
+    assert win.closed
+    assert not win.worker.running
+    assert not win.worker.lab.laser.is_on

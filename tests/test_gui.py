@@ -31,20 +31,7 @@ while last - t0 < 3.0:
 print(worst)
 """
 
-SMALL = {"camera.width_px": 128, "camera.height_px": 128, "particles.count": 4}
-
-
-@pytest.fixture
-def live(qtbot, tmp_path):
-    win = main_window(overrides=SMALL, record_dir=str(tmp_path / "sessions"))
-    qtbot.addWidget(win)
-    win.show()
-    win.start()
-    yield win
-    win.close()
-    assert win.closed
-    assert not win.worker.running
-    assert not win.worker.lab.laser.is_on
+from conftest import SMALL_LAB as SMALL  # noqa: E402
 
 
 def _frames(win, n, qtbot, timeout=60000):

@@ -15,23 +15,10 @@ import pytest
 from PySide6 import QtCore, QtWidgets
 
 from cybloid.errors import ParameterError
-from cybloid.gui.app import main_window
 from cybloid.gui.safety import confirm_threshold_mW, default_power_mW, usable_max_power_mW
 
 pytestmark = pytest.mark.gui
 
-SMALL = {"camera.width_px": 128, "camera.height_px": 128, "particles.count": 4}
-
-
-@pytest.fixture
-def live(qtbot, tmp_path):
-    win = main_window(overrides=SMALL, record_dir=str(tmp_path / "sessions"))
-    qtbot.addWidget(win)
-    win.show()
-    win.start()
-    yield win
-    win.close()
-    assert not win.worker.lab.laser.is_on
 
 
 def _frames(win, n, qtbot, timeout=60000):

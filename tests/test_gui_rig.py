@@ -20,7 +20,7 @@ from cybloid.record import FLAG_DEADLINE, FrameRecord
 
 pytestmark = pytest.mark.gui
 
-SMALL = {"camera.width_px": 128, "camera.height_px": 128, "particles.count": 4}
+from conftest import SMALL_LAB as SMALL  # noqa: E402
 KT = 4.11e-3  # pN um
 
 
@@ -141,17 +141,6 @@ def test_replay_plays_lab_time_and_follows_the_program():
     src._wall -= 0.25
     src.advance()
     assert src.lab_t == pytest.approx(0.1 + 1.0, abs=0.05)
-
-
-@pytest.fixture
-def live(qtbot, tmp_path):
-    win = main_window(overrides=SMALL, record_dir=str(tmp_path / "sessions"))
-    qtbot.addWidget(win)
-    win.show()
-    win.start()
-    yield win
-    win.close()
-    assert not win.worker.lab.laser.is_on
 
 
 def _view_to_widget(live, x_um, y_um):

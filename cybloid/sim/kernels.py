@@ -1,4 +1,9 @@
-"""Numba kernels of the simulated lab: Brownian dynamics and image rendering.
+"""The simulated lab's previous Numba kernels (Brownian dynamics, image rendering), kept as a reference.
+
+The lab itself now runs on :mod:`cybloid.sim.dynamics` (Verlet lists on :mod:`cybloid.cells`,
+counter-based noise) and :mod:`cybloid.sim.pixels` (counter-based camera noise). These kernels are
+what ``cybloid bench sim`` measures as its baseline in the same run ("before the tiers"); that is
+why their loops resemble the new ones. Nothing else imports them.
 
 Units: positions um, time s, force pN, mobility um/(pN*s); image coordinates px with pixel
 (row j, column i) centred at (x=i, y=j), as in trackpy.

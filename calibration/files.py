@@ -45,7 +45,7 @@ from cybloid.calibration.model import Calibration
 
 from cybloid.errors import CalibrationError
 from cybloid.forcecurve import ForceCurve
-from cybloid.tomlfile import read_toml, toml_value
+from cybloid.tomlfile import matrix_2x3, read_toml, toml_value
 
 CALIBRATION_FORMAT = "cybloid-calibration/1"
 
@@ -193,15 +193,8 @@ def calibration_from_dict(data: Mapping[str, Any], where: str = "<calibration>")
             raise CalibrationError(f"{where}: setup.{k} must be a string")
     vals = _table(where, data, "values", "values")
     px = _num(where, "values.pixel_size_um", _get(where, vals, "pixel_size_um", "values.pixel_size_um"))
-    raw = _get(where, vals, "steer_from_px", "values.steer_from_px")
-    try:
-        m = np.asarray(raw, dtype=float)
-    except (TypeError, ValueError):
-        raise CalibrationError(f"{where}: values.steer_from_px must be a 2x3 matrix of numbers") from None
-    if m.shape != (2, 3) or not np.all(np.isfinite(m)):
-        raise CalibrationError(f"{where}: values.steer_from_px must be a 2x3 matrix of finite numbers, got {raw!r}")
-    if abs(np.linalg.det(m[:, :2])) < 1e-12:
-        raise CalibrationError(f"{where}: values.steer_from_px is singular (its 2x2 part has no inverse)")
+    m = matrix_2x3(_get(where, vals, "steer_from_px", "values.steer_from_px"), f"{where}: values.steer_from_px",
+                   CalibrationError)
     lat_raw = _get(where, vals, "latency_s", "values.latency_s")
     lat = _num(where, "values.latency_s", lat_raw, positive=False)
     if lat < 0:
@@ -220,14 +213,12 @@ def calibration_from_dict(data: Mapping[str, Any], where: str = "<calibration>")
             if k not in ("quadratic_su", "centre_px", "scale_px"):
                 raise CalibrationError(f"{where}: unknown key values.distortion.{k} "
                                        "(known: centre_px, quadratic_su, scale_px)")
+        q = matrix_2x3(_get(where, dt, "quadratic_su", "values.distortion.quadratic_su"),
+                       f"{where}: values.distortion.quadratic_su", CalibrationError, invertible=False)
         try:
-            q = np.asarray(_get(where, dt, "quadratic_su", "values.distortion.quadratic_su"), dtype=float)
             c = np.asarray(_get(where, dt, "centre_px", "values.distortion.centre_px"), dtype=float)
         except (TypeError, ValueError):
-            raise CalibrationError(f"{where}: values.distortion.quadratic_su (2x3) and centre_px (2) must be "
-                                   "numbers") from None
-        if q.shape != (2, 3) or not np.all(np.isfinite(q)):
-            raise CalibrationError(f"{where}: values.distortion.quadratic_su must be a 2x3 matrix of finite numbers")
+            raise CalibrationError(f"{where}: values.distortion.centre_px must be two numbers") from None
         if c.shape != (2,) or not np.all(np.isfinite(c)):
             raise CalibrationError(f"{where}: values.distortion.centre_px must be two finite numbers")
         sc = _num(where, "values.distortion.scale_px", _get(where, dt, "scale_px", "values.distortion.scale_px"))

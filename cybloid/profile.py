@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from cybloid.errors import ProfileError
-from cybloid.tomlfile import read_toml
+from cybloid.tomlfile import matrix_2x3, read_toml
 from cybloid.units import diffusion_coefficient, kT_pN_um, stokes_friction
 
 LAB_FORMAT = "cybloid-lab/1"
@@ -230,15 +230,8 @@ def _check_value(section: str, key: str, value: Any, default: Any, where: str) -
         choices = _CHOICES.get((section, key))
         if choices and value not in choices:
             raise ProfileError(f"{label} must be one of {', '.join(choices)}, got {value!r}")
-    elif isinstance(default, tuple):  # the 2x3 affine matrix
-        try:
-            arr = np.asarray(value, dtype=float)
-        except (TypeError, ValueError):
-            raise ProfileError(f"{label} must be a 2x3 matrix of numbers, got {value!r}") from None
-        if arr.shape != (2, 3) or not np.all(np.isfinite(arr)):
-            raise ProfileError(f"{label} must be a 2x3 matrix of finite numbers, got {value!r}")
-        if key == "steer_from_px" and abs(np.linalg.det(arr[:, :2])) < 1e-9:
-            raise ProfileError(f"{label} is singular (its 2x2 part has no inverse)")
+    elif isinstance(default, tuple):  # a 2x3 matrix: the steering map (invertible) or its distortion
+        arr = matrix_2x3(value, label, ProfileError, invertible=key == "steer_from_px")
         return tuple(tuple(float(x) for x in row) for row in arr)
     lo, hi = _BOUNDS.get((section, key), (None, None))
     if lo is not None and value < lo:

@@ -27,6 +27,23 @@ def read_toml(path: str | Path, error: type[CybloidError], what: str) -> dict[st
         raise error(f"{path}: malformed TOML: {exc}") from None
 
 
+def matrix_2x3(value: Any, label: str, error: type[CybloidError], invertible: bool = True) -> np.ndarray:
+    """A 2x3 matrix read from a file (an affine steering map or its distortion), as a float array.
+
+    Raises ``error`` starting with ``label`` unless it is a 2x3 matrix of finite numbers and,
+    with ``invertible`` (an affine map ``[A | b]``), its 2x2 part ``A`` has an inverse (|det| >= 1e-12).
+    """
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise error(f"{label} must be a 2x3 matrix of numbers, got {value!r}") from None
+    if arr.shape != (2, 3) or not np.all(np.isfinite(arr)):
+        raise error(f"{label} must be a 2x3 matrix of finite numbers, got {value!r}")
+    if invertible and abs(np.linalg.det(arr[:, :2])) < 1e-12:
+        raise error(f"{label} is singular (its 2x2 part has no inverse)")
+    return arr
+
+
 def toml_value(v: Any) -> str:
     """One value as TOML text: numbers (NaN and infinities included), booleans, strings, arrays."""
     if isinstance(v, bool):

@@ -18,7 +18,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from cybloid.cells import neighbour_list
+from cybloid.cells import pair_list
 from cybloid.forces.base import ForceContext, ForceTerm
 from cybloid.params import Param
 
@@ -29,25 +29,23 @@ def transverse_forces(pos, usable, amplitude, cutoff, out):
     n = pos.shape[0]
     if n < 2 or amplitude == 0.0:
         return
-    offs, nb = neighbour_list(pos, usable, cutoff)
-    for i in range(n):
-        for p in range(offs[i], offs[i + 1]):
-            j = nb[p]
-            if j <= i:
-                continue
-            dx = pos[i, 0] - pos[j, 0]
-            dy = pos[i, 1] - pos[j, 1]
-            r = np.sqrt(dx * dx + dy * dy)
-            if r <= 1e-12 or r >= cutoff:
-                continue
-            s = 1.0 - r / cutoff
-            f = amplitude * s * s / r
-            fx = -dy * f
-            fy = dx * f
-            out[i, 0] += fx
-            out[i, 1] += fy
-            out[j, 0] -= fx
-            out[j, 1] -= fy
+    pi, pj, count = pair_list(pos, usable, cutoff)
+    for k in range(count):
+        i = pi[k]
+        j = pj[k]
+        dx = pos[i, 0] - pos[j, 0]
+        dy = pos[i, 1] - pos[j, 1]
+        r = np.sqrt(dx * dx + dy * dy)
+        if r <= 1e-12:
+            continue
+        s = 1.0 - r / cutoff
+        f = amplitude * s * s / r
+        fx = -dy * f
+        fy = dx * f
+        out[i, 0] += fx
+        out[i, 1] += fy
+        out[j, 0] -= fx
+        out[j, 1] -= fy
 
 
 class TransversePair(ForceTerm):

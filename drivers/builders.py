@@ -223,7 +223,9 @@ BASLER = {"serial": (_str, None), "emulation": (_bool, False), "exposure_s": (_n
 MICROMANAGER = {"config": (_str, "demo"), "adapters": (_str, "mm-test-adapters"), "camera": (_str, None),
                 "exposure_s": (_num(1e-6, 10), None), "gain": (_num(-1e6, 1e6), None), "fps": (_num(0.01, 1e5), None),
                 "roi": (_roi, None), "properties": (_props, {}), "readout_s": (_num(0, 10), 0.0),
-                "ring_size": (_num(2, 1024, True), 8), "buffer_MB": (_num(8, 65536, True), 256)}
+                "ring_size": (_num(2, 1024, True), 8), "buffer_MB": (_num(8, 65536, True), 256),
+                "timestamp_tag": (_str, "ElapsedTime-ms"), "timestamp_unit_s": (_num(1e-12, 1e3), 1e-3),
+                "timestamp_kind": (_str, "adapter"), "frame_counter_tag": (_str, "ImageNumber")}
 
 
 def build_basler_camera(opts: Mapping[str, Any], ctx: dict) -> Any:
@@ -245,4 +247,5 @@ def build_micromanager_camera(opts: Mapping[str, Any], ctx: dict) -> Any:
     return MicroManagerCamera(ctx["clock"], o["config"], o["adapters"], o["camera"],
                               o["exposure_s"] if o["exposure_s"] is not None else c.exposure_s, o["gain"],
                               o["fps"] or c.fps, o["roi"], o["properties"], o["readout_s"], o["ring_size"],
-                              o["buffer_MB"])
+                              o["buffer_MB"], o["timestamp_tag"], o["timestamp_unit_s"], o["timestamp_kind"],
+                              o["frame_counter_tag"])

@@ -16,8 +16,12 @@ Counting (all from the camera's frame counter, never from arrival times):
 Timestamps: the camera's clock is mapped onto the lab clock with the smallest observed
 ``arrival - camera stamp``: the least delayed frame is taken to have arrived ``readout_s``
 after the end of its exposure, and every other frame keeps its distance in camera time from
-it, so the frame times carry the camera's timing, not the host's arrival jitter. Without a camera timestamp the arrival time
-stands in (``timestamps == "host"``).
+it, so the frame times carry the camera's timing, not the host's arrival jitter. Without a
+camera timestamp the arrival time stands in. Which source was used is reported, never
+guessed: :meth:`AsyncCamera.stats` gives ``timestamps`` = the backend's ``stamp_kind``
+(``"hardware"``: the camera's own clock; ``"adapter"``: a stamp the vendor driver takes on
+the host when the frame reaches it) when every frame had one, ``"host"`` (our arrival time)
+when none had, ``"mixed"`` otherwise; ``timestamp_source`` says in words where they come from.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ class AsyncCamera:
     """
 
     name = "camera"
+    stamp_kind = "hardware"  # what a timestamp given to _push is: "hardware" or "adapter" ("host": none expected)
+    timestamp_source = "arrival on the host (the camera gives no timestamp)"
 
     def __init__(self, clock, exposure_s: float, readout_s: float = 0.0, ring_size: int = 8,
                  grab_timeout_s: float = 2.0) -> None:
@@ -75,7 +81,8 @@ class AsyncCamera:
         self.dropped = 0
         self.received = 0
         self.grabbed = 0
-        self.timestamps = "camera"
+        self.stamped = 0  # frames that reached the ring with a camera/adapter timestamp
+        self.unstamped = 0  # frames stamped on arrival instead
         self.running = False
         self._t0_virtual: float | None = None
 
@@ -89,8 +96,9 @@ class AsyncCamera:
                     self.lost += gap
             self._last_pushed = number
             if t_camera_s is None:
-                self.timestamps = "host"
+                self.unstamped += 1
             else:  # every arriving frame refines the clock mapping, grabbed or not
+                self.stamped += 1
                 self._offset_s = min(self._offset_s, t_arr - t_camera_s)
             if len(self._ring) == self._ring.maxlen:
                 self.skipped += 1
@@ -157,20 +165,45 @@ class AsyncCamera:
         with self._cv:
             self._ring = deque(self._ring, maxlen=max(2, int(n)))
 
-    def stats(self) -> dict:
-        """Counters (see the module docstring)."""
-        return {"received": self.received, "grabbed": self.grabbed, "lost": self.lost, "skipped": self.skipped,
-                "dropped": self.dropped, "timestamps": self.timestamps}
+    @property
+    def timestamps(self) -> str:
+        """``stamp_kind`` when every frame so far had a camera/adapter stamp, ``"host"`` when none, else ``"mixed"``."""
+        if self.unstamped == 0:
+            return self.stamp_kind if self.stamped else "none yet"
+        return "host" if self.stamped == 0 else "mixed"
 
-    # ------------------------------------------------------------------ life cycle (backends extend)
+    def stats(self) -> dict:
+        """Counters (see the module docstring) and the timestamps' source."""
+        return {"received": self.received, "grabbed": self.grabbed, "lost": self.lost, "skipped": self.skipped,
+                "dropped": self.dropped, "timestamps": self.timestamps, "stamped": self.stamped,
+                "unstamped": self.unstamped,
+                "timestamp_source": self.timestamp_source if self.stamped else AsyncCamera.timestamp_source}
+
+    # ------------------------------------------------------------------ life cycle (backends override the hooks)
+    def _start_acquisition(self) -> None:
+        """Start the SDK's acquisition (backend hook)."""
+
+    def _stop_acquisition(self) -> None:
+        """Stop the SDK's acquisition (backend hook)."""
+
+    def _release(self) -> None:
+        """Release the camera and the SDK's resources (backend hook)."""
+
     def start(self) -> None:
-        self.running = True
+        if not self.running:
+            self._start_acquisition()
+            self.running = True
 
     def stop(self) -> None:
-        self.running = False
+        if self.running:
+            self._stop_acquisition()
+            self.running = False
 
     def close(self) -> None:
-        self.stop()
+        try:
+            self.stop()
+        finally:
+            self._release()
 
     def settings(self) -> dict:
         """Exposure, gain, frame rate and ROI as the camera reports them."""

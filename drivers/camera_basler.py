@@ -2,18 +2,31 @@
 
 pylon's grab thread calls an image event handler for each frame; the handler copies the image
 into the ring buffer of :class:`~cybloid.drivers.camera_async.AsyncCamera` with the frame's
-block ID (the camera's frame counter: gaps are lost frames) and its timestamp (camera ticks;
-1 GHz on USB3 Vision cameras, ``GevTimestampTickFrequency`` on GigE cameras).
+block ID (the camera's frame counter: gaps are lost frames; GigE Vision's 16-bit IDs are
+unwrapped) and a timestamp from the camera's own clock, in this order of preference:
 
-``emulation = true`` opens pylon's camera emulation (``PYLON_CAMEMU``), which needs no camera:
-it delivers test images with block IDs at the configured frame rate, but its timestamps are
-0 and it has no chunk features, so frames are then stamped on arrival (``timestamps == "host"``).
+1. the frame's timestamp (``GrabResult.TimeStamp``): a real camera puts its clock into every
+   frame (GigE: ticks of ``GevTimestampTickFrequency``; USB3 Vision: 1 ns ticks);
+2. the camera's *exposure end* event (``EventExposureEndTimestamp`` + ``EventExposureEndFrameID``,
+   or the older GigE names ``ExposureEndEventTimestamp``/``ExposureEndEventFrameID``), matched to
+   the frame by its ID; the frame waits in the handler until its event is in;
+3. none: the frame is stamped on arrival (``stats()["timestamps"] == "host"``).
+
+What pylon's camera emulation (``PYLON_CAMEMU``, ``emulation = true``) offers, as tried with
+pypylon 26.9: ``GrabResult.TimeStamp`` is 0; ``ChunkModeActive`` exists but enabling it makes
+``StartGrabbing`` fail ("no chunk node map description"), and there is no ``ChunkSelector``,
+``ChunkTimestamp`` or ``ChunkFramecounter``; no ``TimestampLatch``/``TimestampLatchValue`` nor
+``GevTimestampTickFrequency``; but it sends exposure-end events whose frame ID equals the block
+ID and whose timestamp counts in ns. So the emulated camera's frames carry the emulated
+camera's timestamps through path 2 (``stamp_kind == "hardware"``: the camera's clock, here the
+emulator's).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 
 import numpy as np
 
@@ -47,6 +60,53 @@ def _node(nm, *names):
         if node is not None and genicam.IsAvailable(node):
             return n, node
     return None, None
+
+
+class StampJoin:
+    """Pairs frames with timestamps that arrive separately (exposure-end events), by frame ID.
+
+    Both calls return what can go into the ring now, in frame order, as ``(payload, ticks)``
+    pairs (``ticks`` None: its event never came, stamp it on arrival). A frame whose event has
+    not come yet is held; when a later frame arrives, held earlier frames are given up on
+    (the camera sends each event before or right after its frame).
+    """
+
+    def __init__(self, keep: int = 64) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[int, object] = {}  # frame ID -> payload waiting for its stamp
+        self._ticks: dict[int, int] = {}  # frame ID -> stamp waiting for its frame
+        self._keep = int(keep)
+        self.missed = 0  # frames that never got their stamp
+
+    def image(self, frame_id: int, payload) -> list[tuple[object, int | None]]:
+        with self._lock:
+            out = [(self._held.pop(k), None) for k in sorted(self._held) if k != frame_id]
+            self.missed += len(out)
+            ticks = self._ticks.pop(frame_id, None)
+            self._ticks = {k: v for k, v in self._ticks.items() if abs(k - frame_id) < self._keep}
+            if ticks is None:
+                self._held[frame_id] = payload
+            else:
+                out.append((payload, ticks))
+        return out
+
+    def stamp(self, frame_id: int, ticks: int) -> list[tuple[object, int | None]]:
+        with self._lock:
+            if frame_id in self._held:
+                return [(self._held.pop(frame_id), int(ticks))]
+            self._ticks[frame_id] = int(ticks)
+            return []
+
+
+def unwrap_block_id(raw_id: int, last_raw_id: int | None, wraps: int, bits: int | None) -> tuple[int, int]:
+    """(frame number, wraps so far) from a block ID that counts 1..2**bits-1 and then starts at 1 again.
+
+    GigE Vision's block IDs are 16 bits (0 is reserved); ``bits=None``: the ID does not wrap (USB3 Vision, 64 bits).
+    """
+    if bits is not None and last_raw_id is not None and raw_id < last_raw_id - 2 ** (bits - 1):
+        wraps += 1
+    period = (2**bits - 1) if bits is not None else 0
+    return raw_id + period * wraps, wraps
 
 
 class BaslerCamera(AsyncCamera):
@@ -91,6 +151,7 @@ class BaslerCamera(AsyncCamera):
             raise DeviceError(f"camera: pylon finds no {what}")
         try:
             self.cam = pylon.InstantCamera(tf.CreateDevice(devices[0]))
+            self.cam.GrabCameraEvents.Value = True  # before Open: the event channel is opened with the camera
             self.cam.Open()
         except genicam.GenericException as exc:
             raise DeviceError(f"camera: cannot open {devices[0].GetFriendlyName()}: {exc}") from None
@@ -106,11 +167,49 @@ class BaslerCamera(AsyncCamera):
         nm = self.cam.GetNodeMap()
         _, tick = _node(nm, "GevTimestampTickFrequency")
         self._tick_hz = float(tick.GetValue()) if tick is not None and genicam.IsReadable(tick) else 1e9
+        self._gige = devices[0].GetDeviceClass() == "BaslerGigE"  # 16-bit block IDs that wrap
+        self._event_nodes = self._enable_exposure_end_events(nm)
+        mhz = f"{self._tick_hz / 1e6:g} MHz ticks"
+        self._source_result = f"the camera's frame timestamps (GrabResult.TimeStamp, {mhz})"
+        if self._event_nodes is not None:
+            what = "pylon's camera emulation" if emulation else "the camera"
+            self._source_events = (f"exposure-end events of {what} ({self._event_nodes[1]}, matched to frames by "
+                                   f"{self._event_nodes[2]}, {mhz})")
+        # what is expected (the record's metadata); the frames say what was used (stats())
+        if not emulation:
+            self.timestamp_source = self._source_result
+        elif self._event_nodes is not None:
+            self.timestamp_source = self._source_events
+        else:
+            self.stamp_kind = "host"
+        self._join = StampJoin()
+        self._last_raw_id: int | None = None
+        self._id_wraps = 0
         s = self.settings()
         self.exposure_s = s["exposure_s"]
         self.width_px, self.height_px = s["roi"][2], s["roi"][3]
         self.fps = s["fps"]
-        self._handler = None
+        self._handlers: tuple = ()
+
+    def _enable_exposure_end_events(self, nm) -> tuple[str, str, str] | None:
+        """Switch the camera's exposure-end event on; its (data, timestamp, frame ID) node names, None without."""
+        _, sel = _node(nm, "EventSelector")
+        _, notif = _node(nm, "EventNotification")
+        if sel is None or notif is None:
+            return None
+        for names in (("EventExposureEndData", "EventExposureEndTimestamp", "EventExposureEndFrameID"),
+                      ("ExposureEndEventData", "ExposureEndEventTimestamp", "ExposureEndEventFrameID")):
+            if all(nm.GetNode(n) is not None for n in names):
+                break
+        else:
+            return None
+        try:
+            sel.FromString("ExposureEnd")
+            notif.FromString("On")
+        except Exception as exc:  # genicam raises its own types; events are only a fallback
+            log.info("camera: %s: no exposure-end events (%s)", self.model, str(exc).splitlines()[0])
+            return None
+        return names
 
     def _configure(self, exposure_s, gain_dB, fps, width, height, ox, oy, pixel_format) -> None:
         nm = self.cam.GetNodeMap()
@@ -151,38 +250,63 @@ class BaslerCamera(AsyncCamera):
                 "gain_unit": "raw" if gname == "GainRaw" else "dB", "fps": float(fps.GetValue()),
                 "roi": roi, "pixel_format": nm.GetNode("PixelFormat").ToString()}
 
-    # ------------------------------------------------------------------ acquisition
-    def start(self) -> None:
-        if self.running:
+    # ------------------------------------------------------------------ acquisition (pylon's grab thread)
+    def _on_image(self, result) -> None:
+        if not result.GrabSucceeded():
+            log.warning("camera: frame %d failed: %s", result.GetBlockID(), result.GetErrorDescription())
             return
+        image = np.asarray(result.Array).astype(np.uint16)  # a copy: pylon reuses its buffer
+        raw_id = int(result.GetBlockID())
+        number, self._id_wraps = unwrap_block_id(raw_id, self._last_raw_id, self._id_wraps, 16 if self._gige else None)
+        self._last_raw_id = raw_id
+        ticks = int(result.GetTimeStamp())
+        if ticks:  # path 1: the camera's timestamp in the frame
+            self.timestamp_source = self._source_result
+            self._push(image, number, ticks / self._tick_hz)
+        elif self._event_nodes is None:  # path 3: stamped on arrival
+            self._push(image, number, None)
+        else:  # path 2: the frame's exposure-end event
+            self._push_joined(self._join.image(raw_id, (image, number)))
+
+    def _on_exposure_end(self, nm) -> None:
+        _, ts_name, id_name = self._event_nodes
+        self.timestamp_source = self._source_events
+        self._push_joined(self._join.stamp(int(nm.GetNode(id_name).GetValue()), int(nm.GetNode(ts_name).GetValue())))
+
+    def _push_joined(self, ready: list) -> None:
+        for (image, number), ticks in ready:
+            if ticks is None:
+                log.warning("camera: no exposure-end event for frame %d: stamped on arrival", number)
+            self._push(image, number, None if ticks is None else ticks / self._tick_hz)
+
+    def _start_acquisition(self) -> None:
         pylon = self._pylon
         owner = self
 
-        class Handler(pylon.ImageEventHandler):
-            def OnImageGrabbed(self, camera, result):  # pylon's grab thread
+        class Images(pylon.ImageEventHandler):
+            def OnImageGrabbed(self, camera, result):
                 try:
-                    if not result.GrabSucceeded():
-                        log.warning("camera: frame %d failed: %s", result.GetBlockID(), result.GetErrorDescription())
-                        return
-                    image = np.asarray(result.Array).astype(np.uint16)  # a copy: pylon reuses its buffer
-                    ticks = result.GetTimeStamp()
-                    owner._push(image, int(result.GetBlockID()), ticks / owner._tick_hz if ticks else None)
+                    owner._on_image(result)
                 except Exception as exc:  # never let an exception into pylon's thread
                     owner._fail(f"grab callback failed: {exc}")
 
-        self._handler = Handler()
-        self.cam.RegisterImageEventHandler(self._handler, pylon.RegistrationMode_ReplaceAll, pylon.Cleanup_None)
+        class Events(pylon.CameraEventHandler):
+            def OnCameraEvent(self, camera, user_id, node):
+                try:
+                    owner._on_exposure_end(camera.GetNodeMap())
+                except Exception as exc:
+                    owner._fail(f"exposure-end event callback failed: {exc}")
+
+        self._handlers = (Images(), Events())
+        self.cam.RegisterImageEventHandler(self._handlers[0], pylon.RegistrationMode_ReplaceAll, pylon.Cleanup_None)
+        if self._event_nodes is not None:
+            self.cam.RegisterCameraEventHandler(self._handlers[1], self._event_nodes[0], 1,
+                                                pylon.RegistrationMode_ReplaceAll, pylon.Cleanup_None)
         self.cam.MaxNumBuffer.Value = max(self._ring.maxlen, 8)
         self.cam.StartGrabbing(pylon.GrabStrategy_OneByOne, pylon.GrabLoop_ProvidedByInstantCamera)
-        self.running = True
 
-    def stop(self) -> None:
-        if self.running:
-            self.cam.StopGrabbing()
-            self.running = False
+    def _stop_acquisition(self) -> None:
+        self.cam.StopGrabbing()
 
-    def close(self) -> None:
-        try:
-            self.stop()
-        finally:
-            self.cam.Close()
+    def _release(self) -> None:
+        self.cam.Close()

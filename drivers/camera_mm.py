@@ -3,9 +3,21 @@
 The camera's device adapter runs its own acquisition thread, which fills the core's circular
 buffer (a ring buffer) during a continuous sequence acquisition; :meth:`MicroManagerCamera.grab`
 moves what arrived into the ring of :class:`~cybloid.drivers.camera_async.AsyncCamera` and
-returns the newest frame. Frame numbers are the adapter's ``ImageNumber`` and timestamps its
-``ElapsedTime-ms`` (camera time since the start of the sequence); a circular-buffer overflow
-is counted as lost frames.
+returns the newest frame. A circular-buffer overflow stops the acquisition with an error.
+
+Frame numbers and timestamps come from the image metadata, from tags the profile can name
+(``frame_counter_tag``, ``timestamp_tag``, ``timestamp_unit_s``, ``timestamp_kind``) because
+what they mean depends on the device adapter:
+
+* ``ImageNumber`` (default counter): when the adapter does not set it, the core's circular
+  buffer numbers the images it receives, so it counts frames that reached the core (a frame
+  the camera lost before that leaves no gap). Adapters with a hardware frame counter tag can
+  name it instead.
+* ``ElapsedTime-ms`` (default timestamp): set by the adapter. The DemoCamera (and most
+  adapters: Micro-Manager's ``CDemoCamera::InsertImage``) computes it as ``GetCurrentMMTime()
+  - sequenceStartTime_`` when its thread inserts the image into the core's buffer: a host
+  clock read by the adapter, not the camera's, so it is reported as ``"adapter"``, never as
+  hardware. Set ``timestamp_kind = "hardware"`` only for a tag the camera itself fills.
 
 ``config = "demo"`` with ``adapters = "mm-test-adapters"`` loads Micro-Manager's demo
 configuration (DemoCamera etc.) from the ``mm-test-adapters`` package: no hardware needed.
@@ -75,6 +87,12 @@ class MicroManagerCamera(AsyncCamera):
     ring_size : int
     buffer_MB : int
         Size of the core's circular buffer.
+    timestamp_tag, frame_counter_tag : str
+        Metadata tags of the timestamp and the frame counter.
+    timestamp_unit_s : float
+        Seconds per unit of the timestamp tag (1e-3 for ``ElapsedTime-ms``).
+    timestamp_kind : str
+        ``"adapter"`` (the tag is a host time the adapter takes) or ``"hardware"`` (the camera's clock).
     """
 
     name = "camera (Micro-Manager)"
@@ -82,8 +100,11 @@ class MicroManagerCamera(AsyncCamera):
     def __init__(self, clock, config: str = "demo", adapters: str = "mm-test-adapters", camera: str | None = None,
                  exposure_s: float = 0.002, gain: float | None = None, fps: float | None = None, roi=None,
                  properties: dict | None = None, readout_s: float = 0.0, ring_size: int = 8,
-                 buffer_MB: int = 256) -> None:
+                 buffer_MB: int = 256, timestamp_tag: str = "ElapsedTime-ms", timestamp_unit_s: float = 1e-3,
+                 timestamp_kind: str = "adapter", frame_counter_tag: str = "ImageNumber") -> None:
         pymmcore = import_pymmcore()
+        if timestamp_kind not in ("adapter", "hardware"):
+            raise DeviceError(f"camera: timestamp_kind must be 'adapter' or 'hardware', got {timestamp_kind!r}")
         self._pymmcore = pymmcore
         super().__init__(clock, exposure_s, readout_s, ring_size=ring_size)
         path = adapter_path(adapters)
@@ -122,7 +143,11 @@ class MicroManagerCamera(AsyncCamera):
         self.exposure_s = s["exposure_s"]
         self.width_px, self.height_px = s["roi"][2], s["roi"][3]
         self.fps = fps
-        self._first_elapsed = None
+        self._tags = (str(frame_counter_tag), str(timestamp_tag), float(timestamp_unit_s))
+        self.stamp_kind = timestamp_kind
+        who = "the camera's clock" if timestamp_kind == "hardware" else (
+            "host time the device adapter takes when it inserts the image into the core's buffer")
+        self.timestamp_source = f"metadata tag {timestamp_tag} ({who})"
 
     def settings(self) -> dict:
         c, cam = self.core, self.label
@@ -134,11 +159,8 @@ class MicroManagerCamera(AsyncCamera):
                 "roi": (int(x), int(y), int(w), int(h)), "pixel_format": f"{8 * c.getBytesPerPixel()} bit"}
 
     # ------------------------------------------------------------------ acquisition
-    def start(self) -> None:
-        if self.running:
-            return
+    def _start_acquisition(self) -> None:
         self.core.startContinuousSequenceAcquisition(self.interval_ms)
-        self.running = True
 
     def _drain(self) -> None:
         """Move what the adapter's thread put in the core's circular buffer into the ring."""
@@ -150,8 +172,9 @@ class MicroManagerCamera(AsyncCamera):
             md = self._pymmcore.Metadata()
             img = c.popNextImageMD(md)
             keys = set(md.GetKeys())
-            number = int(md.GetSingleTag("ImageNumber").GetValue()) if "ImageNumber" in keys else self.received
-            stamp = float(md.GetSingleTag("ElapsedTime-ms").GetValue()) / 1e3 if "ElapsedTime-ms" in keys else None
+            counter, stamp_tag, unit_s = self._tags
+            number = int(md.GetSingleTag(counter).GetValue()) if counter in keys else self.received
+            stamp = float(md.GetSingleTag(stamp_tag).GetValue()) * unit_s if stamp_tag in keys else None
             self._push(np.asarray(img).astype(np.uint16, copy=False), number, stamp)
 
     def grab(self, oldest: bool = False):
@@ -164,13 +187,8 @@ class MicroManagerCamera(AsyncCamera):
                 return super().grab(oldest)
             time.sleep(0.0002)
 
-    def stop(self) -> None:
-        if self.running:
-            self.core.stopSequenceAcquisition()
-            self.running = False
+    def _stop_acquisition(self) -> None:
+        self.core.stopSequenceAcquisition()
 
-    def close(self) -> None:
-        try:
-            self.stop()
-        finally:
-            self.core.unloadAllDevices()
+    def _release(self) -> None:
+        self.core.unloadAllDevices()

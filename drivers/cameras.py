@@ -32,7 +32,21 @@ def to_gray_u16(img: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(a), 0, 65535).astype(np.uint16)
 
 
-class OpenCVCamera:
+class SyncCamera:
+    """Start/stop state and timestamp source of a camera read synchronously in :meth:`grab`."""
+
+    running = False
+    stamp_kind = "host"
+    timestamp_source = "arrival on the host (the source gives no timestamp)"
+
+    def start(self) -> None:
+        self.running = True
+
+    def stop(self) -> None:
+        self.running = False
+
+
+class OpenCVCamera(SyncCamera):
     """A USB camera (index) or a video file/URL read with ``cv2.VideoCapture``.
 
     Parameters
@@ -67,13 +81,6 @@ class OpenCVCamera:
         self.height_px = int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) or int(height_px or 0)
         self.source = source
         self._index = 0
-        self.running = False
-
-    def start(self) -> None:
-        self.running = True
-
-    def stop(self) -> None:
-        self.running = False
 
     def grab(self) -> Frame:
         ok, img = self.cap.read()
@@ -95,7 +102,7 @@ class OpenCVCamera:
         self.cap.release()
 
 
-class TiffStackCamera:
+class TiffStackCamera(SyncCamera):
     """Frames from a multi-page TIFF file (one page per frame), at a nominal rate.
 
     Parameters
@@ -132,13 +139,8 @@ class TiffStackCamera:
         self.readout_s = float(readout_s)
         self.loop = bool(loop)
         self._index = 0
-        self.running = False
-
-    def start(self) -> None:
-        self.running = True
-
-    def stop(self) -> None:
-        self.running = False
+        self.stamp_kind = "nominal"
+        self.timestamp_source = f"nominal: page i exposed from i/fps ({self.fps:g} frames/s)"
 
     def grab(self) -> Frame:
         i = self._index

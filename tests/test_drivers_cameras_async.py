@@ -42,7 +42,7 @@ def test_ring_gives_the_newest_frame_and_counts_from_the_camera_counter():
     assert f.t_exposure_start == pytest.approx(100.0 + 0.06)
     assert f.t_exposure_end == pytest.approx(100.0 + 0.064)
     assert f.t_arrival == pytest.approx(100.0 + 0.065 + 0.002)
-    assert cam.stats()["timestamps"] == "camera"
+    assert cam.stats()["timestamps"] == "hardware" and cam.stats()["stamped"] == 5
 
 
 def test_ring_without_camera_stamps_uses_arrival_and_grab_waits_for_the_producer():
@@ -55,6 +55,10 @@ def test_ring_without_camera_stamps_uses_arrival_and_grab_waits_for_the_producer
     f = cam.grab()  # blocks until the producer thread delivers
     assert f.index == 41 and f.t_arrival == 7.0 and f.t_exposure_end == pytest.approx(6.999)
     assert f.t_exposure_start == pytest.approx(6.997) and cam.stats()["timestamps"] == "host"
+    assert "arrival on the host" in cam.stats()["timestamp_source"]
+    cam._push(np.ones((1, 1), np.uint16), 42, 0.5)  # one frame with a camera stamp among host ones
+    assert cam.stats()["timestamps"] == "mixed"
+    assert cam.grab().index == 42
     cam.grab_timeout_s = 0.05
     from cybloid.errors import DeviceError
 
@@ -76,6 +80,29 @@ def test_oldest_mode_keeps_every_frame():
     assert cam.skipped == 0 and cam.lost == 0
 
 
+def test_stamp_join_pairs_frames_with_their_exposure_end_events_in_either_order():
+    from cybloid.drivers.camera_basler import StampJoin
+
+    j = StampJoin()
+    assert j.stamp(0, 1000) == [] and j.image(0, "f0") == [("f0", 1000)]  # event first (what pylon does)
+    assert j.image(1, "f1") == [] and j.stamp(1, 2000) == [("f1", 2000)]  # frame first: held until its event
+    assert j.image(2, "f2") == []  # event 2 is lost ...
+    assert j.stamp(3, 4000) == [] and j.image(3, "f3") == [("f2", None), ("f3", 4000)]  # ... f2 goes unstamped, in order
+    assert j.missed == 1
+    assert j.stamp(9, 1) == [] and j.image(200, "f200") == [] and 9 not in j._ticks  # stale stamps are dropped
+
+
+def test_gige_block_ids_are_unwrapped_and_usb_ids_are_not():
+    from cybloid.drivers.camera_basler import unwrap_block_id
+
+    n, w = unwrap_block_id(65535, 65534, 0, 16)
+    assert (n, w) == (65535, 0)
+    n, w = unwrap_block_id(1, 65535, w, 16)  # GigE Vision: 65535 is followed by 1 (0 is reserved)
+    assert (n, w) == (65536, 1)  # consecutive: no frame lost across the wrap
+    assert unwrap_block_id(3, 1, w, 16) == (65538, 1)
+    assert unwrap_block_id(5, 70000, 0, None) == (5, 0)  # USB3 Vision's 64-bit IDs never wrap
+
+
 # ---------------------------------------------------------------------- SDK backends
 def test_basler_emulated_camera_settings_read_back_and_frames():
     pytest.importorskip("pypylon")
@@ -94,6 +121,10 @@ def test_basler_emulated_camera_settings_read_back_and_frames():
         assert frames[0].image.shape == (96, 128) and frames[0].image.dtype == np.uint16
         assert cam.lost == 0 and cam.dropped == sum(f.dropped_before for f in frames)
         assert all(b.t_exposure_start > a.t_exposure_start for a, b in zip(frames, frames[1:]))
+        # pylon's emulation stamps frames only through its exposure-end events: the camera's clock, not arrival
+        st = cam.stats()
+        assert st["timestamps"] == "hardware" and st["unstamped"] == 0 and "EventExposureEndTimestamp" in st[
+            "timestamp_source"]
     finally:
         cam.close()
 
@@ -111,7 +142,7 @@ def test_micromanager_demo_camera_settings_stamps_and_frames():
         cam.set_ring_size(64)
         frames = [cam.grab(oldest=True) for _ in range(15)]
         assert [f.index for f in frames] == list(range(15))  # the adapter's ImageNumber, none lost
-        assert cam.stats()["timestamps"] == "camera" and cam.lost == 0
+        assert cam.stats()["timestamps"] == "adapter" and cam.lost == 0  # DemoCamera: the adapter's host clock
         assert all(b.t_exposure_start > a.t_exposure_start for a, b in zip(frames, frames[1:]))
         assert frames[0].image.shape == (48, 64) and frames[0].image.dtype == np.uint16
     finally:
@@ -123,8 +154,10 @@ def test_camera_check_cli(profile, capsys):
     pytest.importorskip("pypylon" if profile.startswith("basler") else "pymmcore")
     assert main(["camera", "check", "--hardware", profile, "--frames", "20"]) == 0
     out = capsys.readouterr().out
-    assert "dropped frames (camera counter): 0" in out and "monotonic: yes" in out
+    assert "dropped frames (camera counter): 0" in out and "timestamps monotonic: yes" in out
     assert "exposure 2.000 ms" in out and "256x256" in out
+    kind = "hardware" if profile.startswith("basler") else "adapter"
+    assert f"timestamps: {kind} (" in out
 
 
 def test_camera_check_without_the_sdk_is_one_line_and_exit_2(monkeypatch, capsys):
@@ -153,5 +186,5 @@ def test_bench_case_with_the_emulated_basler_camera():
 
     c = basler_case(frames=30)
     assert c["samples"] == 30 and c["p50_ms"] > 0  # (no p99 from 30 samples)
-    assert c["params"]["width"] == 256 and c["quality"]["timestamps"] == "host"
+    assert c["params"]["width"] == 256 and c["quality"]["timestamps"] == "hardware"
     assert c["quality"]["frames_not_processed"] >= 0

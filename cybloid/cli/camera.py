@@ -81,8 +81,7 @@ def run_check(args: argparse.Namespace) -> int:
         (getattr(cam, "close", None) or (lambda: None))()
     idx = np.array([f[0] for f in frames])
     t = np.array([f[1] for f in frames])
-    st = cam.stats() if measured else {"lost": int(np.sum(np.maximum(np.diff(idx) - 1, 0))), "skipped": 0,
-                                       "timestamps": "host"}
+    st = cam.stats() if measured else _plain_stats(idx, hw.driver("camera"), cam)
     d = np.diff(t)
     span = t[-1] - t[0]
     fps = (idx[-1] - idx[0]) / span if span > 0 else float("nan")
@@ -90,10 +89,25 @@ def run_check(args: argparse.Namespace) -> int:
     print(f"  {len(frames)} frames (camera counter {idx[0]}..{idx[-1]}) in {wall:.2f} s wall: "
           f"{fps:.2f} frames/s achieved")
     print(f"  dropped frames (camera counter): {st['lost']}; skipped by the reader: {st['skipped']}")
-    src = "the camera's" if st["timestamps"] == "camera" else "host arrival (the camera gives none)"
-    print(f"  timestamps: {src}; monotonic: {'yes' if monotonic else 'NO'}; interval mean {d.mean() * 1e3:.3f} ms, "
+    print(f"  timestamps: {st['timestamps']} ({TIMESTAMP_KINDS.get(st['timestamps'], '?')}); "
+          f"source: {st['timestamp_source']}")
+    print(f"  timestamps monotonic: {'yes' if monotonic else 'NO'}; interval mean {d.mean() * 1e3:.3f} ms, "
           f"jitter (std) {d.std() * 1e3:.3f} ms, max deviation {np.max(np.abs(d - d.mean())) * 1e3:.3f} ms")
     ok = st["lost"] == 0 and monotonic
     if not ok:
         print("camera check: FAILED (frames lost or timestamps not monotonic)")
     return 0 if ok else 1
+
+
+TIMESTAMP_KINDS = {"hardware": "the camera's own clock", "adapter": "taken on the host by the vendor's driver",
+                   "host": "stamped on arrival by cybloid", "mixed": "some frames the camera's, some on arrival",
+                   "simulated": "the simulation's exposure times", "nominal": "computed from the nominal frame rate"}
+
+
+def _plain_stats(idx: np.ndarray, driver: str, cam) -> dict:
+    """Counters of a synchronous backend (OpenCV, TIFF, simulated): gaps in its frame index, its timestamp source."""
+    sim = driver == "simulated"
+    return {"lost": int(np.sum(np.maximum(np.diff(idx) - 1, 0))), "skipped": 0,
+            "timestamps": "simulated" if sim else getattr(cam, "stamp_kind", "host"),
+            "timestamp_source": "the simulated camera's exposure times" if sim else
+            getattr(cam, "timestamp_source", f"arrival on the host (driver '{driver}')")}

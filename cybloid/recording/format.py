@@ -171,6 +171,9 @@ def lab_metadata(lab: Any) -> dict[str, Any]:
                                            "scale_px": float(cal.distortion_scale_px)}}
                            if getattr(cal, "has_distortion", False) else {})},
         "laser_power_mW": float(lab.laser.power_mW()),
+        # where the frames' timestamps come from (hardware / adapter / host arrival / nominal); simulated: absent
+        **({"camera_timestamps": {"kind": str(lab.camera.stamp_kind), "source": str(lab.camera.timestamp_source)}}
+           if hasattr(lab.camera, "stamp_kind") else {}),
     }
 
 

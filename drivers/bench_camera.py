@@ -1,10 +1,12 @@
 """Loop latency with an asynchronous camera: frame arrival in the ring buffer -> spot table sent.
 
 The camera is pylon's emulated Basler camera (profile ``basler-emulated``): pylon's grab
-thread puts each frame in the ring buffer, stamped on arrival (lab clock); the loop takes the
-newest, tracks, computes forces and spots, and hands the table to the (simulated) steering
-device. The latency of a frame is ``t_sent - t_arrival`` plus the send itself: the time a
-frame waited in the ring, and the whole processing. The run is in real time, on the wall clock.
+thread puts each frame in the ring buffer (its exposure times from the camera's exposure-end
+event timestamps, its arrival the moment it entered the ring, on the lab clock); the loop
+takes the newest, tracks, computes forces and spots, and hands the table to the (simulated)
+steering device. The latency of a frame is ``t_sent - t_arrival`` plus the send itself: the
+time a frame waited in the ring, and the whole processing. The run is in real time, on the
+wall clock; ``quality.timestamps`` says which timestamps the frames carried.
 """
 
 from __future__ import annotations

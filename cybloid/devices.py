@@ -24,6 +24,26 @@ class Camera(Protocol):
     def stop(self) -> None: ...
 
 
+@runtime_checkable
+class CameraSettings(Protocol):
+    """A camera whose exposure, gain, frame rate and region of interest can be set while it runs.
+
+    ``settings()`` reads them back from the camera: ``exposure_s``, ``gain`` (with
+    ``gain_unit``), ``fps``, ``roi`` = (x, y, width, height) px (the whole sensor when none is
+    set), optionally ``ranges`` {name: (low, high)}. Each setter returns the value the camera
+    applied (clamped to what it can do); ``set_roi(None)`` clears the ROI. Called between two
+    frames (the dashboard submits them to the loop thread). The simulated camera implements it;
+    the Basler and Micro-Manager drivers read their settings back (``settings()``) but set them
+    only when opened (see docs/dashboard.md).
+    """
+
+    def settings(self) -> dict: ...
+    def set_exposure_s(self, exposure_s: float) -> float: ...
+    def set_gain(self, gain: float) -> float: ...
+    def set_fps(self, fps: float) -> float: ...
+    def set_roi(self, roi_px: tuple[int, int, int, int] | None) -> tuple[int, int, int, int]: ...
+
+
 @dataclass
 class SteeringAck:
     """Acknowledgement of a spot table: when the device applied it (lab clock, s)."""

@@ -9,49 +9,51 @@ from PySide6 import QtCore, QtWidgets
 
 from cybloid.gui.safety import (LaserOffButton, confirm_high_power, confirm_threshold_mW,  # noqa: F401 (re-export)
                                 default_power_mW, usable_max_power_mW)
+from cybloid.gui.widgets import set_text
 from cybloid.hardware import ROLES
 
-
-def set_text(widget: Any, text: str) -> bool:
-    """Set a label's text only when it changed; True if changed."""
-    if widget.text() == text:
-        return False
-    widget.setText(text)
-    return True
 
 log = logging.getLogger(__name__)
 
 
-def interlock_state(laser: Any) -> str:
-    """``"closed"``/``"open"`` when the laser driver reports an interlock, else ``"n/a"``."""
-    for name in ("interlock", "interlock_ok", "interlock_closed"):
-        v = getattr(laser, name, None)
+def _first_attribute(dev: Any, names: tuple[str, ...]) -> tuple[bool, Any]:
+    """(found, value) of the first of ``names`` the device has (called if callable); a failure reads
+    as its message (``"error: ..."``)."""
+    for name in names:
+        v = getattr(dev, name, None)
         if v is None:
             continue
         try:
-            v = v() if callable(v) else v
+            return True, (v() if callable(v) else v)
         except Exception as exc:
-            return f"error: {exc}"
-        if isinstance(v, bool):
-            return "closed (OK)" if v else "OPEN"
-        return str(v)
-    return "n/a"
+            return True, _Failed(f"error: {exc}")
+    return False, None
+
+
+class _Failed(str):
+    """A device attribute that raised: its message."""
+
+
+def interlock_state(laser: Any) -> str:
+    """``"closed"``/``"open"`` when the laser driver reports an interlock, else ``"n/a"``."""
+    found, v = _first_attribute(laser, ("interlock", "interlock_ok", "interlock_closed"))
+    if not found:
+        return "n/a"
+    if isinstance(v, bool):
+        return "closed (OK)" if v else "OPEN"
+    return str(v)
 
 
 def device_state(dev: Any) -> str:
     """``connected``/``disconnected`` where the driver tells, else ``ok`` (present)."""
     if dev is None:
         return "missing"
-    for name in ("connected", "is_connected", "is_open"):
-        v = getattr(dev, name, None)
-        if v is None:
-            continue
-        try:
-            v = v() if callable(v) else v
-        except Exception as exc:
-            return f"error: {exc}"
-        return "connected" if v else "DISCONNECTED"
-    return "ok"
+    found, v = _first_attribute(dev, ("connected", "is_connected", "is_open"))
+    if not found:
+        return "ok"
+    if isinstance(v, _Failed):
+        return str(v)
+    return "connected" if v else "DISCONNECTED"
 
 
 def connection_text(hardware: Any, role: str, dev: Any) -> str:

@@ -229,6 +229,7 @@ class LiveView(QtWidgets.QWidget):
             self.vb.addItem(self.items[name])
         self.vb.addItem(self.centres)
         self._labels: list[pg.TextItem] = []
+        self._rects: dict[str, Any] = {}
 
         # controls
         self.checks: dict[str, QtWidgets.QCheckBox] = {}
@@ -251,11 +252,18 @@ class LiveView(QtWidgets.QWidget):
         fit = QtWidgets.QPushButton("Fit view")
         fit.clicked.connect(self.fit_view)
         bar.addWidget(fit)
+        self._tools: dict[QtWidgets.QCheckBox, Any] = {}
         self.trap_tool_box = QtWidgets.QCheckBox("trap tool")
         self.trap_tool_box.setToolTip("click: place a trap; drag: move the nearest trap; right-click: remove it "
                                       "(off: drag pans, wheel zooms)")
         self.trap_tool_box.setEnabled(False)
         bar.addWidget(self.trap_tool_box)
+        self.roi_tool_box = QtWidgets.QCheckBox("ROI tool")
+        self.roi_tool_box.setToolTip("drag a rectangle on the image: the camera reads out only that region "
+                                     "(Camera tab: Clear ROI)")
+        self.roi_tool_box.setEnabled(False)
+        bar.addWidget(self.roi_tool_box)
+        self._bar = bar
         self.cursor = QtWidgets.QLineEdit("", readOnly=True, frame=False)
         self.cursor.setFocusPolicy(QtCore.Qt.FocusPolicy.NoFocus)
         self.cursor.setMinimumWidth(260)
@@ -294,11 +302,40 @@ class LiveView(QtWidgets.QWidget):
             if name == "potential":
                 self.centres.setVisible(on)
 
-    def set_tool(self, tool: Any) -> None:
-        """Give the mouse to ``tool`` (see :class:`ToolViewBox`) while the trap-tool box is ticked."""
-        self._tool = tool
-        self.trap_tool_box.setEnabled(tool is not None)
-        self.trap_tool_box.toggled.connect(lambda on: setattr(self.vb, "tool", self._tool if on else None))
+    def set_tool(self, tool: Any, box: QtWidgets.QCheckBox | None = None) -> None:
+        """Give the mouse to ``tool`` (see :class:`ToolViewBox`) while its box (default: the trap
+        tool's) is ticked; ticking one tool's box unticks the others'."""
+        box = self.trap_tool_box if box is None else box
+        self._tools[box] = tool
+        box.setEnabled(tool is not None)
+        box.toggled.connect(lambda on, b=box: self._tool_toggled(b, on))
+
+    def _tool_toggled(self, box: QtWidgets.QCheckBox, on: bool) -> None:
+        if on:
+            for other in self._tools:
+                if other is not box and other.isChecked():
+                    other.setChecked(False)
+            self.vb.tool = self._tools[box]
+        elif self.vb.tool is self._tools.get(box):
+            self.vb.tool = None
+
+    def add_control(self, widget: QtWidgets.QWidget) -> None:
+        """Add a widget to the bar above the image."""
+        self._bar.addWidget(widget)
+
+    def show_rect(self, rect_um: tuple[float, float, float, float] | None, which: str = "roi") -> None:
+        """Draw (x, y, width, height) um as a dashed rectangle (the ROI, or the one being dragged); None: hide."""
+        item = self._rects.get(which)
+        if item is None:
+            colour = (255, 255, 255) if which == "roi" else (255, 255, 0)
+            item = pg.PlotDataItem(pen=pg.mkPen(colour, width=1.5, style=QtCore.Qt.PenStyle.DashLine))
+            self.vb.addItem(item)
+            self._rects[which] = item
+        if rect_um is None:
+            item.setData([], [])
+            return
+        x, y, w, h = rect_um
+        item.setData([x, x + w, x + w, x, x], [y, y, y + h, y + h, y])
 
     def cursor_text(self, x_um: float, y_um: float) -> str:
         """``x, y (um)`` and the grey value of the pixel under it, as shown under the image."""
@@ -450,7 +487,7 @@ class LiveView(QtWidgets.QWidget):
         for t in self._labels:
             self.vb.removeItem(t)
         self._labels.clear()
-        for it in [*self.items.values(), self.centres, self.image]:
+        for it in [*self.items.values(), *self._rects.values(), self.centres, self.image]:
             try:
                 self.vb.removeItem(it)
             except Exception:

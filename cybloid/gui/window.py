@@ -23,18 +23,11 @@ from cybloid.gui.diagnostics import DiagnosticsPanel
 from cybloid.gui.liveview import LiveView
 from cybloid.gui.logpanel import LogPanel, QtLogHandler
 from cybloid.gui.safety import LaserOffButton, LaserOffKeyFilter, LaserStateBanner, laser_state
+from cybloid.gui.widgets import set_text
 
 log = logging.getLogger(__name__)
 
 GIL_SWITCH_INTERVAL_S = 0.001
-
-
-def set_text(widget: Any, text: str) -> bool:
-    """Set a label's text only when it changed (a change may re-lay out the window); True if changed."""
-    if widget.text() == text:
-        return False
-    widget.setText(text)
-    return True
 
 
 class StallMeter(QtCore.QObject):
@@ -130,7 +123,7 @@ class MainWindow(QtWidgets.QMainWindow):
         mono = QtGui.QFontDatabase.systemFont(QtGui.QFontDatabase.SystemFont.FixedFont)
         self.diagnostics.figures.setFont(mono)
         self.analysis = AnalysisPanel()
-        self.force = self.protocol = self.recording = self.hardware = self.particles = None
+        self.force = self.protocol = self.recording = self.hardware = self.particles = self.camera = None
         self.replay_bar = None
 
         right: list[tuple[str, QtWidgets.QWidget]] = []
@@ -147,11 +140,16 @@ class MainWindow(QtWidgets.QMainWindow):
             from cybloid.gui.particlepanel import ParticlePanel
             from cybloid.gui.traptool import TrapTool
 
+            from cybloid.gui.camerapanel import CameraPanel, RoiTool
+
             self.particles = ParticlePanel(worker.lab.profile.kT)
+            self.camera = CameraPanel(worker, show_roi=self.live.show_rect, pixel_size_um=lambda: self.live.pixel_size_um)
             right = [("Force program", self.force), ("Protocol", self.protocol), ("Recording", self.recording),
-                     ("Hardware", self.hardware), ("Particles", self.particles)]
+                     ("Hardware", self.hardware), ("Camera", self.camera), ("Particles", self.particles)]
             self.trap_tool = TrapTool(self.force)
             self.live.set_tool(self.trap_tool)
+            self.roi_tool = RoiTool(self.camera, self.live)
+            self.live.set_tool(self.roi_tool, self.live.roi_tool_box)
             self.laser_banner = LaserStateBanner()
             self.laser_off_button = LaserOffButton()
             self.laser_off_button.clicked.connect(self.laser_off)
@@ -473,8 +471,8 @@ class MainWindow(QtWidgets.QMainWindow):
                         self.diagnostics.extra["camera dropped"] = f"{cam_drop:7d}"
                 self.diagnostics.redraw(series=k % 32 == 0, histogram=k % 32 == 16)
             elif k % 8 == 4:
-                for panel in (self.force, self.protocol, self.recording, self.hardware):
-                    if panel is not None:
+                for panel in (self.force, self.protocol, self.recording, self.hardware, self.camera):
+                    if panel is not None and (panel is not self.camera or k % 32 == 4):
                         panel.refresh()
                 if self.particles is not None and self.particles.isVisible():
                     self.particles.refresh(list(self.worker.loop.program.terms.items()))

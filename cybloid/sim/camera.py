@@ -13,13 +13,25 @@ Three rendering tiers (lab profile key ``camera.render``):
 ``none``
     No image: the tracker is replaced by a measurement model
     (:class:`~cybloid.sim.measure.MeasurementTracker`).
+
+Live settings (:class:`cybloid.devices.CameraSettings`): exposure, gain, frame rate and a region
+of interest can be changed between two frames and change the next frames physically. The
+exposure sets the motion blur (the sub-exposure samples span it) and the photon counts (signal
+and background scale with it: the profile's counts are for the profile's exposure); the gain
+sets the grey values (ADU per photoelectron); the frame rate is limited by the exposure and by
+the readout, which scales with the ROI's rows. Frames keep sensor coordinates: pixels outside
+the ROI are not read out and hold the mean background grey value (as the ``lazy`` tier's unread
+pixels), so positions and the calibration need no offset.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
+
+from cybloid.errors import CybloidError
 
 from cybloid.frame import Frame
 from cybloid.profile import LabProfile
@@ -55,14 +67,17 @@ class SimCamera:
         self._maxval = (1 << c.bit_depth) - 1
         self._table = None  # background look-up table, built on first use
         self.last_truth: dict | None = None  # the last frame's truth (the ``none`` tier's measurement model)
+        self._ref_camera = c  # the profile's counts are for its exposure (scaled when the exposure changes)
+        self._i0, self._t0_ticks = 0, 0  # frame i starts at _t0_ticks + ticks((i - _i0) / fps)
+        self.roi_px: tuple[int, int, int, int] | None = None  # (x, y, width, height) read out; None: the sensor
 
     # timing in ticks
     def _frame_ticks(self, i: int) -> tuple[int, int, int]:
         w = self.world
         c = self.profile.camera
-        start = w.ticks(i / c.fps)
+        start = self._t0_ticks + w.ticks((i - self._i0) / c.fps)
         end = start + max(1, int(round(c.exposure_s / w.dt)))
-        arrival = end + int(round(self.profile.latency.readout_s / w.dt))
+        arrival = end + int(round(self.readout_s / w.dt))
         return start, end, arrival
 
     def warm_up(self) -> None:
@@ -80,6 +95,95 @@ class SimCamera:
             c = self.profile.camera
             self._table = background_table(c.background_photons, c.read_noise_e, c.gain_adu_per_e, self._maxval)
         return self._table
+
+    # ------------------------------------------------------------------ live settings (CameraSettings)
+    EXPOSURE_RANGE_S = (20e-6, 1.0)
+    GAIN_RANGE = (0.05, 16.0)
+    MIN_ROI_PX = 16
+
+    @property
+    def readout_s(self) -> float:
+        """Readout time of one frame: the profile's for the whole sensor, scaled by the ROI's rows."""
+        rows = self.roi_px[3] if self.roi_px is not None else self.height_px
+        return self.profile.latency.readout_s * rows / self.height_px
+
+    def max_fps(self) -> float:
+        """Fastest frame rate at the current exposure and ROI (exposure and readout overlap)."""
+        return 1.0 / max(self.profile.camera.exposure_s, self.readout_s, 1e-6)
+
+    def settings(self) -> dict:
+        """Exposure, gain, frame rate and ROI as the camera has them (the drivers' read-back shape)."""
+        c = self.profile.camera
+        roi = self.roi_px if self.roi_px is not None else (0, 0, self.width_px, self.height_px)
+        return {"model": f"simulated ({self.render})", "exposure_s": float(c.exposure_s),
+                "gain": float(c.gain_adu_per_e), "gain_unit": "ADU/e-", "fps": float(c.fps), "roi": tuple(roi),
+                "pixel_format": f"Mono{c.bit_depth}", "sensor_px": (self.width_px, self.height_px),
+                "ranges": {"exposure_s": self.EXPOSURE_RANGE_S, "gain": self.GAIN_RANGE,
+                           "fps": (1.0, self.max_fps())}}
+
+    def _set_camera(self, **values) -> None:
+        # the camera's own copy of the lab profile: lazy images, the measurement model and the
+        # bright-field appearance read the camera's values from it
+        self.profile = dataclasses.replace(self.profile, camera=dataclasses.replace(self.profile.camera, **values))
+
+    def _anchor_timing(self) -> None:
+        """Keep the next frame where it was when the frame timing changes (no jump in time)."""
+        self._t0_ticks = self._frame_ticks(self._next)[0]
+        self._i0 = self._next
+
+    def set_exposure_s(self, exposure_s: float) -> float:
+        """Set the exposure (s); returns the exposure applied. Photon counts scale with it; the
+        frame rate drops if the exposure no longer fits in the frame period."""
+        e = _finite(exposure_s, "camera exposure_s")
+        lo, hi = self.EXPOSURE_RANGE_S
+        e = min(max(e, lo), hi)
+        ref = self._ref_camera
+        k = e / ref.exposure_s
+        self._anchor_timing()
+        fps = min(self.profile.camera.fps, 1.0 / max(e, self.readout_s))
+        self._set_camera(exposure_s=e, peak_photons=ref.peak_photons * k, background_photons=ref.background_photons * k,
+                         spot_photons=ref.spot_photons * k, fps=fps)
+        self._table = None
+        return e
+
+    def set_gain(self, gain: float) -> float:
+        """Set the gain (ADU per photoelectron); returns the gain applied."""
+        g = _finite(gain, "camera gain")
+        lo, hi = self.GAIN_RANGE
+        g = min(max(g, lo), hi)
+        self._set_camera(gain_adu_per_e=g)
+        self._table = None
+        return g
+
+    def set_fps(self, fps: float) -> float:
+        """Set the frame rate (frames/s), clamped to [1, :meth:`max_fps`]; returns the rate applied."""
+        f = _finite(fps, "camera fps")
+        f = min(max(f, 1.0), self.max_fps())
+        self._anchor_timing()
+        self._set_camera(fps=f)
+        return f
+
+    def set_roi(self, roi_px: tuple[int, int, int, int] | None) -> tuple[int, int, int, int]:
+        """Read out only ``(x, y, width, height)`` (pixels, clipped to the sensor; at least
+        :attr:`MIN_ROI_PX` a side); None: the whole sensor. Returns the ROI applied."""
+        if roi_px is not None and self.render != "full":
+            raise CybloidError(f"camera ROI: needs camera.render = 'full' (this simulated camera renders "
+                               f"'{self.render}')")
+        self._anchor_timing()
+        if roi_px is None:
+            self.roi_px = None
+            return (0, 0, self.width_px, self.height_px)
+        try:
+            x, y, w, h = (int(round(float(v))) for v in roi_px)
+        except (TypeError, ValueError):
+            raise CybloidError(f"camera ROI: expected (x, y, width, height) in pixels, got {roi_px!r}") from None
+        m = self.MIN_ROI_PX
+        x = min(max(x, 0), self.width_px - m)
+        y = min(max(y, 0), self.height_px - m)
+        w = min(max(w, m), self.width_px - x)
+        h = min(max(h, m), self.height_px - y)
+        self.roi_px = None if (x, y, w, h) == (0, 0, self.width_px, self.height_px) else (x, y, w, h)
+        return (x, y, w, h)
 
     def adapt_tracker(self, tracker):
         """The tracker the loop should use with this camera: ``tracker`` itself for ``full``,
@@ -168,12 +272,46 @@ class SimCamera:
         return img
 
     def _full_frame(self, layers: list, key) -> np.ndarray:
+        roi = self.roi_px
         if getattr(self, "appearance", None) is not None:  # bright field etc. (cybloid.sim.appearance)
-            return self.appearance.camera_frame(self, layers, key)
-        img = self.mean_signal(layers)
+            out = self.appearance.camera_frame(self, layers, key)
+            if roi is not None:
+                x, y, w, h = roi
+                inside = out[y:y + h, x:x + w].copy()
+                out[:] = self._unread_grey()
+                out[y:y + h, x:x + w] = inside
+            return out
         c = self.profile.camera
         t = self.table()
-        out = np.empty(img.shape, np.uint16)
-        digitise_region(img, 0, 0, self.width_px, key, float(c.background_photons), float(c.read_noise_e),
-                        float(c.gain_adu_per_e), float(self._maxval), t.cdf, t.guide, t.kmin, out)
+        if roi is None:
+            img = self.mean_signal(layers)
+            out = np.empty(img.shape, np.uint16)
+            digitise_region(img, 0, 0, self.width_px, key, float(c.background_photons), float(c.read_noise_e),
+                            float(c.gain_adu_per_e), float(self._maxval), t.cdf, t.guide, t.kmin, out)
+            return out
+        # only the ROI is exposed, noised and read out; the same pixels as the whole frame's
+        x, y, w, h = roi
+        img = np.zeros((h, w), np.float32)
+        for xs, ys, amp, sigma in layers:
+            render_region(img, y, x, self.height_px, self.width_px, xs, ys, amp, sigma)
+        out = np.full((self.height_px, self.width_px), self._unread_grey(), np.uint16)
+        part = np.empty((h, w), np.uint16)
+        digitise_region(img, y, x, self.width_px, key, float(c.background_photons), float(c.read_noise_e),
+                        float(c.gain_adu_per_e), float(self._maxval), t.cdf, t.guide, t.kmin, part)
+        out[y:y + h, x:x + w] = part
         return out
+
+    def _unread_grey(self) -> int:
+        """Grey value of pixels outside the ROI: the mean background (as the lazy tier's unread pixels)."""
+        c = self.profile.camera
+        return min(int(round(c.background_photons * c.gain_adu_per_e)), self._maxval)
+
+
+def _finite(v, what: str) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise CybloidError(f"{what}: expected a number, got {v!r}") from None
+    if not math.isfinite(f) or f <= 0:
+        raise CybloidError(f"{what}: must be a positive finite number, got {v!r}")
+    return f

@@ -205,3 +205,33 @@ class ManyBody(nn.Module):
 
     def forward(self, positions_um: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         return self.forces(positions_um, e)
+
+    def export_weights(self) -> dict[str, Any]:
+        """Everything a re-implementation of :meth:`forces` needs, as float64 NumPy arrays.
+
+        Returns
+        -------
+        dict
+            ``hyper`` (a copy), ``centres`` and ``width`` of the radial basis, each MLP as a list of
+            ``(weight (out, in), bias (out,))`` pairs under ``radial1``, ``node1``, ``radial2``,
+            ``energy`` (and ``edge`` for the non-conservative head; SiLU between layers, none after
+            the last), and the pair base's ``pair_knots_um``/``pair_values_pN`` (empty without one).
+        """
+        def layers(seq: nn.Sequential) -> list[tuple[np.ndarray, np.ndarray]]:
+            return [(m.weight.detach().cpu().numpy().astype(np.float64, copy=True),
+                     m.bias.detach().cpu().numpy().astype(np.float64, copy=True))
+                    for m in seq if isinstance(m, nn.Linear)]
+
+        out: dict[str, Any] = {"hyper": dict(self.hyper), "centres": self.centres.cpu().numpy().copy(),
+                               "width": float(self.width), "radial1": layers(self.radial1),
+                               "node1": layers(self.node1), "radial2": layers(self.radial2),
+                               "energy": layers(self.energy)}
+        if self.hyper["head"] == "nc":
+            out["edge"] = layers(self.edge)
+        if self.hyper["pair_knots"] > 0:
+            out["pair_knots_um"] = self.pair.knots.cpu().numpy().copy()
+            out["pair_values_pN"] = self.pair.weight.detach().cpu().numpy().copy()
+        else:
+            out["pair_knots_um"] = np.zeros(0)
+            out["pair_values_pN"] = np.zeros(0)
+        return out

@@ -23,6 +23,11 @@ def _finite_nonneg(value: Any, what: str) -> float:
     return v
 
 
+def _finite(value: Any, what: str) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ProtocolError(f"{what} must be a finite number, got {value!r}")
+
+
 class Step:
     """Base class of protocol steps."""
 
@@ -97,9 +102,7 @@ class Ramp(Step):
     def validate(self) -> None:
         self.seconds = _finite_nonneg(self.seconds, "ramp: seconds")
         for what in ("start", "stop"):
-            v = getattr(self, what)
-            if not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ProtocolError(f"ramp {self.term}.{self.param}: {what} must be a finite number, got {v!r}")
+            _finite(getattr(self, what), f"ramp {self.term}.{self.param}: {what}")
 
     def describe(self) -> str:
         return f"ramp {self.term}.{self.param} {self.start:g} -> {self.stop:g} over {self.seconds:g} s"
@@ -152,9 +155,8 @@ class MoveStage(Step):
     relative: bool = False
 
     def validate(self) -> None:
-        for v in (self.x_um, self.y_um):
-            if not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ProtocolError(f"move_stage: coordinates must be finite numbers, got {v!r}")
+        for what in ("x_um", "y_um"):
+            _finite(getattr(self, what), f"move_stage: {what}")
 
     def describe(self) -> str:
         return f"move stage {'by' if self.relative else 'to'} ({self.x_um:g}, {self.y_um:g}) um"
@@ -176,41 +178,20 @@ class Laser(Step):
 
 
 # lower-case constructors: what protocol files use -----------------------------------------
-def set_term(name: str, term: Any) -> SetTerm:
-    return SetTerm(name, term)
-
-
-def remove_term(name: str) -> RemoveTerm:
-    return RemoveTerm(name)
+# where the arguments are the step's fields, the constructor is the dataclass itself
+set_term = SetTerm
+remove_term = RemoveTerm
+wait = Wait
+ramp = Ramp
+record = Record
+wait_until = WaitUntil
+move_stage = MoveStage
+laser = Laser
 
 
 def set_param(term: str, **values: Any) -> SetParam:
     return SetParam(term, values)
 
 
-def wait(seconds: float) -> Wait:
-    return Wait(seconds)
-
-
-def ramp(term: str, param: str, start: float, stop: float, seconds: float) -> Ramp:
-    return Ramp(term, param, start, stop, seconds)
-
-
-def record(on: bool = True) -> Record:
-    return Record(on)
-
-
-def wait_until(condition: Callable[[Any], bool], timeout: float, description: str = "condition") -> WaitUntil:
-    return WaitUntil(condition, timeout, description)
-
-
 def mark(label: str, **data: Any) -> Mark:
     return Mark(label, data)
-
-
-def move_stage(x_um: float, y_um: float, relative: bool = False) -> MoveStage:
-    return MoveStage(x_um, y_um, relative)
-
-
-def laser(on: bool, power_mW: float | None = None) -> Laser:
-    return Laser(on, power_mW)

@@ -189,6 +189,17 @@ class PairTerm(ForceTerm):
         self.forces(np.array([[0.0, 0.0], [0.5 * self.cutoff, 0.0]]))
 
 
+def _cutoff(default_um: float, doc: str = "no interaction beyond this distance") -> Param:
+    """The ``cutoff`` parameter every pair term has (um)."""
+    return Param("cutoff", default_um, "um", 1e-3, 1e3, doc)
+
+
+def _epsilon_sigma(epsilon_kT: float, epsilon_doc: str, sigma_um: float, sigma_doc: str) -> tuple[Param, Param]:
+    """The energy scale (kT) and length (um) parameters of :class:`_EpsilonSigmaPair` terms."""
+    return (Param("epsilon", epsilon_kT, "kT", 0.0, 1e6, epsilon_doc),
+            Param("sigma", sigma_um, "um", 1e-3, 1e3, sigma_doc))
+
+
 class HarmonicRingPair(PairTerm):
     """Springs of rest length ``r0`` between all pairs closer than ``cutoff``: U = stiffness/2 (r - r0)^2."""
 
@@ -196,21 +207,23 @@ class HarmonicRingPair(PairTerm):
     PARAMS = (
         Param("stiffness", 0.5, "pN/um", 0.0, 1e3, "spring constant"),
         Param("r0", 6.0, "um", 0.0, 1e3, "rest length (preferred distance)"),
-        Param("cutoff", 8.0, "um", 1e-3, 1e3, "no interaction beyond this distance"),
+        _cutoff(8.0),
     )
 
 
-class WCAPair(PairTerm):
+class _EpsilonSigmaPair(PairTerm):
+    """Pair terms set by an energy scale ``epsilon`` (kT) and a length ``sigma`` (um)."""
+
+    COEFFICIENTS = ("epsilon", "sigma")
+    P0_IN_KT = True
+
+
+class WCAPair(_EpsilonSigmaPair):
     """Weeks-Chandler-Andersen repulsion (LJ cut at its minimum 2^(1/6) sigma and shifted)."""
 
     KIND = K_WCA
-    COEFFICIENTS = ("epsilon", "sigma")
-    P0_IN_KT = True
-    PARAMS = (
-        Param("epsilon", 10.0, "kT", 0.0, 1e6, "energy scale"),
-        Param("sigma", 4.0, "um", 1e-3, 1e3, "diameter"),
-        Param("cutoff", 4.49, "um", 1e-3, 1e3, "cell size; the force itself ends at 2^(1/6) sigma"),
-    )
+    PARAMS = (*_epsilon_sigma(10.0, "energy scale", 4.0, "diameter"),
+              _cutoff(4.49, "cell size; the force itself ends at 2^(1/6) sigma"))
 
     def changed(self) -> None:
         super().changed()
@@ -219,17 +232,11 @@ class WCAPair(PairTerm):
             self.values = type(self.values)(self.PARAMS, {**self.values.as_dict(), "cutoff": need})
 
 
-class SoftPair(PairTerm):
+class SoftPair(_EpsilonSigmaPair):
     """Soft (harmonic) repulsion U = epsilon (1 - r/sigma)^2 for r < sigma."""
 
     KIND = K_SOFT
-    COEFFICIENTS = ("epsilon", "sigma")
-    P0_IN_KT = True
-    PARAMS = (
-        Param("epsilon", 100.0, "kT", 0.0, 1e6, "energy at full overlap"),
-        Param("sigma", 5.0, "um", 1e-3, 1e3, "range"),
-        Param("cutoff", 5.0, "um", 1e-3, 1e3, "cell size (>= sigma)"),
-    )
+    PARAMS = (*_epsilon_sigma(100.0, "energy at full overlap", 5.0, "range"), _cutoff(5.0, "cell size (>= sigma)"))
 
 
 class YukawaPair(PairTerm):
@@ -241,21 +248,15 @@ class YukawaPair(PairTerm):
     PARAMS = (
         Param("amplitude", 100.0, "kT um", -1e7, 1e7, "A"),
         Param("kappa", 0.5, "1/um", 0.0, 1e3, "inverse screening length"),
-        Param("cutoff", 10.0, "um", 1e-3, 1e3, "no interaction beyond this distance"),
+        _cutoff(10.0),
     )
 
 
-class LennardJonesPair(PairTerm):
+class LennardJonesPair(_EpsilonSigmaPair):
     """Lennard-Jones U = 4 epsilon [(sigma/r)^12 - (sigma/r)^6], cut and shifted at ``cutoff``."""
 
     KIND = K_LJ
-    COEFFICIENTS = ("epsilon", "sigma")
-    P0_IN_KT = True
-    PARAMS = (
-        Param("epsilon", 5.0, "kT", 0.0, 1e6, "well depth"),
-        Param("sigma", 4.0, "um", 1e-3, 1e3, "zero crossing; minimum at 2^(1/6) sigma"),
-        Param("cutoff", 10.0, "um", 1e-3, 1e3, "no interaction beyond this distance"),
-    )
+    PARAMS = (*_epsilon_sigma(5.0, "well depth", 4.0, "zero crossing; minimum at 2^(1/6) sigma"), _cutoff(10.0))
 
 
 def _uniform_table(r: np.ndarray, f: np.ndarray, cutoff: float, n: int, where: str):
@@ -288,7 +289,7 @@ class TabulatedPair(PairTerm):
     KIND = K_TABLE
     PARAMS = (
         Param("scale", 1.0, "", -1e6, 1e6, "multiplies the table"),
-        Param("cutoff", 10.0, "um", 1e-3, 1e3, "no interaction beyond this distance (table end)"),
+        _cutoff(10.0, "no interaction beyond this distance (table end)"),
     )
 
     def __init__(self, r_um, force_pN, points: int = 2048, **values: Any) -> None:

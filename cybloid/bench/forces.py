@@ -9,6 +9,7 @@ from scipy.spatial import cKDTree
 
 from cybloid.actuation import Actuator
 from cybloid.bench.common import MIN_P99_SAMPLES, case, document, time_calls
+from cybloid.bench.workloads import jittered_lattice
 from cybloid.forces import ForceContext, ForceProgram, HarmonicRingPair, SquareAngular
 from cybloid.history import History
 
@@ -30,10 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def configuration(n: int, seed: int = 0) -> np.ndarray:
     """N positions (um) on a jittered square lattice of spacing 6 um (origin 10 um)."""
-    rng = np.random.default_rng(seed)
-    side = int(np.ceil(np.sqrt(n)))
-    g = np.mgrid[0:side, 0:side].reshape(2, -1).T[:n].astype(float) * SPACING
-    return g + rng.normal(0, 0.15 * SPACING, g.shape) + 10.0
+    return jittered_lattice(n, SPACING, 0.15 * SPACING, origin_um=10.0, seed=seed)
 
 
 def program() -> ForceProgram:

@@ -9,9 +9,9 @@ import numpy as np
 from tqdm import tqdm
 
 from cybloid.bench.common import case, document
-from cybloid.forces import HarmonicTrap
+from cybloid.bench.workloads import trapping_loop
 from cybloid.lab import open_lab
-from cybloid.loop import FeedbackLoop, default_tracker
+from cybloid.loop import default_tracker
 from cybloid.record import STAGES
 from cybloid.tracking.base import Tracks
 
@@ -73,14 +73,7 @@ class LocateEveryFrame:
 
 def _measure(n: int, size: int, frames: int, tracker_factory, desc: str, seed: int = 0):
     lab = open_lab(seed=seed, overrides={"particles.count": n, "camera.width_px": size, "camera.height_px": size})
-    loop = FeedbackLoop(lab, keep_images=False)
-    loop.tracker = tracker_factory(loop)
-    centres = lab.world.positions_fov_um().copy()
-    loop.program.set_term("trap", HarmonicTrap(centres, stiffness=0.05, capture_radius=3.0))
-    loop.warm_up()
-    lab.laser.on()
-    for _ in range(10):
-        loop.step()
+    loop = trapping_loop(lab, 10, tracker_factory)
     compute, stages = [], {s: [] for s in STAGES}
     for _ in tqdm(range(frames), desc=desc, leave=False):
         rec = loop.step()

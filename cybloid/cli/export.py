@@ -1,18 +1,21 @@
-"""``cybloid export SESSION``: trackpy-compatible tables and OME-TIFF stacks (streamed)."""
+"""``cybloid export SESSION``: export a session's tracks (Parquet/CSV) and frames (OME-TIFF).
+
+Export the tracks of a recorded session as a trackpy-compatible table (frame, particle, x, y in um,
+x_px, y_px, t in s, mass, quality, fx, fy in pN, saturation), and optionally the stored frames as an
+OME-TIFF stack (axes TYX) carrying the physical pixel size (um), the frame interval and each frame's
+time (s). Both are written a piece at a time, so sessions larger than memory export.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from cybloid.cli.subcommand import add_subcommand
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a session's tracks (Parquet/CSV) and frames (OME-TIFF)",
-                       description="Export the tracks of a recorded session as a trackpy-compatible table "
-                       "(frame, particle, x, y in um, x_px, y_px, t in s, mass, quality, fx, fy in pN, saturation), "
-                       "and optionally the stored frames as an OME-TIFF stack (axes TYX) carrying the physical pixel size (um), "
-                       "the frame interval and each frame's time (s). Both are written a piece at a time, so sessions "
-                       "larger than memory export.")
+    p = add_subcommand(sub, "export", __doc__)
     p.add_argument("session", help="session directory")
     p.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="table format (default parquet)")
     p.add_argument("--out", metavar="FILE", help="table file (default: <session name>_tracks.<format> here)")

@@ -1,4 +1,13 @@
-"""``cybloid replay SESSION``: feed a recorded session through the pipeline again (and verify it)."""
+"""``cybloid replay SESSION``: replay a recorded session through the pipeline; --verify checks it.
+
+Re-run a recorded session: its protocol (source and parameters as recorded) on a replay lab whose
+camera serves the recorded frames and whose steering device captures the spot tables. Sessions from
+the simulated lab in virtual time are re-simulated alongside, so frames the recording lacks are
+regenerated. --verify compares every recorded spot table with the replayed one bit for bit and
+exits 1 naming the first differing frame. Changed tracking settings (--tracker), another protocol
+(--protocol) or parameters (--param) re-analyse the frames; --record writes the result as a new,
+derived session.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +16,12 @@ import sys
 from pathlib import Path
 
 from cybloid.cli.common import add_param_option
+from cybloid.cli.subcommand import add_subcommand
 from cybloid.params import parse_assignments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("replay", help="replay a recorded session through the pipeline; --verify checks it",
-                       description="Re-run a recorded session: its protocol (source and parameters as recorded) on "
-                       "a replay lab whose camera serves the recorded frames and whose steering device captures the "
-                       "spot tables. Sessions from the simulated lab in virtual time are re-simulated alongside, so "
-                       "frames the recording lacks are regenerated. --verify compares every recorded spot table "
-                       "with the replayed one bit for bit and exits 1 naming the first differing frame. Changed "
-                       "tracking settings (--tracker), another protocol (--protocol) or parameters (--param) "
-                       "re-analyse the frames; --record writes the result as a new, derived session.")
+    p = add_subcommand(sub, "replay", __doc__)
     p.add_argument("session", help="session directory")
     p.add_argument("--verify", action="store_true", help="check that the recorded spot tables are reproduced exactly")
     p.add_argument("--record", metavar="DIR", help="write the replayed run as a derived session under DIR "

@@ -1,4 +1,9 @@
-"""``cybloid run``: run a protocol on the simulated lab (default) or on hardware."""
+"""``cybloid run PROTOCOL``: run a protocol.
+
+Run a protocol (bundled name or .py file). By default on the simulated lab in virtual time, which is
+deterministic for a seed and runs as fast as the CPU allows; --realtime paces it on wall time. The
+laser is off at the end whatever happens.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,14 @@ import argparse
 import sys
 
 from cybloid.cli.common import add_lab_options, add_param_option, lab_overrides
+from cybloid.cli.subcommand import add_subcommand
 from cybloid.params import parse_assignments
 from cybloid.protocol.loader import load_protocol
 from cybloid.protocol.runner import ProtocolRunner, prepare, stop_on_signals
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run a protocol",
-                       description="Run a protocol (bundled name or .py file). By default on the simulated "
-                       "lab in virtual time, which is deterministic for a seed and runs as fast as the CPU allows; "
-                       "--realtime paces it on wall time. The laser is off at the end whatever happens.")
+    p = add_subcommand(sub, "run", __doc__)
     p.add_argument("protocol", help="bundled protocol name (see 'cybloid protocols') or path to a .py file")
     add_param_option(p)
     add_lab_options(p)

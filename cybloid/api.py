@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import os
 import weakref
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from cybloid.errors import CybloidError, ParameterError, ProtocolError
 __all__ = ["Run", "Session", "run", "open_session", "track", "load_protocol"]
 
 ProgressFn = Callable[[float, float, str], Any]
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- protocols
@@ -95,6 +97,22 @@ def tracks_from_records(records: Iterable[Any]):
 
 
 # --------------------------------------------------------------------------- sessions
+class _FromRaw:
+    """A read-only attribute of :class:`Session` that is the streaming reader's (``session.raw``) own."""
+
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, session: "Session | None", owner: type | None = None) -> Any:
+        return self if session is None else getattr(session.raw, self.name)
+
+    def __set__(self, session: "Session", value: Any) -> None:
+        raise AttributeError(f"Session.{self.name} is read-only (it is the recording's)")
+
+
 class Session:
     """A recorded session opened read-only (see :func:`open_session`); nothing is read until asked for.
 
@@ -115,27 +133,11 @@ class Session:
         return (f"<cybloid.Session {self.path.name}: {self.raw.n_frames} frames, "
                 f"{len(self.raw.frame_indices)} images, {'complete' if self.complete else 'INCOMPLETE'}>")
 
-    @property
-    def complete(self) -> bool:
-        """True when recording stopped cleanly."""
-        return self.raw.complete
-
-    @property
-    def n_frames(self) -> int:
-        return self.raw.n_frames
-
-    @property
-    def pixel_size_um(self) -> float:
-        return self.raw.pixel_size_um
-
-    @property
-    def frame_period_s(self) -> float:
-        return self.raw.frame_period_s
-
-    @property
-    def frames(self):
-        """The stored images as a lazy ``(t, y, x)`` array: index it, iterate it, or ``.to_dask()``."""
-        return self.raw.frames
+    complete = _FromRaw("True when recording stopped cleanly.")
+    n_frames = _FromRaw("Frame records in the session (one per camera frame, stored image or not).")
+    pixel_size_um = _FromRaw("Image pixel size (um) of the recording.")
+    frame_period_s = _FromRaw("Camera frame period (s) of the recording.")
+    frames = _FromRaw("The stored images as a lazy ``(t, y, x)`` array: index it, iterate it, or ``.to_dask()``.")
 
     @property
     def frame_times(self):
@@ -391,7 +393,7 @@ def _in_notebook() -> bool:
 
         ip = get_ipython()
         return ip is not None and "IPKernelApp" in ip.config
-    except Exception:
+    except (ImportError, AttributeError):  # no IPython, or a shell without a config
         return False
 
 
@@ -507,8 +509,8 @@ def _switch_off_at_exit() -> None:
     for lab_obj in list(_RUNS.values()):
         try:
             lab_obj.safe_off()
-        except Exception:  # pragma: no cover - exit path
-            pass
+        except Exception as exc:  # pragma: no cover - exit path: one lab's failure must not keep the others on
+            log.error("switching off a lab at exit failed: %s", exc)
 
 
 import atexit  # noqa: E402

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import logging
 import weakref
 from typing import Any, Mapping
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from cybloid.errors import CybloidError, ParameterError
 
+log = logging.getLogger(__name__)
 _OPEN: "weakref.WeakSet[Bench]" = weakref.WeakSet()
 
 
@@ -183,8 +185,8 @@ class Bench:
         try:
             if not self.closed:
                 self.lab.safe_off()
-        except Exception:
-            pass
+        except Exception as exc:  # a destructor must not raise; the failure is still told
+            log.error("switching off a bench that was not closed failed: %s", exc)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"laser {'ON' if self.laser_is_on else 'off'}"
@@ -242,8 +244,8 @@ def _close_all_at_exit() -> None:
         try:
             b.lab.safe_off()
             b.close()
-        except Exception:  # pragma: no cover - exit path
-            pass
+        except Exception as exc:  # pragma: no cover - exit path: one bench's failure must not keep the others on
+            log.error("switching off a bench at exit failed: %s", exc)
 
 
 atexit.register(_close_all_at_exit)

@@ -64,12 +64,12 @@ class Lab:
                 if fn is not None:
                     try:
                         fn()
-                    except Exception as exc:
+                    except Exception as exc:  # closing: every device and resource gets its turn
                         log.warning("closing %s: %s", type(dev).__name__, exc)
         for r in reversed(self.resources):
             try:
                 r.close()
-            except Exception as exc:
+            except Exception as exc:  # as above
                 log.warning("closing %r: %s", r, exc)
 
     def __enter__(self) -> "Lab":
@@ -127,7 +127,7 @@ def open_lab(
         for dev in list(reversed(list(devices.values()))) + list(reversed(ctx["resources"])):
             try:
                 (getattr(dev, "close", None) or getattr(dev, "stop", lambda: None))()
-            except Exception as exc:
+            except Exception as exc:  # the open's own error is what gets raised
                 log.warning("closing %r after a failed open: %s", dev, exc)
         raise
     cal = calibration or truth

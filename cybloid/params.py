@@ -60,11 +60,11 @@ class Param:
         if typ in (int, float):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ParameterError(f"{label} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ParameterError(f"{label} must be finite, got {value!r}")
             if typ is int and float(value) != int(value):
                 raise ParameterError(f"{label} must be an integer, got {value!r}")
             value = typ(value)
-            if not math.isfinite(value):
-                raise ParameterError(f"{label} must be finite, got {value!r}")
             unit = f" {self.unit}" if self.unit else ""
             if self.min is not None and value < self.min:
                 raise ParameterError(f"{label} = {value}{unit} is below its minimum {self.min}{unit}")

@@ -320,18 +320,15 @@ class _SessionWriter(threading.Thread):
         self.events_file.flush()
 
     def _close_events(self) -> None:
-        if self.times_file is not None:
+        for name in ("times_file", "events_file"):
+            f = getattr(self, name)
+            if f is None:
+                continue
             try:
-                self.times_file.close()
-            except OSError:
-                pass
-            self.times_file = None
-        if self.events_file is not None:
-            try:
-                self.events_file.close()
-            except OSError:
-                pass
-            self.events_file = None
+                f.close()
+            except OSError as exc:  # the disk failed: what was written stays; the session is closed either way
+                log.warning("%s: closing %s failed: %s", self.path, name, exc)
+            setattr(self, name, None)
 
     def _fail(self, message: str) -> None:
         self.failed = True
@@ -545,7 +542,7 @@ class Recorder:
         if self.on_error is not None:
             try:
                 self.on_error(message)
-            except Exception:
+            except Exception:  # the caller's callback must not take the writer down
                 log.exception("recorder on_error callback failed")
 
 

@@ -18,11 +18,12 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
-from cybloid.errors import SessionError
+from cybloid.errors import ProfileError, SessionError
+from cybloid.profile import profile_from_dict
 from cybloid.recording.session import Session
 
 MIN_PARTICLES_STRUCTURE = 7
@@ -130,11 +131,13 @@ def _fov(session: Session) -> tuple[float, float]:
 
 
 def _diffusion(session: Session) -> float | None:
+    """The free diffusion coefficient (um^2/s) of the recorded lab profile; None if it cannot be read."""
+    data = session.metadata.get("lab_profile")
+    if not isinstance(data, Mapping):
+        return None
     try:
-        from cybloid.profile import profile_from_dict
-
-        return float(profile_from_dict(session.metadata["lab_profile"]).diffusion)
-    except Exception:
+        return float(profile_from_dict(data).diffusion_um2_per_s)
+    except ProfileError:  # a profile this version cannot read: the report leaves the diffusion line out
         return None
 
 

@@ -114,7 +114,7 @@ class FrameStack:
             return np.asarray(self._zarr_array()[t])
         except SessionError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # corrupt bytes fail in numcodecs, NumPy or zarr in many ways: all are this
             raise SessionError(f"{chunk}: frame {frame} is corrupt: {type(exc).__name__}: {exc}") from None
 
     def _zarr_array(self):

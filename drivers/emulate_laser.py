@@ -65,6 +65,11 @@ class _Line:
         self.t_mode = 0.0  # when the current mode started (time.monotonic)
 
 
+def _trap_line_field(name: str, doc: str) -> property:
+    """A read-only attribute of the emulator that is the trapping line's ``name``."""
+    return property(lambda self: getattr(self._main, name), doc=doc)
+
+
 class LaserEmulator(LineEmulator):
     """The emulated laser; mirrors its emission into ``world.laser_on`` / ``world.power_frac``.
 
@@ -90,7 +95,8 @@ class LaserEmulator(LineEmulator):
         False: ``@cobas`` is an illegal command (older firmware): autostart cannot be disabled.
     """
 
-    FAULTS = LineEmulator.FAULTS + ("interlock", "fault")
+    DEVICE_FAULTS = ("interlock", "fault")
+    FAULTS = LineEmulator.FAULTS + DEVICE_FAULTS
 
     def __init__(self, world=None, max_power_mW: float = 500.0, serial_number: str = "20512",
                  autostart: bool = False, line_ending: str = "crlf", warmup_s: float = 0.0,
@@ -123,7 +129,7 @@ class LaserEmulator(LineEmulator):
                 self._enter(ln, WAIT_TEMP)
         self._sync()
 
-    # ------------------------------------------------------------------ state
+    # ------------------------------------------------------------------ state (of the trapping line)
     @property
     def _main(self) -> _Line:
         return self._lines[self.trap_line]
@@ -133,15 +139,8 @@ class LaserEmulator(LineEmulator):
         """The trapping line emits (warming up or completed)."""
         return self._main.mode in (WARMUP, ON)
 
-    @property
-    def set_W(self) -> float:
-        """Set point (W) of the trapping line."""
-        return self._main.set_W
-
-    @property
-    def mode(self) -> int:
-        """Operating mode of the trapping line."""
-        return self._main.mode
+    set_W = _trap_line_field("set_W", "Set point (W) of the trapping line.")
+    mode = _trap_line_field("mode", "Operating mode of the trapping line.")
 
     def _enter(self, ln: _Line, mode: int) -> None:
         if mode in (WARMUP, ON) and ln.mode not in (WARMUP, ON):
@@ -194,24 +193,18 @@ class LaserEmulator(LineEmulator):
         self._sync()
 
     # ------------------------------------------------------------------ faults
-    def inject(self, kind: str, count: int = 1, seconds: float = 0.0) -> None:
-        with self._lock:
-            if kind == "interlock":
-                self.interlock_open = True
-                if self.on:
-                    self.fault = 3
-                self._stop_all(FAULT if self.fault else OFF)
-                return
-            if kind == "fault":
-                self.fault = 1
-                self._stop_all(FAULT)
-                return
-        super().inject(kind, count, seconds)
+    def _device_fault(self, kind: str) -> None:
+        if kind == "interlock":
+            self.interlock_open = True
+            if self.on:
+                self.fault = 3
+            self._stop_all(FAULT if self.fault else OFF)
+        else:  # "fault": a temperature error
+            self.fault = 1
+            self._stop_all(FAULT)
 
-    def clear_faults(self) -> None:
-        with self._lock:
-            super().clear_faults()
-            self.interlock_open = False
+    def _clear_device_faults(self) -> None:
+        self.interlock_open = False  # the interlock closes again; a fault code stays until ``cf``
 
     # ------------------------------------------------------------------ commands
     def command(self, text: str) -> str:

@@ -117,7 +117,8 @@ class StageEmulator(LineEmulator):
     """
 
     reply_terminator = b"\r"
-    FAULTS = LineEmulator.FAULTS + ("fault",)
+    DEVICE_FAULTS = ("fault",)
+    FAULTS = LineEmulator.FAULTS + DEVICE_FAULTS
 
     def __init__(self, world=None, travel_um: float = 25000.0, resolution_um: float = 0.1, *, comp_mode: int = 0,
                  error_mode: int = 0, limits_um=None, max_speed_um_s: float = 20000.0,
@@ -148,17 +149,11 @@ class StageEmulator(LineEmulator):
         self._pending_limits = 0
 
     # ------------------------------------------------------------------ faults
-    def inject(self, kind: str, count: int = 1, seconds: float = 0.0) -> None:
-        if kind == "fault":
-            with self._lock:
-                self.fault = True
-            return
-        super().inject(kind, count, seconds)
+    def _device_fault(self, kind: str) -> None:
+        self.fault = True  # every motion command fails until the faults are cleared
 
-    def clear_faults(self) -> None:
-        with self._lock:
-            super().clear_faults()
-            self.fault = False
+    def _clear_device_faults(self) -> None:
+        self.fault = False
 
     # ------------------------------------------------------------------ motion
     @property

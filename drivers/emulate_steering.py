@@ -42,7 +42,8 @@ class SteeringEmulator(PtyEmulator):
         time, where no simulated camera advances it).
     """
 
-    FAULTS = PtyEmulator.FAULTS + ("fault",)
+    DEVICE_FAULTS = ("fault",)
+    FAULTS = PtyEmulator.FAULTS + DEVICE_FAULTS
 
     def __init__(self, world, clock, truth, heartbeat_timeout_s: float = 0.25, max_spots: int = 4096,
                  serial_number: str = "CBSP-EMU-0001", advance_world: bool = False, **kw) -> None:
@@ -66,18 +67,12 @@ class SteeringEmulator(PtyEmulator):
         self.advance_world = advance_world
 
     # ------------------------------------------------------------------ faults
-    def inject(self, kind: str, count: int = 1, seconds: float = 0.0) -> None:
-        if kind == "fault":
-            with self._lock:
-                self.fault = True
-                self._blank("device fault")
-            return
-        super().inject(kind, count, seconds)
+    def _device_fault(self, kind: str) -> None:
+        self.fault = True
+        self._blank("device fault")
 
-    def clear_faults(self) -> None:
-        with self._lock:
-            super().clear_faults()
-            self.fault = False
+    def _clear_device_faults(self) -> None:
+        self.fault = False
 
     # ------------------------------------------------------------------ beam
     def _device_time(self) -> float:

@@ -54,6 +54,7 @@ class PtyEmulator:
     """
 
     FAULTS = ("delay", "garble", "drop", "silence", "disconnect")
+    DEVICE_FAULTS: tuple[str, ...] = ()  # faults of the device itself (in FAULTS too), see _device_fault
 
     def __init__(self, name: str, link_dir: str | None = None, poll_s: float = 0.05, seed: int = 0) -> None:
         self.name = name
@@ -133,6 +134,9 @@ class PtyEmulator:
         if kind not in self.FAULTS:
             raise ValueError(f"{self.name} emulator: unknown fault {kind!r} (known: {', '.join(self.FAULTS)})")
         with self._lock:
+            if kind in self.DEVICE_FAULTS:
+                self._device_fault(kind)
+                return
             if kind != "disconnect":
                 self.faults.append(_Fault(kind, int(count), float(seconds)))
                 return
@@ -154,9 +158,18 @@ class PtyEmulator:
             self._disconnect_s = None
             self._disconnected.set()
 
+    def _device_fault(self, kind: str) -> None:
+        """Enter the device fault ``kind`` (one of ``DEVICE_FAULTS``; called with the lock held)."""
+        raise NotImplementedError(kind)
+
+    def _clear_device_faults(self) -> None:
+        """Undo what :meth:`_device_fault` injected that the device cannot clear itself (lock held)."""
+
     def clear_faults(self) -> None:
+        """Clear the injected faults (communication faults and the device's injected conditions)."""
         with self._lock:
             self.faults.clear()
+            self._clear_device_faults()
 
     def _take(self, kind: str) -> _Fault | None:
         for f in self.faults:

@@ -21,7 +21,7 @@ import time
 
 from cybloid.errors import DeviceError
 
-from .serial_link import SerialLink
+from .serial_link import SerialLink, reply_number, to_float
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,15 @@ ON_MODES = {"dpl": (4,), "mld": (2, 3, 4)}
 KEY_MODES = {"dpl": (2,), "mld": (1,)}
 FAILED_MODES = (5, 6)
 PER_LINE = ("l1", "l0", "l?", "p?", "pa?", "p ")
+
+
+def _setting(name: str, value: float, low: float, allow_inf: bool = False) -> float:
+    """A driver setting as a float, at least ``low`` (and finite unless ``allow_inf``); DeviceError otherwise."""
+    v = to_float(value)
+    if v is None or not (v >= low and (math.isfinite(v) or (allow_inf and v == math.inf))):
+        raise DeviceError(f"laser: {name} must be a number of at least {low:g}"
+                          f"{'' if allow_inf else ' (finite)'}, got {value!r}")
+    return v
 
 
 # ---------------------------------------------------------------------- reply parsers
@@ -61,14 +70,7 @@ def parse_ok(raw: bytes, command: str) -> None:
 
 
 def parse_float(raw: bytes, command: str) -> float:
-    text = parse_text(raw, command)
-    try:
-        v = float(text)
-    except ValueError:
-        raise DeviceError(f"laser: expected a number in reply to {command!r}, got {text!r}") from None
-    if not math.isfinite(v):
-        raise DeviceError(f"laser: non-finite number in reply to {command!r}: {text!r}")
-    return v
+    return reply_number("laser", parse_text(raw, command), command)
 
 
 def parse_int(raw: bytes, command: str, allowed: tuple[int, ...] | None = None) -> int:
@@ -118,11 +120,11 @@ class CoboltLaser:
             raise DeviceError(f"laser: line must be 1..9 (Skyra line number), got {line!r}")
         self.family = family
         self.line = None if line is None else int(line)
-        self.on_timeout_s = float(on_timeout_s)
-        self.max_power_mW = float(max_power_mW)
-        self.limit_mW = float(limit_mW)
-        self.poll_s = float(poll_s)
-        self.rearm_s = float(rearm_s)
+        self.max_power_mW = _setting("max_power_mW", max_power_mW, 1e-3)
+        self.limit_mW = _setting("limit_mW", limit_mW, 0.0, allow_inf=True)
+        self.on_timeout_s = _setting("on_timeout_s", on_timeout_s, 0.01)
+        self.poll_s = _setting("poll_s", poll_s, 0.0)
+        self.rearm_s = _setting("rearm_s", rearm_s, 0.0)
         self._on = False
         self._off_failed = False
         self._latched: str | None = None
@@ -300,10 +302,7 @@ class CoboltLaser:
         try:
             self._wait_on()
         except BaseException:
-            try:
-                self.off()
-            except DeviceError as exc:
-                log.error("%s", exc)
+            self._off_after_failure()
             raise
         self._on = True
         self._latched = None
@@ -360,11 +359,12 @@ class CoboltLaser:
         """The set power (mW), as last commanded (no serial traffic)."""
         return self._power_mW
 
-    def close(self) -> None:
+    def _off_after_failure(self) -> None:
+        """Switch off after a failed switch-on; a failing off is logged (the caller raises the first error)."""
         try:
-            if self.link.is_open:
-                self.off()
+            self.off()
         except DeviceError as exc:
             log.error("%s", exc)
-        finally:
-            self.link.close()
+
+    def close(self) -> None:
+        self.link.close_after(self.off)

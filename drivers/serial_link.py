@@ -11,6 +11,7 @@ that tries to open a port in use gets a DeviceError and sends nothing.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from typing import Callable
@@ -83,12 +84,7 @@ class SerialLink:
     def _lost(self, exc: BaseException) -> DeviceError:
         """Close the port after an I/O failure; the next transaction reopens it."""
         self.errors += 1
-        if self.ser is not None:
-            try:
-                self.ser.close()
-            except Exception:
-                pass
-        self.ser = None
+        self._drop_port()
         self._last_try = time.monotonic()
         log.error("%s: serial port %s lost: %s", self.name, self.port, exc)
         return DeviceError(f"{self.name}: serial port {self.port} disconnected ({exc})")
@@ -116,14 +112,28 @@ class SerialLink:
                 raise DeviceError(f"{self.name}: serial port {self.port} is disconnected")
             time.sleep(min(self.reconnect_interval_s, max(deadline - time.monotonic(), 0.0), 0.05) or 0.01)
 
+    def _drop_port(self) -> None:
+        """Close the port, ignoring the errors of a port that is already gone."""
+        if self.ser is not None:
+            try:
+                self.ser.close()
+            except Exception:  # pyserial raises several types for a vanished device
+                pass
+        self.ser = None
+
     def close(self) -> None:
         with self.lock:
-            if self.ser is not None:
-                try:
-                    self.ser.close()
-                except Exception:
-                    pass
-            self.ser = None
+            self._drop_port()
+
+    def close_after(self, make_safe: Callable[[], None]) -> None:
+        """Put the device in its safe state (if the port is open; a failure is logged), then close the port."""
+        try:
+            if self.is_open:
+                make_safe()
+        except DeviceError as exc:
+            log.error("%s: making it safe at close failed: %s", self.name, exc)
+        finally:
+            self.close()
 
     # ------------------------------------------------------------------ I/O (call with lock held)
     def discard_input(self) -> None:
@@ -181,3 +191,20 @@ class SerialLink:
                 raise DeviceError(f"{self.name}: no complete reply within {self.timeout_s} s"
                                   + (f" (got {bytes(buf)!r})" if buf else ""))
             buf += chunk
+
+
+# ---------------------------------------------------------------------- reply values
+def to_float(value) -> float | None:
+    """``float(value)``, or None where it is not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def reply_number(device: str, text: str, command: str) -> float:
+    """The finite number a device replied (any sign); DeviceError naming the device and command otherwise."""
+    v = to_float(text)
+    if v is None or not math.isfinite(v):
+        raise DeviceError(f"{device}: expected a finite number in reply to {command!r}, got {text!r}")
+    return v

@@ -16,11 +16,10 @@ from __future__ import annotations
 import logging
 import math
 import re
-import time
 
 from cybloid.errors import DeviceError
 
-from .serial_link import SerialLink
+from .serial_link import SerialLink, reply_number
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +68,7 @@ def parse_expect(raw: bytes, command: str, expected: str) -> None:
 
 def parse_number(raw: bytes, command: str) -> float:
     """A finite number (any sign: controllers report resolutions of 0 or below)."""
-    text = parse_text(raw, command)
-    try:
-        v = float(text)
-    except ValueError:
-        raise DeviceError(f"stage: expected a number in reply to {command!r}, got {text!r}") from None
-    if not math.isfinite(v):
-        raise DeviceError(f"stage: expected a finite number in reply to {command!r}, got {text!r}")
-    return v
+    return reply_number("stage", parse_text(raw, command), command)
 
 
 def parse_hex(raw: bytes, command: str) -> int:
@@ -238,22 +230,21 @@ class ProScanStage:
         self._late_moves = 0  # K ends every move at once: no end-of-move R will follow
         self._q("K", lambda raw, c: parse_expect(raw, c, "R"), flush=False)
 
-    def set_speed(self, percent: int) -> None:
+    def _set_percent(self, command: str, what: str, percent: int, allowed: tuple[int, int]) -> None:
+        """``command,p`` (SMS, SAS) after checking p against the manual's range; the controller answers 0."""
         p = int(percent)
-        lo, hi = SPEED_RANGE
-        if not lo <= p <= hi:
-            raise DeviceError(f"stage: speed must be {lo}..{hi} percent, got {percent}")
-        self._q(f"SMS,{p}", lambda raw, c: parse_expect(raw, c, "0"))
+        if not allowed[0] <= p <= allowed[1]:
+            raise DeviceError(f"stage: {what} must be {allowed[0]}..{allowed[1]} percent, got {percent}")
+        self._q(f"{command},{p}", lambda raw, c: parse_expect(raw, c, "0"))
+
+    def set_speed(self, percent: int) -> None:
+        self._set_percent("SMS", "speed", percent, SPEED_RANGE)
 
     def speed(self) -> int:
         return self._q("SMS", lambda r, c: parse_ints(r, c, 1))[0]
 
     def set_acceleration(self, percent: int) -> None:
-        p = int(percent)
-        lo, hi = ACCEL_RANGE
-        if not lo <= p <= hi:
-            raise DeviceError(f"stage: acceleration must be {lo}..{hi} percent, got {percent}")
-        self._q(f"SAS,{p}", lambda raw, c: parse_expect(raw, c, "0"))
+        self._set_percent("SAS", "acceleration", percent, ACCEL_RANGE)
 
     def limits(self) -> dict[str, bool]:
         """Limit switches hit (``LMT``): {'+x', '-x', '+y', '-y'}."""

@@ -155,13 +155,7 @@ class SerialSteering:
         self._request(sp.T_HEARTBEAT, struct.pack("<Q", t_us))
 
     def close(self) -> None:
-        try:
-            if self.link.is_open:
-                self.blank()
-        except DeviceError as exc:
-            log.error("steering: blank at close failed: %s", exc)
-        finally:
-            self.link.close()
+        self.link.close_after(self.blank)
 
 
 def table_from_um(calibration, spots_um: np.ndarray, share: np.ndarray, power: float = 1.0) -> SpotTable:

@@ -210,6 +210,18 @@ def _sim():
     return SimWorld(prof), VirtualClock(), Calibration.from_profile(prof)
 
 
+def _check_reply(message: bytes, ftype: int, payload: bytes):
+    """The device's reply to a frame of type ``ftype``: it names the request, unknown types are refused and an
+    accepted table reports as many spots as its payload held (12-byte header, 6 bytes a spot)."""
+    r = sp.decode_reply(message)
+    assert r.request == ftype
+    if ftype not in sp.TYPE_NAMES:
+        assert r.status == sp.ST_UNKNOWN_TYPE
+    if r.status == sp.ST_OK and ftype == sp.T_TABLE:
+        assert len(payload) == 12 + 6 * r.n
+    return r
+
+
 @given(ftype=st.integers(0, 127), seq=st.integers(0, 255), payload=st.binary(max_size=80), noise=st.binary(max_size=30))
 @settings(max_examples=200, deadline=None)
 def test_steering_emulator_answers_every_valid_frame_once(ftype, seq, payload, noise):
@@ -220,12 +232,8 @@ def test_steering_emulator_answers_every_valid_frame_once(ftype, seq, payload, n
         out = emu.handle(noise.replace(sp.SYNC, b"") + sp.encode(ftype, seq, payload))
         msgs = sp.FrameParser().feed(out)
         assert len(msgs) == 1
-        r = sp.decode_reply(msgs[0])
-        assert r.request == ftype and r.seq == seq
-        if ftype not in sp.TYPE_NAMES:
-            assert r.status == sp.ST_UNKNOWN_TYPE
-        if r.status == sp.ST_OK and ftype == sp.T_TABLE:
-            assert len(payload) == 12 + 6 * r.n
+        r = _check_reply(msgs[0], ftype, payload)
+        assert r.seq == seq
     finally:
         emu.close()
 
@@ -440,12 +448,7 @@ def test_every_valid_frame_is_answered_exactly_once_over_the_pty(backend, frames
             got += parser.feed(link.read_some(deadline))
         assert [m.seq for m in got] == list(range(len(frames)))
         for m, (t, p, _) in zip(got, frames):
-            r = sp.decode_reply(m)
-            assert r.request == t
-            if t not in sp.TYPE_NAMES:
-                assert r.status == sp.ST_UNKNOWN_TYPE
-            if r.status == sp.ST_OK and t == sp.T_TABLE:
-                assert len(p) == 12 + 6 * r.n
+            _check_reply(m, t, p)
     finally:
         link.close()
         emu.close()

@@ -11,15 +11,15 @@ from cybloid.errors import ParameterError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("camera", help="check a camera: frame rate, dropped frames, timestamps, settings",
-                       description="Camera tools. 'check' opens the camera of a hardware profile, grabs frames "
-                       "and prints the achieved frame rate, the frames lost (from the camera's frame counter), the "
-                       "timestamp jitter and the exposure, gain and ROI as the camera reports them.")
-    csub = p.add_subparsers(dest="camera_command", metavar="ACTION", required=True)
-    c = csub.add_parser("check", help="grab N frames and report", description=p.description)
-    c.add_argument("--hardware", metavar="PROFILE", required=True, help="hardware profile (bundled name or TOML)")
+    from cybloid.cli.common import add_device_action
+
+    c = add_device_action(sub, "camera", "check", "check a camera: frame rate, dropped frames, timestamps, settings",
+                          "grab N frames and report",
+                          "Camera tools. 'check' opens the camera of a hardware profile, grabs frames and prints the "
+                          "achieved frame rate, the frames lost (from the camera's frame counter), the timestamps' "
+                          "source (the camera's clock, the vendor driver's or arrival on the host) and jitter, and "
+                          "the exposure, gain and ROI as the camera reports them.")
     c.add_argument("--frames", type=int, default=300, help="frames to grab (default 300)")
-    c.add_argument("--lab", metavar="PROFILE", default="default", help="lab profile (default camera settings)")
     c.set_defaults(func=run_check)
 
 

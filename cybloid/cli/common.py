@@ -57,3 +57,14 @@ def lab_overrides(items: list[str]) -> dict[str, Any]:
         if "." not in key:
             raise ParameterError(f"--set expects SECTION.KEY=VALUE, got {key!r}")
     return out
+
+
+def add_device_action(sub: argparse._SubParsersAction, tool: str, action: str, tool_help: str, action_help: str,
+                      description: str) -> argparse.ArgumentParser:
+    """The parser of ``cybloid TOOL ACTION --hardware PROFILE [--lab PROFILE]`` (device tools: camera, laser)."""
+    p = sub.add_parser(tool, help=tool_help, description=description)
+    actions = p.add_subparsers(dest=f"{tool}_command", metavar="ACTION", required=True)
+    c = actions.add_parser(action, help=action_help, description=description)
+    c.add_argument("--hardware", metavar="PROFILE", required=True, help="hardware profile (bundled name or TOML)")
+    c.add_argument("--lab", metavar="PROFILE", default="default", help="lab profile (the device's default settings)")
+    return c

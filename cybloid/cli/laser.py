@@ -6,14 +6,13 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("laser", help="laser tools: clear a fault",
-                       description="Laser tools. 'clear-fault' connects to the laser of a hardware profile, "
-                       "prints its state (operating mode, fault, interlock, key switch), clears the fault ('cf') "
-                       "and reads the fault back. The laser is left off.")
-    lsub = p.add_subparsers(dest="laser_command", metavar="ACTION", required=True)
-    c = lsub.add_parser("clear-fault", help="clear the laser's fault (it stays off)", description=p.description)
-    c.add_argument("--hardware", metavar="PROFILE", required=True, help="hardware profile (bundled name or TOML)")
-    c.add_argument("--lab", metavar="PROFILE", default="default", help="lab profile")
+    from cybloid.cli.common import add_device_action
+
+    c = add_device_action(sub, "laser", "clear-fault", "laser tools: clear a fault",
+                          "clear the laser's fault (it stays off)",
+                          "Laser tools. 'clear-fault' connects to the laser of a hardware profile, prints its state "
+                          "(operating mode, fault, interlock, key switch), clears the fault ('cf') and reads the "
+                          "fault back. The laser is left off.")
     c.set_defaults(func=run_clear_fault)
 
 

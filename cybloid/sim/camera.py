@@ -43,7 +43,10 @@ class SimCamera:
     """Renders frames of a :class:`SimWorld` on the lab clock.
 
     Frame ``i`` is exposed from ``i/fps`` for ``exposure_s`` and arrives ``readout_s`` after
-    the exposure ends. In virtual time ``grab`` returns the next frame at once; in real time
+    the exposure ends. Exposure overlaps the previous frame's readout (global shutter), but
+    the sensor reads one frame at a time: a frame whose exposure would end before the
+    previous readout is done is not taken (dropped), so with ``readout_s`` longer than the
+    frame period the camera takes every other frame (or fewer). In virtual time ``grab`` returns the next frame at once; in real time
     it waits for the frame's arrival and skips (counts as dropped) frames the loop was too
     slow to take.
     """
@@ -58,6 +61,8 @@ class SimCamera:
         self.height_px = c.height_px
         self.pixel_size_um = c.pixel_size_um
         self._next = 0
+        self._busy = 0  # tick at which the sensor finishes reading out the last frame taken
+        self._exposing: dict[int, dict] = {}  # frames being exposed: their samples so far
         self.dropped = 0
         self.running = False
         d_px = profile.particles.diameter_um / c.pixel_size_um
@@ -205,35 +210,75 @@ class SimCamera:
     def stop(self) -> None:
         self.running = False
 
+    def _sample_ticks(self, i: int) -> tuple[int, ...]:
+        """Ticks of frame ``i``'s sub-exposure position samples (motion blur)."""
+        start, end, _ = self._frame_ticks(i)
+        n_exp = end - start
+        nb = self.profile.camera.blur_samples
+        return tuple(sorted({start + min(n_exp, int(round((k + 0.5) * n_exp / nb))) for k in range(nb)}))
+
+    def _next_taken(self, i: int, busy_until: int) -> int:
+        """First frame from ``i`` on that the sensor can take: its exposure must not end before
+        the previous frame's readout (ending at tick ``busy_until``) is done. With a readout
+        longer than the frame period a real camera misses those triggers: dropped frames."""
+        while self._frame_ticks(i)[1] < busy_until:
+            i += 1
+        return i
+
     def grab(self) -> Frame:
-        i = self._next
-        dropped = 0
+        """The next frame the camera takes (in real time: the newest one available).
+
+        Causal whatever the timing: a frame is available ``readout_s`` after its exposure
+        ends, and exposures that overlap the previous frame's readout are sampled while the
+        world passes their sample times (not later, when the loop asks for them).
+        """
+        w = self.world
+        dt = w.dt
+        i = self._next_taken(self._next, self._busy)
         if self.clock.realtime:
             now = self.clock.now()
             # newest frame already available, else wait for the next one
-            while self._frame_ticks(i + 1)[2] * self.world.dt <= now:
-                i += 1
-            dropped = i - self._next
-            self.clock.sleep_until(self._frame_ticks(i)[2] * self.world.dt)
+            while True:
+                j = self._next_taken(i + 1, self._frame_ticks(i)[2])
+                if self._frame_ticks(j)[2] * dt > now:
+                    break
+                i = j
+            self.clock.sleep_until(self._frame_ticks(i)[2] * dt)
+        dropped = i - self._next
         self.dropped += dropped
         start, end, arrival = self._frame_ticks(i)
-        w = self.world
-        c = self.profile.camera
-        nb = c.blur_samples
-        n_exp = end - start
-        sample_ticks = sorted({start + min(n_exp, int(round((k + 0.5) * n_exp / nb))) for k in range(nb)})
-        w.advance_to(start)
-        acc = np.zeros((w.pos.shape[0], 2))
-        weight = 1.0 / len(sample_ticks)
-        layers: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]] = []
-        for t in sample_ticks:
-            w.advance_to(t)
-            p = w.positions_fov_um()
-            acc += p
-            if self.render != "none":
-                self._add_layers(layers, p, weight)
+        # frames the camera exposes before this one arrives (overlapped with its readout)
+        frames = [i]
+        j = i
+        while True:
+            j = self._next_taken(j + 1, self._frame_ticks(j)[2])
+            if self._frame_ticks(j)[0] >= arrival:
+                break
+            frames.append(j)
+        for old in [k for k in self._exposing if k < i]:
+            del self._exposing[old]  # skipped by a slow loop (real time)
+        events = []
+        for k in frames:
+            ticks = self._sample_ticks(k)
+            buf = self._exposing.get(k)
+            if buf is None or buf["ticks"] != ticks:  # new, or re-timed by a settings change
+                buf = self._exposing[k] = {"ticks": ticks, "done": {}}
+            events.extend((t, k) for t in ticks if t not in buf["done"])
+        for t, k in sorted(events):
+            w.advance_to(t)  # a sample time already past (settings changed): taken now
+            # the spot table arrays are replaced, never changed in place: references suffice
+            self._exposing[k]["done"][t] = (w.positions_fov_um(), w._spots_fov, w._share, bool(w.laser_on), w.power_frac)
         w.advance_to(end)
         w.advance_to(arrival)
+        buf = self._exposing.pop(i)
+        samples = [buf["done"][t] for t in buf["ticks"]]
+        weight = 1.0 / len(samples)
+        acc = np.zeros((w.pos.shape[0], 2))
+        layers: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]] = []
+        for p, spots, share, on, power in samples:
+            acc += p
+            if self.render != "none":
+                self._add_layers(layers, p, weight, (spots, share, on, power))
         truth = {"ids": np.arange(w.pos.shape[0]), "positions_um": acc * weight, "stage_um": w.stage_um.copy(),
                  "spot_forces": w.last_hold}
         self.last_truth = {**truth, "frame": i}
@@ -247,21 +292,23 @@ class SimCamera:
         else:
             image = None
         self._next = i + 1
-        dt = w.dt
+        self._busy = arrival
         if not self.clock.realtime:
             self.clock.advance_to(arrival * dt)
         return Frame(image, i, start * dt, end * dt, arrival * dt, dropped, truth)
 
-    def _add_layers(self, layers: list, p_um: np.ndarray, weight: float) -> None:
-        """Append this sub-exposure's light: particles, then (if visible) the laser spots."""
+    def _add_layers(self, layers: list, p_um: np.ndarray, weight: float, laser: tuple | None = None) -> None:
+        """Append this sub-exposure's light: particles, then (if visible) the laser spots
+        (``laser`` = (spots_fov_um, shares, on, power_frac) at the sample; default: now)."""
         c = self.profile.camera
         px = p_um / c.pixel_size_um
         layers.append((px[:, 0].copy(), px[:, 1].copy(), np.full(px.shape[0], c.peak_photons * weight),
                        self.sigma_px))
         w = self.world
-        if c.spot_visible and w.laser_on and len(w._share):
-            s = w._spots_fov / c.pixel_size_um
-            a = c.spot_photons * weight * w.power_frac * w._share
+        spots, share, on, power = laser if laser is not None else (w._spots_fov, w._share, w.laser_on, w.power_frac)
+        if c.spot_visible and on and len(share):
+            s = spots / c.pixel_size_um
+            a = c.spot_photons * weight * power * share
             layers.append((s[:, 0].copy(), s[:, 1].copy(), np.asarray(a, float), self.spot_sigma_px))
 
     def mean_signal(self, layers: list) -> np.ndarray:

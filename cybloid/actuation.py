@@ -18,6 +18,21 @@ One beam is time-shared among the spots of a table. Two ways to realise a force:
 Spots are kept inside the safe field of view (flagged as clipped); forces above the
 hardware limit are clipped (flagged).
 
+Spot layout (duty mode): a spot held for a frame acts on where the particle *is*, not where
+it was measured. One spot at ``w`` has no radial gradient there, but a sideways one: a
+displacement ``s`` across the force turns it by ``s / w``, i.e. the held spot is also a
+sideways trap of stiffness ``|F| / w`` centred on the measured position. With thermal motion
+of ~0.07 um during latency + T/2 that is a 4-7 % error per frame, which shows in the
+statistics of stiff traps (docs/forces.md). ``layout="pair"`` (default) realises each force
+with two spots at +-45 degrees from its direction, each at the offset ``d*`` where
+``d F(d)`` is maximal (``sqrt(2) w`` for the gradient curve): there the radial stiffness
+``F'(d*)`` is minus the transverse one ``F(d*)/d*``, and the two spots' gradients cancel
+exactly, so a displacement changes the force only to second order (0.8 % RMS at 0.07 um
+instead of 7 %). It costs beam: the pair gives ``2 cos(45) F(d*) / F_max = 2 exp(-1/2)
+= 1.21`` times one spot's force for twice its beam time (61 % efficiency). When the pairs'
+shares would add up to more than 1, or ``d*`` lies beyond the laser's range, the frame
+falls back to single spots at ``w``. ``layout="single"`` always uses one spot.
+
 Predictive placement: a spot computed from a frame acts from ``latency`` after the exposure
 middle and is held for one frame period T, so a moving particle would run ahead of (or
 behind) its spot, which then brakes it and pulls it sideways. When the frame period is known
@@ -50,6 +65,9 @@ SAT_NAN = np.uint8(4)
 """The force program gave a non-finite force; the spot exerts none."""
 
 MODES = ("duty", "offset")
+LAYOUTS = ("pair", "single")
+PAIR_ANGLE_RAD = math.pi / 4
+"""Angle of each spot of a pair from the force direction."""
 
 
 @numba.njit(cache=True)
@@ -115,14 +133,82 @@ def place_spots(pos, force, duty_mode, power_frac, fmax, w, max_force, xmin, ymi
     return spots, share, sat
 
 
+@numba.njit(cache=True)
+def place_spot_pairs(pos, force, power_frac, d_pair, f_pair, max_force, xmin, ymin, xmax, ymax):
+    """Two spots per particle at +-45 degrees from the force, at offset ``d_pair`` (um) where
+    the full-beam force is ``f_pair`` (pN): spots (2n,2) (particle i owns rows 2i, 2i+1),
+    shares (2n,), flags (n,). Particles with zero force get shares 0. The shares are not
+    normalised: the caller uses the pairs only when they add up to at most 1."""
+    n = pos.shape[0]
+    spots = np.empty((2 * n, 2))
+    share = np.zeros(2 * n)
+    sat = np.zeros(n, np.uint8)
+    cap = power_frac * f_pair * 2.0 * math.cos(math.pi / 4)  # net force of a pair at full beam per spot
+    c = math.cos(math.pi / 4)
+    for i in range(n):
+        for j in range(2):
+            spots[2 * i + j, 0] = pos[i, 0]
+            spots[2 * i + j, 1] = pos[i, 1]
+        fx = force[i, 0]
+        fy = force[i, 1]
+        f = math.sqrt(fx * fx + fy * fy)
+        if not math.isfinite(f):
+            sat[i] |= 4
+            continue
+        if f > max_force:
+            sat[i] |= 1
+            fx *= max_force / f
+            fy *= max_force / f
+            f = max_force
+        if f <= 0.0:
+            continue
+        if cap <= 0.0:
+            sat[i] |= 1
+            continue
+        ux = fx / f
+        uy = fy / f
+        s = f / cap
+        # directions rotated by +-45 degrees
+        for j in range(2):
+            sg = 1.0 if j == 0 else -1.0
+            ex = c * ux - sg * c * uy
+            ey = sg * c * ux + c * uy
+            spots[2 * i + j, 0] = pos[i, 0] + d_pair * ex
+            spots[2 * i + j, 1] = pos[i, 1] + d_pair * ey
+            share[2 * i + j] = s
+    for k in range(2 * n):
+        x = min(max(spots[k, 0], xmin), xmax)
+        y = min(max(spots[k, 1], ymin), ymax)
+        if x != spots[k, 0] or y != spots[k, 1]:
+            sat[k // 2] |= 2
+            spots[k, 0] = x
+            spots[k, 1] = y
+    return spots, share, sat
+
+
+def pair_offset(curve) -> tuple[float, float]:
+    """Offset ``d*`` (um) maximising ``d F(d)`` on the force curve and the full-beam force there (pN).
+
+    For the gradient curve ``F = F_max (d/w) exp(1/2 - d^2/(2 w^2))``, ``d* = sqrt(2) w``.
+    """
+    d = math.sqrt(2.0) * curve.offset_at_max_um
+    return d, float(curve.force(d))
+
+
 class Actuator:
     """Turns forces into a :class:`SpotTable` using a calibration and safety limits."""
 
     def __init__(self, calibration: Calibration, limits: Limits, fov_um: tuple[float, float],
                  power_frac: float = 1.0, mode: str = "duty", frame_period_s: float | None = None,
-                 predict: bool = True, velocity_smoothing: float = 0.3, max_lead_um: float = 1.0) -> None:
+                 predict: bool = True, velocity_smoothing: float = 0.3, max_lead_um: float = 1.0,
+                 layout: str = "pair") -> None:
         if mode not in MODES:
             raise ParameterError(f"actuation mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if layout not in LAYOUTS:
+            raise ParameterError(f"actuation layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        self.layout = layout
+        self.last_layout = "single"
+        """The layout the last table used ("pair" or "single": pairs did not fit the beam or range)."""
         if not 0.0 < velocity_smoothing <= 1.0:
             raise ParameterError(f"velocity_smoothing must be in (0, 1], got {velocity_smoothing!r}")
         self.calibration = calibration
@@ -177,14 +263,23 @@ class Actuator:
         return pos + lead
 
     def warm_up(self) -> None:
-        self.spots(np.zeros((1, 2)) + 5, np.ones((1, 2)), np.ones(1, bool), np.zeros(1, np.int64))
+        """Compile the placement kernels (both layouts) before the first frame."""
+        layout = self.layout
+        try:
+            for lay in LAYOUTS:
+                self.layout = lay
+                self.spots(np.zeros((1, 2)) + 5, np.ones((1, 2)), np.ones(1, bool), np.zeros(1, np.int64))
+        finally:
+            self.layout = layout
+            self.last_layout = "single"
         self.reset()
 
     def spots(self, positions_um: np.ndarray, forces_pN: np.ndarray, active: np.ndarray,
               ids: np.ndarray) -> tuple[SpotTable, np.ndarray, np.ndarray]:
-        """Return (table, spots_um (n,2), saturation flags per particle (N,) uint8).
+        """Return (table, spots_um (S,2), saturation flags per particle (N,) uint8).
 
-        Only ``active`` particles can get a spot.
+        Only ``active`` particles can get a spot; with ``layout="pair"`` each gets two (both
+        carry its identity in ``table.target``), see the module docstring.
         """
         if self.predict and self.frame_period_s:
             positions_um = self._predicted(positions_um, ids)
@@ -198,12 +293,25 @@ class Actuator:
         w, h = self.fov_um
         pos = np.ascontiguousarray(positions_um[idx], dtype=float)
         frc = np.ascontiguousarray(forces_pN[idx], dtype=float)
-        spots_um, share, sat = place_spots(pos, frc, self.mode == "duty", self.power_frac,
-                                           fc.max_force_pN, fc.offset_at_max_um, self.limits.max_force_pN,
-                                           m, m, w - m, h - m)
+        ids_sel = ids[idx]
+        spots_um = None
+        self.last_layout = "single"
+        if self.layout == "pair" and self.mode == "duty":
+            d_pair, f_pair = pair_offset(fc)
+            if d_pair < fc.range_um and f_pair > 0:
+                ps, psh, psat = place_spot_pairs(pos, frc, self.power_frac, d_pair, f_pair,
+                                                 self.limits.max_force_pN, m, m, w - m, h - m)
+                if psh.sum() <= 1.0 + 1e-12:  # the pairs fit the beam: use them
+                    spots_um, share, sat = ps, psh, psat
+                    ids_sel = np.repeat(ids_sel, 2)
+                    self.last_layout = "pair"
+        if spots_um is None:
+            spots_um, share, sat = place_spots(pos, frc, self.mode == "duty", self.power_frac,
+                                               fc.max_force_pN, fc.offset_at_max_um, self.limits.max_force_pN,
+                                               m, m, w - m, h - m)
         sat_all[idx] = sat
         keep = share > 0
         spots_um = spots_um[keep]
         su = cal.um_to_steer(spots_um) if len(spots_um) else np.zeros((0, 2))
-        table = SpotTable(su[:, 0], su[:, 1], share[keep].astype(np.float32), ids[idx][keep], self.power_frac)
+        table = SpotTable(su[:, 0], su[:, 1], share[keep].astype(np.float32), ids_sel[keep], self.power_frac)
         return table, spots_um, sat_all

@@ -268,7 +268,7 @@ def test_bench_switches_the_laser_off():
         bench.move_traps([[12.8, 12.8]], stiffness=0.5, capture_radius=10.0)
         bench.laser(True)
         recs = bench.run_for(0.3, keep=True)
-        assert bench.laser_is_on and len(recs) == 30 and len(recs[-1].spots) == 1
+        assert bench.laser_is_on and len(recs) == 30 and len(recs[-1].spots) == 2  # one trap: a spot pair
         img = bench.grab()
         assert img.shape == (128, 128)
         world = bench.lab.world

@@ -1,4 +1,7 @@
-"""Actuation: forces -> spots (duty mode), saturation flags, predictive placement."""
+"""Actuation: forces -> spots (duty mode), saturation flags, predictive placement.
+
+One spot per particle (``layout="single"``); the default spot pair is tested in tests/test_held_spot.py.
+"""
 
 import numpy as np
 import pytest
@@ -16,7 +19,7 @@ def cal():
 
 
 def test_duty_mode_geometry_shares_and_flags(cal):
-    act = Actuator(cal, Limits(max_force_pN=20.0), (100.0, 100.0))
+    act = Actuator(cal, Limits(max_force_pN=20.0), (100.0, 100.0), layout="single")
     pos = np.array([[20.0, 20.0], [50.0, 50.0], [99.5, 50.0], [30.0, 70.0], [60.0, 10.0]])
     f = np.array([[2.0, 0.0], [0.0, -4.0], [1.0, 0.0], [np.nan, 0.0], [0.0, 0.0]])
     table, xy, sat = act.spots(pos, f, np.ones(5, bool), np.arange(5))
@@ -34,17 +37,17 @@ def test_duty_mode_geometry_shares_and_flags(cal):
     assert table.share.sum() == pytest.approx(1.0)
     assert np.all(sat & SAT_FORCE)
     # above the hardware force limit: clipped and flagged
-    act2 = Actuator(cal, Limits(max_force_pN=1.0), (100.0, 100.0))
+    act2 = Actuator(cal, Limits(max_force_pN=1.0), (100.0, 100.0), layout="single")
     table, _, sat = act2.spots(pos[:1], np.array([[3.0, 0.0]]), np.ones(1, bool), np.arange(1))
     assert sat[0] & SAT_FORCE and table.share[0] == pytest.approx(1.0 / fmax)
     with pytest.raises(ParameterError):
-        Actuator(cal, Limits(), (100.0, 100.0), mode="bogus")
+        Actuator(cal, Limits(), (100.0, 100.0), mode="bogus", layout="single")
 
 
 def test_predictive_placement_leads_a_moving_particle(cal):
     T = 0.01
-    act = Actuator(cal, Limits(), (200.0, 200.0), frame_period_s=T, velocity_smoothing=1.0)
-    still = Actuator(cal, Limits(), (200.0, 200.0), frame_period_s=T, predict=False)
+    act = Actuator(cal, Limits(), (200.0, 200.0), frame_period_s=T, velocity_smoothing=1.0, layout="single")
+    still = Actuator(cal, Limits(), (200.0, 200.0), frame_period_s=T, predict=False, layout="single")
     v = np.array([50.0, -20.0])  # um/s
     f = np.array([[0.0, 1.0]])
     for k in range(5):
@@ -58,7 +61,7 @@ def test_predictive_placement_leads_a_moving_particle(cal):
     _, xy, _ = act.spots(pos, f, np.ones(1, bool), np.array([8]))
     np.testing.assert_allclose(xy, xy0)
     # without a frame period (old callers) there is no prediction
-    plain = Actuator(cal, Limits(), (200.0, 200.0))
+    plain = Actuator(cal, Limits(), (200.0, 200.0), layout="single")
     for k in range(3):
         _, xy1, _ = plain.spots(np.array([[50.0, 100.0]]) + v * k * T, f, np.ones(1, bool), np.array([7]))
     np.testing.assert_allclose(xy1[0], np.array([50.0, 100.0]) + v * 2 * T + [0, cal.force_curve.offset_at_max_um])
@@ -66,7 +69,7 @@ def test_predictive_placement_leads_a_moving_particle(cal):
 
 def test_prediction_jitter_for_a_diffusing_particle_is_small(cal):
     T, D = 0.01, 0.245
-    act = Actuator(cal, Limits(), (200.0, 200.0), frame_period_s=T)
+    act = Actuator(cal, Limits(), (200.0, 200.0), frame_period_s=T, layout="single")
     rng = np.random.default_rng(0)
     pos = np.array([[100.0, 100.0]])
     shifts = []
@@ -80,7 +83,7 @@ def test_prediction_jitter_for_a_diffusing_particle_is_small(cal):
 
 def test_prediction_lead_is_capped_for_a_mislinked_jump(cal):
     T = 0.01
-    act = Actuator(cal, Limits(), (200.0, 200.0), frame_period_s=T, velocity_smoothing=1.0, max_lead_um=0.5)
+    act = Actuator(cal, Limits(), (200.0, 200.0), frame_period_s=T, velocity_smoothing=1.0, max_lead_um=0.5, layout="single")
     f = np.array([[1.0, 0.0]])
     act.spots(np.array([[50.0, 50.0]]), f, np.ones(1, bool), np.array([3]))
     _, xy, _ = act.spots(np.array([[80.0, 50.0]]), f, np.ones(1, bool), np.array([3]))  # 30 um "jump"

@@ -208,8 +208,9 @@ class SimWorld:
         self._open_hold()
 
     def _open_hold(self) -> None:
-        """Remember what the new table programs: each spot's force on its target, the particle
-        nearest to it (duty mode places a spot ``w`` from its particle, closer than any other)."""
+        """Remember the new table's targets (the particle nearest to each spot: the actuator
+        places its one or two spots closer to their particle than to any other) and the force
+        the table exerts on each target at the start of the hold (``start_pN``)."""
         lp = self.profile.laser
         self._hold = None
         if not (self.laser_on and self.power_frac > 0 and len(self._share)):
@@ -219,11 +220,14 @@ class SimWorld:
         ok = (target >= 0) & (d > 0) & (self._share > 0)
         if not ok.any():
             return
-        target = target[ok]
-        u = (spots[ok] - self.pos_um[target]) / d[ok][:, None]
-        prog = u * (self._share[ok] * self.power_frac * lp.max_force_pN)[:, None]
-        self._hold = {"tick": self.tick, "targets": target, "programmed_pN": prog, "offset_um": d[ok],
-                      "sum0": self.spot_force_sum[target].copy()}
+        u = (spots[ok] - self.pos_um[target[ok]]) / d[ok][:, None]
+        w = lp.offset_at_max_um
+        mag = self._share[ok] * self.power_frac * lp.max_force_pN * (d[ok] / w) * np.exp(0.5 - 0.5 * (d[ok] / w) ** 2)
+        targets, inv = np.unique(target[ok], return_inverse=True)
+        start = np.zeros((len(targets), 2))
+        np.add.at(start, inv, u * mag[:, None])
+        self._hold = {"tick": self.tick, "targets": targets, "start_pN": start,
+                      "sum0": self.spot_force_sum[targets].copy()}
 
     def _close_hold(self) -> None:
         h = self._hold
@@ -233,8 +237,7 @@ class SimWorld:
         steps = self.tick - h["tick"]
         realised = (self.spot_force_sum[h["targets"]] - h["sum0"]) / steps
         self.last_hold = {"t_start_s": h["tick"] * self.dt_s, "t_end_s": self.tick * self.dt_s, "targets": h["targets"],
-                          "programmed_pN": h["programmed_pN"], "realised_pN": realised,
-                          "offset_um": h["offset_um"]}
+                          "start_pN": h["start_pN"], "realised_pN": realised}
 
     def positions_fov_um(self) -> np.ndarray:
         """Current particle positions in field-of-view coordinates (um)."""

@@ -116,7 +116,7 @@ LASER = {"port": (_port, ...), "baudrate": (_baud, 115200), "timeout_s": (_num(0
          "family": (_choice("dpl", "mld"), "dpl")}
 STAGE = {"port": (_port, ...), "baudrate": (_baud, 9600), "timeout_s": (_num(0.001, 60), 0.5),
          "move_timeout_s": (_num(0.01, 600), 10.0), "travel_um": (_num(0.0, 1e6), 25000.0),
-         "speed_percent": (_num(1, 250, True), None), "acceleration_percent": (_num(1, 100, True), None),
+         "speed_percent": (_num(1, 1000, True), None), "acceleration_percent": (_num(1, 1000, True), None),
          "resolution_um": (_num(0.001, 10), 0.1), "travel_x_um": (_span, None), "travel_y_um": (_span, None)}
 OPENCV = {"source": (_source, 0), "exposure_s": (_num(0, 10), None), "readout_s": (_num(0, 10), 0.0),
           "width_px": (_num(1, 65536, True), None), "height_px": (_num(1, 65536, True), None),

@@ -5,7 +5,7 @@ separated by commas or spaces; replies end with CR. Positions are integers in un
 stage resolution (``RES,s``, um per unit). Moves take time: a trapezoidal speed profile with
 the maximum speed ``SMS`` (percent of ``max_speed_um_s``) and acceleration ``SAS`` (percent of
 ``max_accel_um_s2``); the end-of-move ``R`` comes when the stage stops, and moves sent while
-one runs are queued (``E,18`` when the queue is full). Position queries answer during a
+one runs are queued (up to 100, manual section 4.1; ``E,18`` when the queue is full). Position queries answer during a
 move with the position at that moment.
 
 Factory state (configurable): compatibility mode ``COMP 1`` (the default after a firmware
@@ -16,7 +16,7 @@ adapter falls back to, until ``RES,s,r`` sets one).
 =============  ===========================================  ==================
 command        meaning                                      reply
 =============  ===========================================  ==================
-``?``          controller description (several lines)       ... ``END``
+``?``          controller description (several lines)       ``PROSCAN INFORMATION`` ... ``END``
 ``COMP[,n]``   compatibility mode (0 standard, 1 compat.)   ``n`` / ``0``
 ``ERROR[,n]``  error format (0 ``E,n``, 1 text)             ``n`` / ``0``
 ``G,x,y``      absolute move (replies when done)            ``R``
@@ -28,21 +28,25 @@ command        meaning                                      reply
 ``K``          stop at once (queue emptied)                 ``R``
 ``I``          stop smoothly (queue emptied)                ``R``
 ``$``          motion status (bit 0 X, bit 1 Y moving)      ``0``..``3``
-``SMS[,n]``    maximum speed, percent (1..250)              ``n`` / ``0``
-``SAS[,n]``    acceleration, percent (1..100)               ``n`` / ``0``
-``LMT``        limit switches hit (hex: 1 +X, 2 -X, 4 +Y,   e.g. ``0``
-               8 -Y)
+``SMS[,n]``    maximum speed (100 = default; 1..1000        ``n`` / ``0``
+               documented, higher accepted)
+``SAS[,n]``    acceleration (as SMS)                        ``n`` / ``0``
+``LMT``        limit switches hit, two hex digits (bit 0    e.g. ``00``
+               +X, 1 -X, 2 +Y, 3 -Y)
+``=``          limit switches hit since the last ``=``      e.g. ``0``
+               (same bits, decimal; reading clears it)
 ``RES,s[,r]``  stage resolution (um per unit)               ``r`` / ``0``
 ``SERIAL``     serial number                                e.g. ``12345``
 ``VERSION``    firmware version                             e.g. ``100``
 =============  ===========================================  ==================
 
 In compatibility mode the standard-mode commands (``RES SMS SAS LMT SIS``) answer ``E,19``.
-Errors: ``E,2`` not idle, ``E,4`` string parse error, ``E,5`` command not found, ``E,8``
-value out of range, ``E,18`` queue full, ``E,19`` compatibility mode set, ``E,60`` encoder
-error (the injected device fault); with ``ERROR,1`` the same errors as text (this text is
-the emulator's, the controller's wording may differ). A move past the travel stops at the
-limit switch and sets its bit in ``LMT``.
+Errors (codes of manual section 4.13): ``E,1`` no stage (the injected device fault: the stage
+is not detected, e.g. its cable is out), ``E,2`` not idle, ``E,4`` string parse error, ``E,5``
+command not found, ``E,8`` value out of range, ``E,18`` queue full, ``E,19`` compatibility
+mode set; with ``ERROR,1`` the same errors as text (this text is the emulator's, the
+controller's wording may differ). A move past the travel stops at the limit switch and sets
+its bit in ``LMT`` and ``=``.
 """
 
 from __future__ import annotations
@@ -57,11 +61,11 @@ from .emulator import LineEmulator
 
 _SPLIT = re.compile(r"[,\s]+")
 ERROR_TEXT = {2: "NOT IDLE", 4: "STRING PARSE ERROR", 5: "COMMAND NOT FOUND", 8: "VALUE OUT OF RANGE",
-              18: "QUEUE FULL", 19: "COMPATIBILITY MODE SET", 60: "ENCODER ERROR"}
+              18: "QUEUE FULL", 19: "COMPATIBILITY MODE SET", 1: "NO STAGE"}
 STANDARD_ONLY = ("RES", "SMS", "SAS", "LMT", "SIS")
-DESCRIPTION = ("DRIVE CHIP B0", "JOYSTICK ACTIVE", "STAGE = H117/2", "FOCUS = NONE", "FILTER_1 = NONE",
+DESCRIPTION = ("PROSCAN INFORMATION", "DRIVE CHIP B0", "JOYSTICK ACTIVE", "STAGE = H117/2", "FOCUS = NONE", "FILTER_1 = NONE",
                "FILTER_2 = NONE", "SHUTTERS = 000", "AUTOFOCUS = NONE", "END")
-QUEUE_DEPTH = 4
+QUEUE_DEPTH = 100  # movement commands queued in standard mode (manual section 4.1)
 
 
 class _Move:
@@ -139,6 +143,7 @@ class StageEmulator(LineEmulator):
         self.speed = 100
         self.accel = 100
         self.limits = 0
+        self.latched_limits = 0  # ``=``: every limit hit since it was last read
         self.fault = False
         self.moves = 0
         self.origin_um = np.zeros(2)  # world position of the controller's zero
@@ -187,6 +192,7 @@ class StageEmulator(LineEmulator):
     def _finish(self) -> None:
         self.pos_um = self._move.target.copy()
         self.limits = self._pending_limits
+        self.latched_limits |= self.limits
         if self._homing:
             self.origin_um = self.pos_um.copy()
             self.limits = 0
@@ -207,7 +213,7 @@ class StageEmulator(LineEmulator):
 
     def _enqueue(self, target_um: np.ndarray, homing: bool = False) -> str | None:
         if self.fault:
-            return self._err(60)
+            return self._err(1)
         if len(self._queue) >= QUEUE_DEPTH:
             return self._err(18)
         if self._move is None and not self._queue and not homing and np.allclose(target_um, self.pos_um):
@@ -287,15 +293,17 @@ class StageEmulator(LineEmulator):
             moving = np.abs(self._move.target - self._move.start) > 0
             return str(int(moving[0]) | (2 * int(moving[1])))
         if cmd == "LMT" and not args:
-            return f"{self.limits:X}"
+            return f"{self.limits:02X}"
+        if cmd == "=" and not args:
+            latched, self.latched_limits = self.latched_limits, 0
+            return str(latched)
         if cmd in ("SMS", "SAS"):
-            top = 250 if cmd == "SMS" else 100
             if not args:
                 return str(self.speed if cmd == "SMS" else self.accel)
-            if len(args) != 1 or not args[0].isdigit():
+            if len(args) != 1 or not args[0].isdigit() or len(args[0]) > 9:
                 return self._err(4)
             v = int(args[0])
-            if not 1 <= v <= top:
+            if v < 1:
                 return self._err(8)
             if cmd == "SMS":
                 self.speed = v
@@ -321,6 +329,6 @@ class StageEmulator(LineEmulator):
             return "12345"
         if cmd == "VERSION" and not args:
             return "100"
-        if cmd in ("G", "GR", "P", "PS", "PX", "PY", "K", "I", "$", "LMT", "SIS", "SERIAL", "VERSION", "?"):
+        if cmd in ("G", "GR", "P", "PS", "PX", "PY", "K", "I", "$", "LMT", "=", "SIS", "SERIAL", "VERSION", "?"):
             return self._err(4)
         return self._err(5)

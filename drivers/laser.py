@@ -29,7 +29,7 @@ FAULTS = {0: "no fault", 1: "temperature error", 3: "interlock error", 4: "const
 # operating modes (``gom?``) per laser family, and the modes in which the laser is "on"
 MODES = {
     "dpl": {0: "off", 1: "waiting for temperature", 2: "waiting for key", 3: "warming up", 4: "completed",
-            5: "fault", 6: "aborted", 7: "waiting for remote"},
+            5: "fault", 6: "aborted", 7: "waiting for remote", 8: "standby"},
     "mld": {0: "off", 1: "waiting for key", 2: "continuous", 3: "on/off modulation", 4: "modulation",
             5: "fault", 6: "aborted"},
 }

@@ -23,15 +23,21 @@ from .serial_link import SerialLink, reply_number
 
 log = logging.getLogger(__name__)
 
-# numeric error codes of the ProScan III (``E,n`` replies with ``ERROR,0``)
+# numeric error codes of the ProScan III (``E,n`` replies with ``ERROR,0``; manual section 4.13)
 ERRORS = {1: "no stage", 2: "not idle", 3: "no drive", 4: "string parse error", 5: "command not found",
           6: "invalid shutter", 7: "no focus", 8: "value out of range", 9: "invalid wheel",
           10: "argument 1 out of range", 11: "argument 2 out of range", 12: "argument 3 out of range",
           13: "argument 4 out of range", 14: "argument 5 out of range", 15: "argument 6 out of range",
-          16: "incorrect state", 17: "wheel not fitted", 18: "queue full", 19: "compatibility mode set",
-          20: "shutter not fitted", 21: "invalid checksum", 60: "encoder error", 61: "encoder run-off"}
-SPEED_RANGE = (1, 250)  # SMS, percent
-ACCEL_RANGE = (1, 100)  # SAS, percent
+          16: "incorrect state", 17: "no filter wheel", 18: "queue full", 19: "compatibility mode set",
+          20: "shutter not fitted", 21: "invalid checksum", 22: "not rotary", 40: "no fourth axis",
+          41: "autofocus in progress", 42: "no video", 43: "no encoder", 44: "SIS not done",
+          45: "no vacuum detector", 46: "no shuttle", 47: "vacuum queued", 48: "SIZ not done",
+          49: "not a slide loader", 50: "already preloaded", 51: "stage not mapped", 52: "trigger not fitted",
+          53: "interpolator not fitted"}
+# SMS / SAS (manual section 4.3): documented range 1..1000, default 100; higher values are accepted by the
+# controller without a guarantee of the result, so the driver keeps to the documented range
+SPEED_RANGE = (1, 1000)
+ACCEL_RANGE = (1, 1000)
 _INT = re.compile(r"^-?\d{1,12}$")
 
 
@@ -104,7 +110,7 @@ class ProScanStage:
         Software travel limit when ``travel_x_um``/``travel_y_um`` are not given: +-travel_um
         around the controller's zero.
     speed_percent : int, optional
-        Maximum speed set at connect (``SMS``, 1..250).
+        Maximum speed set at connect (``SMS``, 1..1000; 100 is the controller's default).
     resolution_um : float
         Resolution set when the controller reports none (0 or below).
     travel_x_um, travel_y_um : (low, high), optional

@@ -173,3 +173,11 @@ def test_measured_power_reaches_the_frame_records():
         lab.safe_off()
         loop.close()
         lab.close()
+
+
+@pytest.mark.parametrize("kw, name", [({"poll_s": -1.0}, "poll_s"), ({"max_power_mW": 0.0}, "max_power_mW"),
+                                      ({"on_timeout_s": float("nan")}, "on_timeout_s"), ({"rearm_s": "soon"}, "rearm_s")])
+def test_bad_settings_are_refused_before_the_port_is_opened(kw, name):
+    with pytest.raises(DeviceError, match=f"laser: {name} must be a number"):
+        CoboltLaser("/dev/cybloid-no-such-port", **kw)  # the port is never touched
+

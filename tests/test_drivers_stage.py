@@ -63,16 +63,23 @@ def test_software_travel_and_limit_switches(stage):
     emu.limits_um[0, 1] = 500.0  # the controller's own limit switch is nearer: it stops there
     drv.move_to(800.0, 0.0)
     assert drv.limits()["+x"] and drv.position() == pytest.approx((500.0, 0.0), abs=drv.resolution_um)
-    with pytest.raises(DeviceError, match=r"speed must be 1..250"):
+    emu.limits_um[1, 0] = -300.0
+    drv.move_to(0.0, -800.0)  # LMT bits (manual 4.2): D00 +X, D01 -X, D02 +Y, D03 -Y, as two hex digits
+    assert drv.limits() == {"+x": False, "-x": False, "+y": False, "-y": True}
+    assert emu.handle(b"LMT\r") == b"08\r"
+    assert emu.handle(b"=\r") == b"9\r" and emu.handle(b"=\r") == b"0\r"  # latched +X and -Y; reading clears
+    with pytest.raises(DeviceError, match=r"speed must be 1..1000"):
         drv.set_speed(0)
-    drv.set_speed(180)  # above 100 percent: allowed by the controller
+    with pytest.raises(DeviceError, match=r"acceleration must be 1..1000"):
+        drv.set_acceleration(1001)  # the controller would take it, without a guarantee (manual 4.3)
+    drv.set_speed(180)  # above the default of 100: documented
     assert drv.speed() == 180
     with pytest.raises(DeviceError, match=r"E,5 \(command not found\)"):
         drv._q("XYZZY", stage_parse_text)
     with pytest.raises(DeviceError, match=r"E,5"):
         drv._q("g,1,1", stage_parse_text)  # commands are case-sensitive
     emu.inject("fault")
-    with pytest.raises(DeviceError, match=r"E,60 \(encoder error\)"):
+    with pytest.raises(DeviceError, match=r"E,1 \(no stage\)"):
         drv.move_to(0.0, 0.0)
 
 
@@ -118,10 +125,10 @@ def test_emulator_is_strict_and_answers_as_in_each_mode():
 
         assert ask("COMP") == b"1\r" and ask("RES,s") == b"E,19\r" and ask("LMT") == b"E,19\r"
         assert ask("comp,0") == b"E,5\r" and ask("COMP,0") == b"0\r" and ask("COMP") == b"0\r"
-        assert ask("RES,s") == b"0\r" and ask("LMT") == b"0\r" and ask("=") == b"E,5\r"
+        assert ask("RES,s") == b"0\r" and ask("LMT") == b"00\r" and ask("=") == b"0\r" and ask("lmt") == b"E,5\r"
         assert ask("ERROR,1") == b"0\r" and ask("XYZ") == b"ERROR: COMMAND NOT FOUND\r"
-        assert ask("?").endswith(b"END\r") and ask("?").count(b"\r") > 3
-        assert ask("SMS,251") == b"ERROR: VALUE OUT OF RANGE\r" and ask("SMS,250") == b"0\r"
+        assert ask("?").startswith(b"PROSCAN INFORMATION\r") and ask("?").endswith(b"\rEND\r")
+        assert ask("SMS,0") == b"ERROR: VALUE OUT OF RANGE\r" and ask("SMS,1500") == b"0\r"  # > 1000 accepted
     finally:
         emu.close()
 

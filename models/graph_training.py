@@ -75,7 +75,7 @@ def _batch(fr: Frames, idx: np.ndarray, cutoff: float):
             torch.from_numpy(np.concatenate(ys)), torch.from_numpy(np.concatenate(ms)))
 
 
-def predict_frames(model: ManyBody, fr: Frames, batch: int = 32) -> list[np.ndarray]:
+def predict_frames(model: torch.nn.Module, fr: Frames, batch: int = 32) -> list[np.ndarray]:
     out = []
     for s in range(0, len(fr), batch):
         idx = np.arange(s, min(s + batch, len(fr)))
@@ -86,7 +86,7 @@ def predict_frames(model: ManyBody, fr: Frames, batch: int = 32) -> list[np.ndar
     return out
 
 
-def rel_rms(model: ManyBody, fr: Frames) -> float:
+def rel_rms(model: torch.nn.Module, fr: Frames) -> float:
     """sqrt(sum |F - y|^2 / sum |y|^2) over all particles with a target."""
     num = den = 0.0
     for f, y, m in zip(predict_frames(model, fr), fr.target_pN, fr.has_target):
@@ -95,24 +95,48 @@ def rel_rms(model: ManyBody, fr: Frames) -> float:
     return math.sqrt(num / den) if den > 0 else float("nan")
 
 
+def position_normalisation(fr: Frames) -> tuple[list[float], float]:
+    """(mean position, RMS distance from it) of all particles of the frames (um)."""
+    pos = np.concatenate(fr.positions_um)
+    centre = pos.mean(axis=0)
+    return centre.tolist(), float(np.sqrt(((pos - centre) ** 2).sum(axis=1).mean())) or 1.0
+
+
 def fit_many_body(train: Frames, valid: Frames, *, cutoff_um: float, symmetry: str = "E2", head: str = "energy",
                   hidden: int = 32, epochs: int = 40, patience: int = 6, lr: float = 3e-3, batch: int = 8,
-                  seed: int = 0, bar: Any = None, base: Any = None) -> tuple[ManyBody, dict[str, Any]]:
+                  seed: int = 0, bar: Any = None, base: Any = None,
+                  init: torch.nn.Module | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Adam on the relative force error; the validation error after every epoch; the best epoch kept.
 
+    ``symmetry``: ``E2``/``SE2``, or a variant with an external term, ``E2+field``,
+    ``SE2+position`` (:mod:`cybloid.models.fields`).
     ``base``: a fitted :class:`~cybloid.models.pair.RadialPair` (same cutoff) kept fixed inside
     the model; the network learns the rest.
+    ``init``: a trained many-body model to start from (a copy is trained; with a variant
+    symmetry its external term is added, starting at zero force). The starting point is
+    validated first and counts as epoch 0, so the result is never worse on ``valid``.
     Stops when the validation error has not improved for ``patience`` epochs. Returns the
     model (with the best epoch's weights) and a history (train loss, validation error per epoch).
+    ``valid`` must not be the data the final error is reported on (it picks the epoch).
     """
+    from cybloid.models.fields import External, split_symmetry
+
     if len(train) == 0 or len(valid) == 0:
         raise ModelError("many-body training needs training and validation frames")
+    group, external = split_symmetry(symmetry)
     scale = math.sqrt(train.target_ms()) or 1.0
     torch.manual_seed(seed)
+    if init is not None:
+        model = copy.deepcopy(init.inner if isinstance(init, External) else init)
+        if model.hyper["symmetry"] != group:
+            raise ModelError(f"cannot start a {symmetry} model from a {model.hyper['symmetry']} one")
+        if external:
+            model = _external(model, external, train)
+        return _fit_loop(model, train, valid, cutoff_um, epochs, patience, lr, batch, seed, bar, start=True)
     extra = {}
     if base is not None:
         extra = {"pair_r_min": base.hyper["r_min"], "pair_knots": base.hyper["n_knots"]}
-    model = ManyBody(cutoff_um, symmetry, head, force_scale=scale, hidden=hidden, **extra)
+    model = ManyBody(cutoff_um, group, head, force_scale=scale, hidden=hidden, **extra)
     if base is not None:
         with torch.no_grad():
             model.pair.weight.copy_(base.weight)
@@ -122,11 +146,40 @@ def fit_many_body(train: Frames, valid: Frames, *, cutoff_um: float, symmetry: s
                           / max(sum(int(m.sum()) for m in train.has_target), 1))
         # the network's outputs are in units of what the base misses
         model.hyper["force_scale"] = max(resid, 1e-3 * scale)
+    if external:
+        model = _external(model, external, train)
+    return _fit_loop(model, train, valid, cutoff_um, epochs, patience, lr, batch, seed, bar, start=False)
+
+
+def _external(model: ManyBody, external: str, train: Frames) -> torch.nn.Module:
+    """``model`` plus an external term; its uniform part starts at the least-squares value
+    (the mean residual force of the training data), a potential's MLP at zero."""
+    from cybloid.models.fields import External
+
+    model.eval()
+    ext = External(model, external, *position_normalisation(train))
+    if external in ("field", "position"):
+        res = [(y - f)[m] for f, y, m in zip(predict_frames(model, train), train.target_pN, train.has_target)]
+        res = np.concatenate(res)
+        if len(res):
+            with torch.no_grad():
+                ext.field.copy_(torch.from_numpy(res.mean(axis=0)))
+    return ext
+
+
+def _fit_loop(model: torch.nn.Module, train: Frames, valid: Frames, cutoff_um: float, epochs: int, patience: int,
+              lr: float, batch: int, seed: int, bar: Any, start: bool) -> tuple[torch.nn.Module, dict[str, Any]]:
+    scale = math.sqrt(train.target_ms()) or 1.0
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1))
     rng = np.random.default_rng(seed)
     hist: dict[str, Any] = {"train_loss": [], "valid_rel_rms": []}
     best = (math.inf, None, -1)
+    if start:  # a warm start: the starting point is epoch 0
+        model.eval()
+        v0 = rel_rms(model, valid)
+        hist["start_valid_rel_rms"] = v0
+        best = (v0, copy.deepcopy(model.state_dict()), -1)
     for ep in range(epochs):
         perm = rng.permutation(len(train))
         tot = n = 0.0

@@ -5,7 +5,8 @@ A model file (``.pt``) holds one dictionary::
     format      "cybloid-model"
     version     FORMAT_VERSION (an int); files of another version are refused
     kind        "pair", "frame-averaged" or "many-body"
-    hyper       constructor arguments (cutoff, knots, hidden size, dimension, ...)
+    hyper       constructor arguments (cutoff, knots, hidden size, dimension, ...; a many-body
+                model with an external term also ``external`` and its normalisation)
     state_dict  tensors
     meta_json   training record as a JSON string: sessions, samples, metrics, cybloid version, time
                 (files written before it hold the same as a plain dictionary ``meta``)
@@ -120,7 +121,12 @@ def load_model(path: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]
     payload = read_model_file(path)
     cls = KINDS[payload["kind"]]
     try:
-        model = cls(**payload["hyper"])
+        if payload["kind"] == "many-body" and "external" in payload["hyper"]:
+            from cybloid.models.fields import from_hyper  # a many-body model plus an external term
+
+            model = from_hyper(payload["hyper"])
+        else:
+            model = cls(**payload["hyper"])
         model.load_state_dict(payload["state_dict"])
     except (TypeError, RuntimeError, ValueError, ModelError) as exc:
         raise ModelError(f"{path}: model file does not match a {payload['kind']} model ({str(exc)[:200]})") from None

@@ -1,16 +1,26 @@
-"""Model selection by held-out data: fit candidate models and groups, pick by held-out force error.
+"""Model selection with an untouched test: fit candidates, pick on validation data, report held-out error.
 
-Validation data are whole sessions the models never saw (``valid``), or, without them, the
-last ``block`` fraction of every training session (a time block, not random frames: frames a
-few ms apart are nearly the same configuration, so random frames are optimistic).
+Three disjoint data sets:
 
-Candidates (``model="auto"``): the invariant pair model, the many-body model with E(2)
-symmetry (conservative) and with SE(2) symmetry (chiral; with the non-conservative head, since
-a chiral pair force is no gradient). The pick is the smallest held-out error, except that a
-less symmetric or more complex candidate must beat the simpler one by a margin
-(``margin``, default 10 % relative, and ``min_gain``, 0.01 absolute: differences below 1 % of
-the force are no evidence): with equal errors the larger symmetry group and the
-simpler model win (E(2) on an achiral system even though SE(2) contains it).
+* **training**: the first part of every training session;
+* **validation**: the last ``block`` fraction (a time block) of every training session. It
+  picks the early-stopping epoch and the candidate. (A time block, not random frames:
+  frames a few ms apart are nearly the same configuration, so random frames are optimistic.)
+* **test** (``heldout_rel_rms``): whole sessions the models never saw (``test``, the
+  ``--valid-session`` of ``cybloid train``), used for nothing but the reported number.
+  Without them, the last ``block`` of every training session becomes the test block and the
+  validation block is the ``block`` before it.
+
+Candidates (``model="auto"``, ``symmetry="auto"``), in order of increasing complexity: the
+invariant pair model; the many-body model with E(2) symmetry (conservative) and with SE(2)
+symmetry (chiral; with the non-conservative head, since a chiral pair force is no gradient);
+then the better of the two groups *plus a uniform field* and *plus absolute position*
+(:mod:`cybloid.models.fields`; warm-started from that group's trained model, the external
+term starting at zero). The pick is the smallest validation error, except that a later
+candidate must beat the current pick by a margin (``margin``, default 10 % relative, and
+``min_gain``, 0.01 absolute: differences below 1 % of the force are no evidence): with equal
+errors the larger symmetry group and the simpler model win (E(2) on an achiral system even
+though SE(2) contains it).
 """
 
 from __future__ import annotations
@@ -25,19 +35,27 @@ import torch
 
 from cybloid.models.data import Trajectory
 from cybloid.models.errors import ModelError
-from cybloid.models.graph_training import fit_many_body, frames_from, rel_rms
-from cybloid.models.training import build_samples, predict, train
+from cybloid.models.fields import EXTERNALS, GROUPS, split_symmetry
+from cybloid.models.graph_training import Frames, fit_many_body, frames_from, rel_rms
+from cybloid.models.neighbours import neighbour_table
+from cybloid.models.training import train
+
+SYMMETRY_CHOICES = ("auto",) + GROUPS + tuple(f"{g}+{e}" for g in GROUPS for e in EXTERNALS)
 
 
 @dataclass
 class Candidate:
+    """A fitted candidate: its validation error (used to pick) and held-out test error (reported only)."""
+
     name: str
     model: torch.nn.Module
+    valid_rel_rms: float
     heldout_rel_rms: float
     info: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.model.kind, "heldout_rel_rms": self.heldout_rel_rms, **self.info}
+        return {"name": self.name, "kind": self.model.kind, "valid_rel_rms": self.valid_rel_rms,
+                "heldout_rel_rms": self.heldout_rel_rms, **self.info}
 
 
 def time_block_split(trajs: list[Trajectory], block: float = 0.2) -> tuple[list[Trajectory], list[Trajectory]]:
@@ -54,95 +72,146 @@ def time_block_split(trajs: list[Trajectory], block: float = 0.2) -> tuple[list[
     return a, b
 
 
-def samples_rel_rms(model: torch.nn.Module, trajs: list[Trajectory], cutoff_um: float) -> float:
-    """Held-out relative RMS force error of a per-neighbourhood model (pair, frame-averaged), applied target."""
-    s = build_samples(trajs, "applied", cutoff_um, 32)
-    err = predict(model, s) - s.target_pN
-    den = float((s.target_pN**2).sum())
-    return math.sqrt(float((err**2).sum()) / den) if den > 0 else float("nan")
+def frames_rel_rms(model: torch.nn.Module, fr: Frames, k_max: int = 32) -> float:
+    """Relative RMS force error ``sqrt(sum|F - y|^2 / sum|y|^2)`` of any model on whole frames.
+
+    Many-body models see the frame's configuration; per-neighbourhood models (pair,
+    frame-averaged) each particle's neighbour table. Every candidate is measured on the same
+    particles.
+    """
+    if hasattr(model, "forces"):
+        return rel_rms(model, fr)
+    num = den = 0.0
+    with torch.inference_mode():
+        for p, y, m in zip(fr.positions_um, fr.target_pN, fr.has_target):
+            rel, mask = neighbour_table(p, model.cutoff, k_max)
+            f = model(torch.from_numpy(rel), torch.from_numpy(mask)).numpy()
+            num += float(((f - y)[m] ** 2).sum())
+            den += float((y[m] ** 2).sum())
+    return math.sqrt(num / den) if den > 0 else float("nan")
 
 
 def candidates_for(model: str, symmetry: str, head: str) -> list[tuple[str, str, str]]:
-    """(kind, symmetry, head) in order of increasing complexity."""
+    """(kind, symmetry, head) fitted from scratch, in order of increasing complexity.
+
+    The external-term variants of ``symmetry="auto"`` come after these (they start from the
+    better group's model), see :func:`select`.
+    """
     kinds = {"auto": ["pair", "many-body"], "many-body": ["many-body"], "pair": ["pair"],
              "frame-averaged": ["frame-averaged"]}
     if model not in kinds:
         raise ModelError(f"unknown model {model!r} (choose {', '.join(kinds)})")
-    syms = ["E2", "SE2"] if symmetry == "auto" else [symmetry]
+    if symmetry not in SYMMETRY_CHOICES:
+        raise ModelError(f"unknown symmetry {symmetry!r} (choose {', '.join(SYMMETRY_CHOICES)})")
+    syms = list(GROUPS) if symmetry == "auto" else [symmetry]
     out = []
     for k in kinds[model]:
         if k != "many-body":
             out.append((k, "E2", "-"))
             continue
         for s in syms:
-            h = head if head != "auto" else ("nc" if s == "SE2" else "energy")
+            g, _ = split_symmetry(s)
+            h = head if head != "auto" else ("nc" if g == "SE2" else "energy")
             out.append((k, s, h))
     return out
 
 
-def select(trajs: list[Trajectory], valid: list[Trajectory] | None = None, *, model: str = "auto",
+def _better(c: Candidate, than: Candidate, margin: float, min_gain: float) -> bool:
+    return c.valid_rel_rms < min((1 - margin) * than.valid_rel_rms, than.valid_rel_rms - min_gain)
+
+
+def pick(cands: list[Candidate], margin: float = 0.1, min_gain: float = 0.01) -> Candidate:
+    """The simplest candidate no later (more complex) one beats by the margin, on validation error."""
+    chosen = cands[0]
+    for c in cands[1:]:
+        if _better(c, chosen, margin, min_gain):
+            chosen = c
+    return chosen
+
+
+def _name(sym: str, head: str) -> str:
+    return f"many-body {sym} ({'energy' if head == 'energy' else 'energy + non-conservative head'})"
+
+
+def select(trajs: list[Trajectory], test: list[Trajectory] | None = None, *, model: str = "auto",
            symmetry: str = "auto", head: str = "auto", cutoff_um: float = 8.0, epochs: int = 30, patience: int = 6,
-           hidden: int = 32, max_frames: int = 300, valid_frames: int = 150, block: float = 0.2, margin: float = 0.1,
-           min_gain: float = 0.01,
-           seed: int = 0, pair_base: bool = True, progress: bool = False, log: Any = print) -> tuple[Candidate, list[Candidate], dict[str, Any]]:
-    """Fit every candidate on ``trajs``, measure each on ``valid`` (or time blocks), pick one.
+           hidden: int = 32, max_frames: int = 300, valid_frames: int = 150, test_frames: int = 200,
+           block: float = 0.2, margin: float = 0.1, min_gain: float = 0.01, variant_epochs: int | None = None,
+           seed: int = 0, pair_base: bool = True, progress: bool = False,
+           log: Any = print) -> tuple[Candidate, list[Candidate], dict[str, Any]]:
+    """Fit every candidate on the training part, pick on the validation part, measure on ``test``.
 
     ``pair_base``: the many-body models start from the exactly fitted pair model (held fixed)
-    and learn what it misses. Returns (chosen, all candidates, notes). The many-body candidates validate after every
-    epoch and stop early; their held-out error is that of their best epoch (chosen on the same
-    held-out data, so it is slightly optimistic, as is choosing among the candidates).
+    and learn what it misses. ``variant_epochs``: epochs of the warm-started external-term
+    variants (default ``epochs // 2``). Returns (chosen, all candidates, notes). The test
+    data (``test`` sessions, or the last time block) choose nothing: no epoch, no candidate.
     """
     from tqdm import tqdm
 
-    if symmetry not in ("auto", "E2", "SE2"):
-        raise ModelError(f"unknown symmetry {symmetry!r} (choose auto, E2, SE2)")
     if head not in ("auto", "energy", "nc"):
         raise ModelError(f"unknown head {head!r} (choose auto, energy, nc)")
-    notes: dict[str, Any] = {}
-    if valid:
-        train_t, valid_t = trajs, valid
-        notes["validation"] = "held-out sessions: " + ", ".join(t.source for t in valid)
-    else:
-        train_t, valid_t = time_block_split(trajs, block)
-        notes["validation"] = f"last {block:.0%} of each training session (time block)"
     plan = candidates_for(model, symmetry, head)
+    notes: dict[str, Any] = {}
+    if test:
+        fit_t, test_t = trajs, test
+        notes["test"] = "held-out sessions: " + ", ".join(t.source for t in test)
+    else:
+        fit_t, test_t = time_block_split(trajs, block)
+        notes["test"] = f"last {block:.0%} of each training session (time block; no held-out session given)"
+    train_t, valid_t = time_block_split(fit_t, block)
+    notes["validation"] = (f"last {block:.0%} of each training session (time block)" if test else
+                           f"the {block:.0%} of each training session before its test block (time block)")
+    frames_t = frames_from(train_t, max_frames, seed)
+    frames_v = frames_from(valid_t, valid_frames, seed)
+    frames_x = frames_from(test_t, test_frames, seed)
     out: list[Candidate] = []
-    frames_t = frames_v = None
     base = None
+
+    def add(name: str, m: torch.nn.Module, info: dict[str, Any], t0: float) -> Candidate:
+        v, x = frames_rel_rms(m, frames_v), frames_rel_rms(m, frames_x)
+        info["fit_s"] = round(time.perf_counter() - t0, 1)
+        if not (np.isfinite(v) and np.isfinite(x)):
+            raise ModelError(f"{name}: validation or held-out error is not finite (no force in those data?)")
+        c = Candidate(name, m, float(v), float(x), info)
+        out.append(c)
+        log(f"  candidate {name}: validation {v:.4f}, held-out {x:.4f} relative RMS force error ({info['fit_s']:.0f} s)")
+        return c
+
+    def mb_info(sym: str, hd: str, hist: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        return {"symmetry": sym, "head": hd, "pair_base": base is not None, "train_frames": len(frames_t),
+                "valid_frames": len(frames_v), "test_frames": len(frames_x), "curve": hist["valid_rel_rms"],
+                "best_epoch": hist["best_epoch"], "epochs_run": hist["epochs_run"],
+                "stopped_early": hist["stopped_early"], **extra}
+
     for kind, sym, hd in plan:
         t0 = time.perf_counter()
         if kind == "many-body":
-            if frames_t is None:
-                frames_t = frames_from(train_t, max_frames, seed)
-                frames_v = frames_from(valid_t, valid_frames, seed)
             with tqdm(total=epochs, desc=f"many-body {sym}", unit="epoch", disable=not progress, leave=False) as bar:
                 if base is None and pair_base:
                     base = train(train_t, "pair", cutoff_um=cutoff_um, seed=seed, progress=False).model
                 m, hist = fit_many_body(frames_t, frames_v, cutoff_um=cutoff_um, symmetry=sym, head=hd, hidden=hidden,
                                         epochs=epochs, patience=patience, seed=seed, bar=bar, base=base)
-            err = rel_rms(m, frames_v)
-            info = {"symmetry": sym, "head": hd, "pair_base": base is not None, "train_frames": len(frames_t), "valid_frames": len(frames_v),
-                    "curve": hist["valid_rel_rms"], "best_epoch": hist["best_epoch"], "epochs_run": hist["epochs_run"],
-                    "stopped_early": hist["stopped_early"]}
-            name = f"many-body {sym} ({'energy' if hd == 'energy' else 'energy + non-conservative head'})"
+            add(_name(sym, hd), m, mb_info(sym, hd, hist), t0)
         else:
             res = train(train_t, kind, cutoff_um=cutoff_um, epochs=epochs, hidden=hidden, seed=seed, progress=progress)
-            m = res.model
             if kind == "pair":
-                base = m
-            err = samples_rel_rms(m, valid_t, cutoff_um)
-            info = {"symmetry": "E2", "in_session_valid_rel_rms": res.metrics.get("valid_rel_rms")}
-            name = kind
-        info["fit_s"] = round(time.perf_counter() - t0, 1)
-        if not np.isfinite(err):
-            raise ModelError(f"{name}: held-out error is not finite (no force in the validation data?)")
-        c = Candidate(name, m, float(err), info)
-        out.append(c)
-        log(f"  candidate {name}: held-out relative RMS force error {err:.4f} ({info['fit_s']:.0f} s)")
-    chosen = out[0]
-    for c in out[1:]:
-        if c.heldout_rel_rms < min((1 - margin) * chosen.heldout_rel_rms, chosen.heldout_rel_rms - min_gain):
-            chosen = c
-    notes["rule"] = (f"smallest held-out error; a later (less symmetric / more complex) candidate must be "
-                     f"{margin:.0%} better than the current pick, and by at least {min_gain:g} in relative error")
+                base = res.model
+            add(kind, res.model, {"symmetry": "E2"}, t0)
+    if symmetry == "auto" and model in ("auto", "many-body"):
+        groups = [c for c in out if c.model.kind == "many-body"]
+        best = pick(groups, margin, min_gain)
+        n_var = variant_epochs if variant_epochs is not None else max(epochs // 2, 1)
+        for ext in EXTERNALS:
+            t0 = time.perf_counter()
+            sym = f"{best.info['symmetry']}+{ext}"
+            with tqdm(total=n_var, desc=f"many-body {sym}", unit="epoch", disable=not progress, leave=False) as bar:
+                m, hist = fit_many_body(frames_t, frames_v, cutoff_um=cutoff_um, symmetry=sym, epochs=n_var,
+                                        patience=patience, seed=seed, bar=bar, init=best.model)
+            add(_name(sym, best.info["head"]), m,
+                mb_info(sym, best.info["head"], hist, warm_start=best.name,
+                        start_valid_rel_rms=hist.get("start_valid_rel_rms")), t0)
+    chosen = pick(out, margin, min_gain)
+    notes["rule"] = (f"smallest validation error; a later (less symmetric / more complex) candidate must be "
+                     f"{margin:.0%} better than the current pick, and by at least {min_gain:g} in relative error; "
+                     "the held-out (test) error is reported, never used to choose")
     return chosen, out, notes

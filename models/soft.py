@@ -1,4 +1,11 @@
-"""Soft equivariance: learn how far each symmetry holds (after Kim et al., ICML 2023).
+"""Sampled-violation symmetry probe (a learned-strength penalty on random group elements).
+
+This is **not** the projection-based equivariance regulariser (PER) of Kim et al. (ICML
+2023): it penalises the violation measured on randomly sampled group elements and
+thresholds it, whatever the fit quality. The PER (projection of the weights onto the
+equivariant subspace, violations reported only where the model fits) is
+:mod:`cybloid.models.per`, which ``cybloid train --per-weight`` / ``--symmetries`` use. This
+probe is kept for comparison (it also covers translations, which the PER model does not).
 
 The backbone is deliberately unconstrained: a DeepSets network whose per-neighbour MLP
 sees raw neighbour vectors *and* the particle's absolute position, plus a one-body MLP of
@@ -19,7 +26,9 @@ with learned strengths lambda_s > 0. At the optimum lambda_s = c / V_s, so the p
 towards each symmetry is strong where the data allow it to hold and weak where the data
 break it: the learned strengths and the violations report the level of each symmetry.
 A symmetry is reported *broken* when its violation exceeds ``broken_above`` (default
-0.05: the model needs more than ~5% of its force to break it).
+0.05: the model needs more than ~5% of its force to break it). Caveat: that verdict does not
+look at the fit error; on a session the model fits badly (e.g. a crystal with many-body
+forces) it reports symmetric data as broken.
 """
 
 from __future__ import annotations

@@ -119,9 +119,11 @@ def test_train_many_body_writes_heldout_json_and_runs_in_learned_crystal(session
                  "--max-frames", "20", "--out", str(out), "--json", str(js), "--no-progress"]) == 0
     doc = json.loads(js.read_text())
     assert isinstance(doc["heldout_rel_rms"], float) and 0.0 < doc["heldout_rel_rms"] < 2.0
-    assert doc["validation"].startswith("last 20%")  # a time block, not random frames
+    # time blocks, not random frames: the last 20% is the test, the 20% before it validates
+    assert doc["test"].startswith("last 20%") and "before its test block" in doc["validation"]
     (cand,) = doc["candidates"]
     assert cand["symmetry"] == "E2" and 1 <= len(cand["curve"]) <= 2 and cand["heldout_rel_rms"] == doc["heldout_rel_rms"]
+    assert cand["valid_rel_rms"] == doc["valid_rel_rms"] != doc["heldout_rel_rms"]
     model, meta = load_model(out)
     assert model.kind == "many-body" and meta["selected"] == cand["name"]
     learned = record_session("learned-crystal", tmp_path / "learned", {**CRYSTAL, "duration": 0.5, "model": str(out)},

@@ -16,16 +16,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="invariant radial pair model (exported to a table), frame-averaged model, conservative "
                    "many-body model with message passing, or auto: fit pair and many-body candidates and keep "
                    "the one with the smallest held-out error")
-    p.add_argument("--symmetry", choices=["auto", "E2", "SE2"], default="auto",
-                   help="many-body model's group: E2 (rotations and reflections), SE2 (rotations only: chiral), "
-                   "auto: fit both, pick by held-out error (default)")
+    p.add_argument("--symmetry", choices=["auto", "E2", "SE2", "E2+field", "SE2+field", "E2+position", "SE2+position"],
+                   default="auto",
+                   help="many-body model's group: E2 (rotations and reflections), SE2 (rotations only: chiral); "
+                   "+field: plus a learned uniform force, +position: plus a learned external potential of the "
+                   "absolute position; auto: fit E2 and SE2, then the better one plus field and plus position, "
+                   "pick by validation error (default)")
     p.add_argument("--head", choices=["auto", "energy", "nc"], default="auto",
                    help="many-body forces from the energy only, or plus a non-conservative pair head "
                    "(auto: energy for E2, energy + head for SE2)")
     p.add_argument("--valid-session", action="append", default=[], metavar="SESSION",
-                   help="session held out for validation (repeatable); default: the last 20%% of every training "
-                   "session for the many-body and auto models")
-    p.add_argument("--patience", type=int, default=6, help="early stopping: epochs without a better held-out error")
+                   help="session held out as the test (repeatable): its error is reported (heldout_rel_rms) and "
+                   "chooses nothing; epochs and candidates are chosen on the last 20%% of every training session. "
+                   "Default: the last 20%% of every training session is the test, the 20%% before it validates")
+    p.add_argument("--patience", type=int, default=6, help="early stopping: epochs without a better validation error")
     p.add_argument("--max-frames", type=int, default=300, help="frames the many-body model trains on (evenly spaced)")
     p.add_argument("--json", metavar="FILE", help="write the result (heldout_rel_rms, every candidate's error) as JSON")
     p.add_argument("--out", metavar="FILE", help="model file to write (default: $CYBLOID_MODELS or "
@@ -45,11 +49,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-samples", type=int, default=40000, help="particle-frames for the many-body part")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: small models)")
-    p.add_argument("--symmetries", action="store_true",
-                   help="also fit the soft-equivariance model and report how far rotation, reflection and "
-                   "translation symmetry hold in the data (saved in the model's metadata)")
+    p.add_argument("--per-weight", type=float, metavar="W",
+                   help="also fit a soft-equivariant model with the projection-based equivariance regulariser "
+                   "(PER, Kim et al. 2023; weight W per symmetry) and report how far rotation and reflection "
+                   "symmetry hold in the data, only where that model fits (saved in the metadata / JSON)")
+    p.add_argument("--per-fit-threshold", type=float, default=0.2, metavar="X",
+                   help="report PER symmetry violations only if the PER model's held-out relative error is below X "
+                   "(default 0.2)")
+    p.add_argument("--symmetries", action="store_true", help="the same as --per-weight 1")
     p.add_argument("--symmetry-steps", type=int, default=800, metavar="N",
-                   help="training steps of the soft-equivariance model (default 800)")
+                   help="training steps of the PER model (default 800)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="calibration check: jointly fit a pair force and a det-1 distortion of the camera-to-sample "
+                   "map (anisotropy, shear, rotation) and report it")
     p.add_argument("--report", metavar="PNG", help="validation plot (default: next to the model file)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -62,8 +74,6 @@ def run(args: argparse.Namespace) -> int:
         from cybloid.models.errors import ModelError  # pragma: no cover
 
         raise ModelError("cybloid train needs torch: pip install 'cybloid[models]'") from None
-    import numpy as np
-
     from cybloid.errors import ParameterError
     from cybloid.models.data import from_sessions
     from cybloid.models.io import default_model_dir, save_model
@@ -108,19 +118,7 @@ def run(args: argparse.Namespace) -> int:
                 reference=ref[1] if ref and args.target != "residual" else None, progress=not args.no_progress)
     out = Path(args.out) if args.out else default_model_dir() / f"{Path(args.sessions[0]).name}-{args.model}.pt"
     meta = {**res.meta, "reference": ref[0] if ref else None, "cutoff_um": cutoff, "skip_s": args.skip}
-    if args.symmetries:
-        from cybloid.models.soft import fit_soft
-        from cybloid.models.training import build_samples
-
-        samples = build_samples(trajs, args.target, cutoff, 16)
-        if len(samples) > 20000:
-            samples = samples.take(np.random.default_rng(args.seed).choice(len(samples), 20000, replace=False))
-        soft = fit_soft(samples, cutoff_um=cutoff, steps=args.symmetry_steps, seed=args.seed,
-                        progress=not args.no_progress)
-        print("  symmetries of the data (soft equivariance; violation 0 = exact, > 0.05 = broken):")
-        for line in soft.lines():
-            print("  " + line)
-        meta["symmetries"] = {"violation": soft.violation, "strength": soft.strength, "broken": soft.broken}
+    meta.update(_checks(args, trajs, cutoff))
     save_model(res.model, out, meta)
     m = res.metrics
     rel = m.get("valid_rel_rms", float("nan"))
@@ -139,6 +137,40 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checks(args: argparse.Namespace, trajs: list, cutoff: float) -> dict:
+    """--per-weight / --symmetries and --calibrate: the PER symmetry report and the calibration check."""
+    import numpy as np
+
+    from cybloid.errors import ParameterError
+
+    out: dict = {}
+    weight = args.per_weight if args.per_weight is not None else (1.0 if args.symmetries else None)
+    if weight is not None:
+        from cybloid.models.per import fit_per
+        from cybloid.models.training import build_samples
+
+        if not weight >= 0 or not args.per_fit_threshold > 0 or args.symmetry_steps < 1:
+            raise ParameterError("--per-weight must be >= 0, --per-fit-threshold > 0 and --symmetry-steps >= 1")
+        samples = build_samples(trajs, args.target, cutoff, 16)
+        if len(samples) > 20000:
+            samples = samples.take(np.sort(np.random.default_rng(args.seed).choice(len(samples), 20000, replace=False)))
+        per = fit_per(samples, cutoff_um=cutoff, per_weight=weight, steps=args.symmetry_steps, seed=args.seed,
+                      fit_threshold=args.per_fit_threshold, progress=not args.no_progress)
+        print("  symmetries of the data (PER, violation 0 = exact):")
+        for line in per.lines():
+            print("  " + line)
+        out["symmetries_per"] = per.report()
+    if args.calibrate:
+        from cybloid.models.affine import calibrate_pair
+
+        if args.target != "applied":
+            raise ParameterError("--calibrate needs --target applied (forces known in the sample frame)")
+        cal = calibrate_pair(trajs, cutoff, seed=args.seed)
+        print("  " + cal.line())
+        out["calibration"] = cal.to_dict()
+    return out
+
+
 def _write_json(path: str, doc: dict) -> None:
     import json
 
@@ -150,9 +182,10 @@ def _write_json(path: str, doc: dict) -> None:
 
 
 def _run_selection(args: argparse.Namespace, trajs: list, cutoff: float, ref) -> int:
-    """--model many-body/auto, --valid-session or --json: candidates, held-out errors, the pick.
+    """--model many-body/auto, --valid-session or --json: candidates, validation and held-out errors, the pick.
 
-    The held-out error comes from held-out sessions or time blocks, never from random frames.
+    Epochs and the candidate are chosen on a validation time block of the training sessions;
+    the reported held-out error comes from the held-out sessions (or a last time block) alone.
     """
     from cybloid.errors import ParameterError
     from cybloid.models.data import from_sessions
@@ -167,20 +200,26 @@ def _run_selection(args: argparse.Namespace, trajs: list, cutoff: float, ref) ->
     chosen, cands, notes = select(trajs, valid, model=args.model, symmetry=args.symmetry, head=args.head,
                                   cutoff_um=cutoff, epochs=args.epochs, patience=args.patience, hidden=args.hidden,
                                   max_frames=args.max_frames, seed=args.seed, progress=not args.no_progress)
-    print(f"  validation: {notes['validation']}")
-    print(f"  selected: {chosen.name}, held-out relative RMS force error {chosen.heldout_rel_rms:.4f}")
+    print(f"  validation (picks epochs and the candidate): {notes['validation']}")
+    print(f"  test (reported only): {notes['test']}")
+    print(f"  selected: {chosen.name}, validation {chosen.valid_rel_rms:.4f}, "
+          f"held-out relative RMS force error {chosen.heldout_rel_rms:.4f}")
     tag = args.model if args.model != "auto" else "auto"
     out = Path(args.out) if args.out else default_model_dir() / f"{Path(args.sessions[0]).name}-{tag}.pt"
     summaries = [c.summary() for c in cands]
     meta = {"target": "applied", "sessions": [t.source for t in trajs], "dim": 2, "cutoff_um": cutoff,
             "skip_s": args.skip, "reference": ref[0] if ref else None, "selected": chosen.name,
-            "metrics": {"heldout_rel_rms": chosen.heldout_rel_rms, "valid_rel_rms": chosen.heldout_rel_rms},
-            "validation": notes["validation"], "candidates": summaries}
+            "metrics": {"heldout_rel_rms": chosen.heldout_rel_rms, "valid_rel_rms": chosen.valid_rel_rms},
+            "validation": notes["validation"], "test": notes["test"], "candidates": summaries}
+    checks = _checks(args, trajs, cutoff)
+    meta.update(checks)
     save_model(chosen.model, out, meta)
     print(f"  model saved to {out}")
     if args.json:
-        _write_json(args.json, {"heldout_rel_rms": chosen.heldout_rel_rms, "selected": chosen.name,
-                                "model_file": str(out), "validation": notes["validation"], "rule": notes["rule"],
+        _write_json(args.json, {"heldout_rel_rms": chosen.heldout_rel_rms, "valid_rel_rms": chosen.valid_rel_rms,
+                                "selected": chosen.name, "model_file": str(out), "validation": notes["validation"],
+                                "test": notes["test"], "rule": notes["rule"],
                                 "candidates": summaries, "train_sessions": list(args.sessions),
-                                "valid_sessions": list(args.valid_session), "skip_s": args.skip, "cutoff_um": cutoff})
+                                "valid_sessions": list(args.valid_session), "skip_s": args.skip, "cutoff_um": cutoff,
+                                **checks})
     return 0

@@ -41,11 +41,14 @@ real-time tracker cheap.
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 
 import numba
 import numpy as np
 import pandas as pd
+
+from cybloid.tracking import locate_kernels as K
 
 COLUMNS = ["y", "x", "mass", "size", "ecc", "signal", "raw_mass", "ep"]
 
@@ -105,284 +108,6 @@ class LocateParams:
 
 # ---------------------------------------------------------------------------------------- kernels
 @numba.njit(cache=True)
-def _gauss_taps(sigma, truncate):
-    lw = int(truncate * sigma + 0.5)
-    k = np.empty(2 * lw + 1)
-    s = 0.0
-    for t in range(-lw, lw + 1):
-        k[t + lw] = math.exp(t * t / (-2.0 * sigma * sigma))
-        s += k[t + lw]
-    return k / s
-
-
-@numba.njit(cache=True, fastmath=False)
-def _bandpass(raw, j0, j1, sigma, size, threshold, is_int):
-    """Band-passed rows ``j0..j1`` of ``raw`` (float64, thresholded; before integer scaling).
-
-    Rows outside ``j0..j1`` are read as far as the filters reach, so the band is identical to
-    the same rows of a whole-image band-pass.
-    """
-    h, w = raw.shape
-    k = _gauss_taps(sigma, 4.0)
-    lw = (k.shape[0] - 1) // 2
-    hb = size // 2
-    nr = j1 - j0
-    out = np.zeros((nr, w))
-    tmp = np.zeros(w)
-    acc = np.zeros(w)
-    col = np.zeros(w)  # running boxcar column sums (axis 0)
-    colv = np.zeros(w)
-    for t in range(-hb, hb + 1):
-        jj = min(max(j0 + t, 0), h - 1)
-        for i in range(w):
-            col[i] += raw[jj, i]
-    inv = 1.0 / size
-    for r in range(nr):
-        j = j0 + r
-        # low-pass along axis 0 (zero outside the image)
-        tmp[:] = 0.0
-        for t in range(-lw, lw + 1):
-            jj = j + t
-            if jj < 0 or jj >= h:
-                continue
-            c = k[t + lw]
-            for i in range(w):
-                tmp[i] += c * raw[jj, i]
-        # boxcar along axis 0 (nearest border); integer images are truncated after the pass
-        for i in range(w):
-            v = col[i] / size
-            colv[i] = float(int(v)) if is_int else v
-        # next row's column sums
-        if r + 1 < nr:
-            jin = min(j + hb + 1, h - 1)
-            jout = max(j - hb, 0)
-            for i in range(w):
-                col[i] += raw[jin, i] - float(raw[jout, i])
-        # low-pass along axis 1: taps outer, pixels inner (vectorises); borders separately
-        acc[:] = 0.0
-        for t in range(2 * lw + 1):
-            c = k[t]
-            for i in range(lw, w - lw):
-                acc[i] += c * tmp[i - lw + t]
-        for i in range(0, min(lw, w)):
-            a = 0.0
-            for t in range(max(-lw, -i), min(lw, w - 1 - i) + 1):
-                a += k[t + lw] * tmp[i + t]
-            acc[i] = a
-        for i in range(max(w - lw, lw), w):
-            a = 0.0
-            for t in range(max(-lw, -i), min(lw, w - 1 - i) + 1):
-                a += k[t + lw] * tmp[i + t]
-            acc[i] = a
-        # boxcar along axis 1 (running sum), difference and threshold
-        s = 0.0
-        for t in range(-hb, hb + 1):
-            s += colv[min(max(t, 0), w - 1)]
-        for i in range(w):
-            v = s / size
-            if is_int:
-                v = float(int(v))
-            d = acc[i] - v
-            out[r, i] = d if d >= threshold else 0.0
-            s += colv[min(i + hb + 1, w - 1)] - colv[max(i - hb, 0)]
-    return out
-
-
-@numba.njit(cache=True)
-def _scale_trunc(bp, factor):
-    h, w = bp.shape
-    out = np.empty((h, w))
-    for j in range(h):
-        for i in range(w):
-            v = bp[j, i]
-            out[j, i] = math.floor(factor * v) if v > 0 else 0.0
-    return out
-
-
-@numba.njit(cache=True)
-def _percentile_int(img, percentile, vmax):
-    """``np.percentile`` (linear) of the non-zero values of an integer-valued image; nan if none."""
-    nb = int(vmax) + 1
-    hist = np.zeros(nb, np.int64)
-    h, w = img.shape
-    n = 0
-    for j in range(h):
-        for i in range(w):
-            v = img[j, i]
-            if v != 0:
-                hist[int(v)] += 1
-                n += 1
-    if n == 0:
-        return np.nan
-    pos = percentile / 100.0 * (n - 1)
-    lo = int(math.floor(pos))
-    frac = pos - lo
-    c = 0
-    vlo = -1
-    vhi = -1
-    for v in range(nb):
-        c += hist[v]
-        if vlo < 0 and c > lo:
-            vlo = v
-        if c > lo + 1:
-            vhi = v
-            break
-    if vhi < 0:
-        vhi = vlo
-    return vlo + frac * (vhi - vlo)
-
-
-@numba.njit(cache=True)
-def _maxima(img, thr, box, margin, r0, r1, roff):
-    """Pixels equal to the maximum of their box, above ``thr``, outside the margin; rows
-    ``r0..r1`` of ``img`` (image row = row + ``roff``), in row-major order as (row, col)."""
-    h, w = img.shape
-    lo = (box - 1) // 2
-    hi = box // 2
-    out = np.empty((64, 2), np.int64)
-    n = 0
-    for j in range(r0, r1):
-        for i in range(margin, w - margin):
-            v = img[j, i]
-            if v <= thr:
-                continue
-            if img[j, i - 1] > v or img[j, i + 1] > v:
-                continue
-            if j > 0 and (img[j - 1, i - 1] > v or img[j - 1, i] > v or img[j - 1, i + 1] > v):
-                continue
-            if j + 1 < h and (img[j + 1, i - 1] > v or img[j + 1, i] > v or img[j + 1, i + 1] > v):
-                continue
-            ok = True
-            for jj in range(max(j - lo, 0), min(j + hi + 1, h)):
-                for ii in range(max(i - lo, 0), min(i + hi + 1, w)):
-                    if img[jj, ii] > v:
-                        ok = False
-                        break
-                if not ok:
-                    break
-            if ok:
-                if n == out.shape[0]:
-                    o2 = np.empty((2 * n, 2), np.int64)
-                    o2[:n] = out
-                    out = o2
-                out[n, 0] = j + roff
-                out[n, 1] = i
-                n += 1
-    return out[:n].copy()
-
-
-@numba.njit(cache=True)
-def _refine(raw, img, roff, radius, coords, max_iter, shift_thresh):
-    """trackpy's centroid refinement and characterisation; ``img`` row 0 is image row ``roff``.
-
-    Returns float64 (N, 7): y, x, mass, size, ecc, signal, raw_mass (mass and signal in the
-    units of ``img``).
-    """
-    h = img.shape[0]
-    w = img.shape[1]
-    n = coords.shape[0]
-    res = np.zeros((n, 7))
-    # mask offsets, r^2, cos/sin(2 theta)
-    m = 0
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            if dx * dx + dy * dy <= radius * radius:
-                m += 1
-    my = np.empty(m, np.int64)
-    mx = np.empty(m, np.int64)
-    r2 = np.empty(m)
-    cm = np.empty(m)
-    sm = np.empty(m)
-    q = 0
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            if dx * dx + dy * dy <= radius * radius:
-                my[q] = dy + radius
-                mx[q] = dx + radius
-                r2[q] = dx * dx + dy * dy
-                th = math.atan2(dy, dx)
-                cm[q] = math.cos(2 * th)
-                sm[q] = math.sin(2 * th)
-                q += 1
-    ylo = radius
-    xlo = radius
-    yhi = roff + h - radius - 1
-    xhi = w - radius - 1
-    span = np.empty(2 * radius + 1, np.int64)  # half-width of the mask on each row
-    for dy in range(-radius, radius + 1):
-        dx = 0
-        while (dx + 1) * (dx + 1) + dy * dy <= radius * radius:
-            dx += 1
-        span[dy + radius] = dx
-    for f in range(n):
-        cy = coords[f, 0]
-        cx = coords[f, 1]
-        sy = 0
-        sx = 0
-        mass = 0.0
-        ciy = 0.0
-        cix = 0.0
-        for it in range(max_iter):
-            sy = cy - radius
-            sx = cx - radius
-            ay = 0.0
-            ax = 0.0
-            mass = 0.0
-            for b in range(2 * radius + 1):
-                hw = span[b]
-                row = sy - roff + b
-                rs = 0.0
-                rx = 0.0
-                for a in range(radius - hw, radius + hw + 1):
-                    v = img[row, sx + a]
-                    rs += v
-                    rx += v * a
-                ay += rs * b
-                ax += rx
-                mass += rs
-            ay /= mass
-            ax /= mass
-            ciy = ay - radius + cy
-            cix = ax - radius + cx
-            oy = ay - radius
-            ox = ax - radius
-            if abs(oy) < shift_thresh and abs(ox) < shift_thresh:
-                break
-            if oy > shift_thresh:
-                cy += 1
-            elif oy < -shift_thresh:
-                cy -= 1
-            if ox > shift_thresh:
-                cx += 1
-            elif ox < -shift_thresh:
-                cx -= 1
-            cy = min(max(cy, ylo), yhi)
-            cx = min(max(cx, xlo), xhi)
-        rg = 0.0
-        e1 = 0.0
-        e2 = 0.0
-        sig = 0.0
-        rawm = 0.0
-        for t in range(m):
-            v = img[sy - roff + my[t], sx + mx[t]]
-            rg += r2[t] * v
-            e1 += cm[t] * v
-            e2 += sm[t] * v
-            rawm += raw[sy + my[t], sx + mx[t]]
-            if v > sig:
-                sig = v
-        centre = img[sy - roff + radius, sx + radius]
-        res[f, 0] = ciy
-        res[f, 1] = cix
-        res[f, 2] = mass
-        res[f, 3] = math.sqrt(rg / mass)
-        res[f, 4] = math.sqrt(e1 * e1 + e2 * e2) / (mass - centre + 1e-6)
-        res[f, 5] = sig
-        res[f, 6] = rawm
-    return res
-
-
-@numba.njit(cache=True)
 def close_to_drop(yx, sep, mass):
     """trackpy's ``where_close``: of every pair closer than ``sep`` the dimmer is dropped (on a
     tie, the one with the larger y + x); returns a boolean drop mask."""
@@ -440,53 +165,6 @@ def close_to_drop(yx, sep, mass):
     return drop
 
 
-@numba.njit(cache=True)
-def _noise(bp, raw, radius):
-    """Mean and standard deviation of raw pixels farther than the mask from every non-zero
-    band-passed pixel (trackpy's ``measure_noise``); nan when there are none."""
-    h, w = bp.shape
-    big = 1 << 29
-    near = np.empty((h, w), np.int32)  # distance to the nearest non-zero pixel in the same row
-    for j in range(h):
-        d = big
-        for i in range(w):
-            d = 0 if bp[j, i] != 0 else min(d + 1, big)
-            near[j, i] = d
-        d = big
-        for i in range(w - 1, -1, -1):
-            d = 0 if bp[j, i] != 0 else min(d + 1, big)
-            near[j, i] = min(near[j, i], d)
-    reach = np.empty(2 * radius + 1, np.int64)
-    for dy in range(-radius, radius + 1):
-        dx = 0
-        while (dx + 1) * (dx + 1) + dy * dy <= radius * radius:
-            dx += 1
-        reach[dy + radius] = dx
-    s = 0.0
-    s2 = 0.0
-    n = 0
-    for j in range(h):
-        for i in range(w):
-            hit = near[j, i] == 0
-            if not hit:
-                for dy in range(-radius, radius + 1):
-                    jj = j + dy
-                    if 0 <= jj < h and near[jj, i] <= reach[dy + radius]:
-                        hit = True
-                        break
-            if not hit:
-                v = float(raw[j, i])
-                s += v
-                s2 += v * v
-                n += 1
-    if n == 0:
-        return np.nan, np.nan
-    mean = s / n
-    if n == 1:
-        return mean, np.nan
-    return mean, math.sqrt(max(s2 / n - mean * mean, 0.0))
-
-
 # ---------------------------------------------------------------------------------------- drivers
 def _dtype_max(raw: np.ndarray) -> tuple[bool, float]:
     if np.issubdtype(raw.dtype, np.integer):
@@ -501,37 +179,74 @@ def invert_image(raw: np.ndarray) -> np.ndarray:
     return 1.0 - raw
 
 
-class Prepared:
-    """The integer band-passed image of one frame and what was needed to make it."""
+class _Workspace(threading.local):
+    """Per-thread image buffers reused from frame to frame: a fresh image-sized array costs a
+    page fault per 4 kB on first touch, more than the filters themselves."""
 
-    def __init__(self, raw: np.ndarray, p: LocateParams) -> None:
+    def take(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        n = int(np.prod(shape))
+        buf = self.__dict__.get(name)
+        if buf is None or buf.dtype != np.dtype(dtype) or buf.size < n:
+            buf = np.empty(max(n, 1), dtype)
+            self.__dict__[name] = buf
+        return buf[:n].reshape(shape)
+
+
+_WS = _Workspace()
+_HIST_MAX = 1 << 20  # largest pixel value counted in a histogram for the percentile
+
+
+def _int_type(vmax: float):
+    return np.int32 if vmax < 2**31 else np.int64
+
+
+class Prepared:
+    """The integer band-passed image of one frame and what was needed to make it.
+
+    ``img`` and ``raw`` (the inverted frame with ``invert``) live in per-thread buffers that
+    the next :class:`Prepared` in the same thread overwrites; ``keep=True`` makes them copies.
+    """
+
+    def __init__(self, raw: np.ndarray, p: LocateParams, keep: bool = False) -> None:
         if raw.ndim != 2:
             raise ValueError(f"expected a 2D image, got shape {raw.shape}")
+        raw = np.ascontiguousarray(raw)
         if p.invert:
-            raw = invert_image(raw)
-        self.raw = np.ascontiguousarray(raw)
+            buf = _WS.take("raw", raw.shape, raw.dtype)
+            if np.issubdtype(raw.dtype, np.integer):
+                np.bitwise_xor(raw, np.iinfo(raw.dtype).max, out=buf)
+            else:
+                np.subtract(1.0, raw, out=buf)
+            raw = buf.copy() if keep else buf
+        self.raw = raw
         self.is_int, self.vmax = _dtype_max(raw)
         thr = p.threshold if p.threshold is not None else (1.0 if self.is_int else 1 / 255.0)
         self.threshold = float(thr)
-        h = raw.shape[0]
-        if p.preprocess:
-            bp = _bandpass(self.raw, 0, h, p.noise_size, p.smoothing_size, self.threshold, self.is_int)
-        else:
-            bp = self.raw.astype(np.float64)
-        bmax = float(bp.max()) if bp.size else 0.0
+        self.black = self.noise = None  # set by locate_array when characterizing
+        h, w = raw.shape
+        self.hist = None
         if self.is_int and not p.preprocess:
             self.scale = 1.0
-            self.img = bp
+            self.img = raw
+            return
+        if p.preprocess:
+            bp = _WS.take("bp", (h, w), np.float64)
+            bmax = K.bandpass(raw, 0, h, K.gauss_taps(p.noise_size), p.smoothing_size, self.threshold,
+                              self.is_int, bp)
         else:
-            self.scale = self.vmax / bmax if bmax > 0 else 1.0
-            self.img = _scale_trunc(bp, self.scale)
+            bp = raw.astype(np.float64)
+            bmax = float(bp.max()) if bp.size else 0.0
+        self.scale = self.vmax / bmax if bmax > 0 else 1.0
+        img = _WS.take("img", (h, w), _int_type(self.vmax))
+        self.hist = K.scale_histogram(bp, self.scale, self.vmax, img, self.vmax <= _HIST_MAX)
+        self.img = img.copy() if keep else img
 
-
-def _percentile(img: np.ndarray, percentile: float, vmax: float) -> float:
-    if vmax <= (1 << 20):
-        return float(_percentile_int(img, percentile, vmax))
-    nz = img[img != 0]
-    return float(np.percentile(nz, percentile)) if nz.size else float("nan")
+    def percentile(self, percentile: float) -> float:
+        """``percentile`` of the non-zero pixels of ``img`` (nan if none)."""
+        if self.hist is not None and len(self.hist):
+            return float(K.percentile_from_histogram(self.hist, percentile))
+        nz = self.img[self.img != 0]
+        return float(np.percentile(nz, percentile)) if nz.size else float("nan")
 
 
 def locate_array(raw: np.ndarray, p: LocateParams, prepared: Prepared | None = None) -> np.ndarray:
@@ -540,11 +255,11 @@ def locate_array(raw: np.ndarray, p: LocateParams, prepared: Prepared | None = N
     pr = prepared or Prepared(raw, p)
     img = pr.img
     h, w = img.shape
-    thr = _percentile(img, p.percentile, pr.vmax)
+    thr = pr.percentile(p.percentile)
     if math.isnan(thr):
         return np.zeros((0, 8))
     margin = p.margin
-    coords = _maxima(img, thr, p.box, margin, margin, max(h - margin, margin), 0)
+    coords = K.maxima(img, thr, p.box, margin, margin, max(h - margin, margin), 0)
     if p.separation > 0 and len(coords) == 0:
         return np.zeros((0, 8))
     return _finish(pr, p, coords, img, 0)
@@ -553,7 +268,7 @@ def locate_array(raw: np.ndarray, p: LocateParams, prepared: Prepared | None = N
 def _finish(pr: Prepared, p: LocateParams, coords: np.ndarray, img: np.ndarray, roff: int) -> np.ndarray:
     if len(coords) == 0:
         return np.zeros((0, 8))
-    res = _refine(pr.raw, img, roff, p.radius, coords, p.max_iterations, 0.6)
+    res = K.refine_centroid(pr.raw, img, roff, p.radius, coords, p.max_iterations, 0.6)
     if p.separation > 0:
         drop = close_to_drop(res[:, :2].copy(), p.separation, res[:, 2].copy())
         if drop.any():
@@ -569,7 +284,8 @@ def _finish(pr: Prepared, p: LocateParams, coords: np.ndarray, img: np.ndarray, 
     out = np.full((len(res), 8), np.nan)
     out[:, :7] = res
     if p.characterize and len(res):
-        black, noise = _noise(img, pr.raw, p.radius)
+        black, noise = K.noise(img, pr.raw, p.radius)
+        pr.black, pr.noise = float(black), float(noise)
         npx = _mask_count(p.radius)
         mass = res[:, 6] - npx * black
         out[:, 7] = noise / mass * p.noise_size * math.sqrt(_sum_x2(p.radius))
@@ -641,13 +357,18 @@ def locate_rows(raw: np.ndarray, p: LocateParams, row0: int, row1: int, scale: f
     pad = p.radius + p.box // 2 + 1
     a = max(row0 - pad, 0)
     b = min(row1 + pad, h)
-    bp = _bandpass(raw, a, b, p.noise_size, p.smoothing_size, float(thr0), is_int)
-    img = _scale_trunc(bp, scale)
-    np.minimum(img, vmax, out=img)
-    thr = _percentile(img, p.percentile, vmax)
+    bp = _WS.take("band_bp", (b - a, w), np.float64)
+    K.bandpass(raw, a, b, K.gauss_taps(p.noise_size), p.smoothing_size, float(thr0), is_int, bp)
+    img = _WS.take("band_img", (b - a, w), _int_type(vmax))
+    hist = K.scale_histogram(bp, scale, vmax, img, vmax <= _HIST_MAX)
+    if len(hist):
+        thr = float(K.percentile_from_histogram(hist, p.percentile))
+    else:
+        nz = img[img != 0]
+        thr = float(np.percentile(nz, p.percentile)) if nz.size else float("nan")
     if math.isnan(thr):
         return np.zeros((0, 8))
-    coords = _maxima(img, thr, p.box, margin, row0 - a, row1 - a, a)
+    coords = K.maxima(img, thr, p.box, margin, row0 - a, row1 - a, a)
     if len(coords) == 0:
         return np.zeros((0, 8))
     # refinement windows must stay inside the band's rows
@@ -673,6 +394,6 @@ def warm_up() -> None:
     base = 20 + 200 * np.exp(-((xx - 23.3) ** 2 + (yy - 22.6) ** 2) / 8.0)
     for dt in (np.uint8, np.uint16, np.float32, np.float64):
         img = base.astype(dt) if dt in (np.uint8, np.uint16) else (base / 255).astype(dt)
-        p = LocateParams(7)
-        locate_array(img, p)
-        locate_rows(img, p, 10, 30, 1.0)
+        for p in (LocateParams(7), LocateParams(7, invert=True)):
+            locate_array(img, p)
+            locate_rows(img, p, 10, 30, 1.0)

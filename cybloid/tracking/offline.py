@@ -18,7 +18,8 @@ import pandas as pd
 from cybloid.errors import ParameterError
 from cybloid.tracking.auto import detect_polarity, diameter_for_sigma, estimate_sigma, noise_floor_mass
 from cybloid.tracking.base import FLAG_CONTACT, FLAG_DOUBTFUL, FLAG_NEW
-from cybloid.tracking.locate import COLUMNS, LocateParams, Prepared, _noise, locate_array
+from cybloid.tracking.locate import COLUMNS, LocateParams, Prepared, locate_array
+from cybloid.tracking.locate_kernels import noise as measure_noise
 from cybloid.tracking.ring import refine_brightfield_ring, ring_radius_from_profile
 
 QUALITY_COLUMN = "quality"
@@ -187,7 +188,7 @@ def locate_frame(frame: np.ndarray, o: TrackOptions) -> FrameResult:
     dt = time.perf_counter() - t0
     noise = float("nan")
     if len(res):
-        noise = float(_noise(pr.img, pr.raw, p.radius)[1])
+        noise = pr.noise if pr.noise is not None else float(measure_noise(pr.img, pr.raw, p.radius)[1])
     snr = res[:, 5] / noise if noise and noise > 0 else np.full(len(res), np.inf)
     return FrameResult(res, _quality(res, o.diameter, snr), dt, noise)
 

@@ -33,3 +33,17 @@ def test_computed_figures_are_filed_and_labelled():
     assert "wire" not in c and "target_ms" not in c and c["quality"] == {"ok": 1}
     table = format_table(document("t", [c]))
     assert "serial computed (not measured):" in table and "uart_921600_ms" in table
+
+
+def test_every_benchmark_has_a_short_help_and_a_description():
+    import importlib
+
+    from cybloid.bench import BENCHMARKS
+    from cybloid.cli.bench import _texts
+
+    for name in BENCHMARKS:
+        short, description = _texts(importlib.import_module(f"cybloid.bench.{name}"))
+        assert short and description and short.split()[0] in description, name
+    recording = importlib.import_module("cybloid.bench.recording")
+    short, description = _texts(recording)
+    assert short.startswith("Recorder throughput") and "np.save" in description and "np.save" not in short

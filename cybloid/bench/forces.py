@@ -1,4 +1,11 @@
-"""Force program and actuation per call: pair + three-body terms for N = 100, 1000, 10000."""
+"""Force program and actuation per call: pair + three-body terms for N = 100, 1000, 10000.
+
+Per-call time of a force program with a harmonic-ring pair term and a three-body angular term (cell
+lists, Numba) for N=100, 1000, 10000 particles on a jittered lattice (~6 neighbours each), and of
+the actuation step (forces -> spot table); baseline: a straightforward NumPy/SciPy implementation
+(cKDTree neighbour pairs, vectorised forces) of the same terms; the actuation reference (NumPy
+placement without steering transform or prediction) does less work: no speedup.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +19,6 @@ from cybloid.bench.common import MIN_P99_SAMPLES, case, document, time_calls
 from cybloid.bench.workloads import jittered_lattice
 from cybloid.forces import ForceContext, ForceProgram, HarmonicRingPair, SquareAngular
 from cybloid.history import History
-
-DESCRIPTION = ("per-call time of a force program with a harmonic-ring pair term and a three-body angular term "
-               "(cell lists, Numba) for N=100, 1000, 10000 particles on a jittered lattice (~6 neighbours each), "
-               "and of the actuation step (forces -> spot table); baseline: a straightforward NumPy/SciPy "
-               "implementation (cKDTree neighbour pairs, vectorised forces) of the same terms; the actuation "
-               "reference (NumPy placement without steering transform or prediction) does less work: no speedup")
 
 SIZES = (100, 1000, 10000)
 SPACING = 6.0

@@ -1,4 +1,9 @@
-"""End-to-end loop latency: frame available -> spot table handed to the steering driver."""
+"""End-to-end loop latency: frame available -> spot table handed to the steering driver.
+
+End-to-end loop latency per frame (track + history + forces + actuate), p50/p99 with a per-stage
+breakdown, for N=100 at 512x512 and N=1000 at 1024x1024; baseline: trackpy.locate +
+nearest-neighbour linking on every frame.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +19,6 @@ from cybloid.lab import open_lab
 from cybloid.loop import default_tracker
 from cybloid.record import STAGES
 from cybloid.tracking.base import Tracks
-
-DESCRIPTION = ("end-to-end loop latency per frame (track + history + forces + actuate), p50/p99 with a per-stage "
-               "breakdown, for N=100 at 512x512 and N=1000 at 1024x1024; baseline: trackpy.locate + nearest-"
-               "neighbour linking on every frame")
 
 CASES = [(100, 512), (1000, 1024)]
 

@@ -1,4 +1,10 @@
-"""Recorder throughput: 512x512 uint16 frames with 100-particle records, paced at 100 frames/s and flat out."""
+"""Recorder throughput: 512x512 uint16 frames with 100-particle records, paced at 100 frames/s and flat out.
+
+Session recorder: offer() cost in the loop and frames dropped at 100 frames/s (512x512 uint16, 100
+particles), writer time per frame, MB/s and frames/s flat out, for every frame / every 4th frame /
+tracks only; reference (not the same work, no speedup): raw np.save of the same frames, one file per
+frame, uncompressed and without records.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +20,6 @@ from cybloid.bench.common import case, document
 from cybloid.frame import SpotTable
 from cybloid.record import STAGES, FrameRecord
 from cybloid.recording import open_recorder
-
-DESCRIPTION = ("session recorder: offer() cost in the loop and frames dropped at 100 frames/s (512x512 uint16, "
-               "100 particles), writer time per frame, MB/s and frames/s flat out, for every frame / every 4th "
-               "frame / tracks only; reference (not the same work, no speedup): raw np.save of the same frames, one file "
-               "per frame, uncompressed and without records")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

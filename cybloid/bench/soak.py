@@ -19,9 +19,6 @@ import numpy as np
 
 from cybloid.bench.common import document
 
-DESCRIPTION = ("memory over a long virtual-time run (default 1 experiment-hour, 64x64 camera): RSS growth per "
-               "hour after warm-up, and loop compute p50/p99 over every frame")
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hours", type=float, default=1.0, help="experiment time (h, default 1)")

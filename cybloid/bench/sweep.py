@@ -1,4 +1,9 @@
-"""Sweep throughput: runs per minute on a local Dask cluster with 1 and 2 workers (and serial)."""
+"""Sweep throughput: runs per minute on a local Dask cluster with 1 and 2 workers (and serial).
+
+Sweep throughput (runs/min, runs/min per core) of harmonic-trap runs in virtual time: serially with
+camera.render = none (the sweep default) against full rendering, and on a local Dask cluster with 1
+and 2 worker processes; baseline: the same runs serially in this process with full rendering.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,6 @@ from pathlib import Path
 import pandas as pd
 
 from cybloid.bench.common import case, document
-
-DESCRIPTION = ("sweep throughput (runs/min, runs/min per core) of harmonic-trap runs in virtual time: serially with "
-               "camera.render = none (the sweep default) against full rendering, and on a local Dask cluster with 1 "
-               "and 2 worker processes; baseline: the same runs serially in this process with full rendering")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

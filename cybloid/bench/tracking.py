@@ -1,5 +1,11 @@
 """Tracking benchmark: hot-path latency and quality of the fast tracker against trackpy per frame.
 
+Per-frame latency p50/p99 of the hot-path tracker (FastTracker) for N=100 at 512x512 and N=1000 at
+1024x1024 on simulated frames, with RMS localisation error vs truth, identity swaps and the error vs
+signal-to-noise; baseline: trackpy.locate + trackpy Linker on every frame. Then the compiled locate
+against trackpy.locate (same options) on realistic simulated bright-field and dense fields (N=600 at
+424x640, truth) and on a user video (--video PATH).
+
 Frames come from the simulated lab (default profile, N particles in a W x W image), rendered
 in chunks before they are tracked so that simulation time is never counted. Both trackers see
 the same frames; the baseline is ``trackpy.locate`` followed by ``trackpy.linking.Linker.
@@ -21,12 +27,6 @@ from cybloid.bench.common import case, document
 from cybloid.lab import open_lab
 from cybloid.tracking.base import FLAG_EDGE, FLAG_LOST
 from cybloid.tracking.fast import FastTracker
-
-DESCRIPTION = ("per-frame latency p50/p99 of the hot-path tracker (FastTracker) for N=100 at 512x512 and N=1000 "
-               "at 1024x1024 on simulated frames, with RMS localisation error vs truth, identity swaps and the "
-               "error vs signal-to-noise; baseline: trackpy.locate + trackpy Linker on every frame. Then the "
-               "compiled locate against trackpy.locate (same options) on realistic simulated bright-field and "
-               "dense fields (N=600 at 424x640, truth) and on a user video (--video PATH)")
 
 CASES = [(100, 512, 1000, 40), (1000, 1024, 300, 12)]  # n, size, frames, baseline frames
 SNR_PEAKS = [250.0, 500.0, 1000.0, 2000.0, 4000.0]

@@ -16,11 +16,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     bsub = p.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     for name in BENCHMARKS:
         mod = importlib.import_module(f"cybloid.bench.{name}")
-        bp = bsub.add_parser(name, help=mod.DESCRIPTION, description=mod.DESCRIPTION)
+        short, description = _texts(mod)
+        bp = bsub.add_parser(name, help=short, description=description)
         bp.add_argument("--json", metavar="FILE", help="write the results as JSON (shape: docs/architecture.md)")
         mod.add_arguments(bp)
         bp.set_defaults(func=_runner(mod))
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+
+def _texts(mod) -> tuple[str, str | None]:
+    """(short help, description) of a benchmark: its docstring's first paragraph, and all of it.
+
+    A module that still declares ``DESCRIPTION`` uses that text for both.
+    """
+    if getattr(mod, "DESCRIPTION", None):
+        return mod.DESCRIPTION, mod.DESCRIPTION
+    doc = (mod.__doc__ or "").strip()  # empty under python -OO
+    return " ".join(doc.partition("\n\n")[0].split()), " ".join(doc.split()) or None
 
 
 def _runner(mod):

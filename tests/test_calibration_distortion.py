@@ -103,16 +103,22 @@ def test_calibrate_check_passes_a_good_file_and_fails_a_bad_one(capsys, tmp_path
     bad = good.replace(latency_s=good.latency_s + 0.002,
                        steer_from_px=good.steer_from_px + np.array([[0, 0, 128.0], [0, 0, 0]]))  # 0.2 um off
     bad.save(tmp_path / "bad.toml")
+
+    def check(*args):
+        code = main(["calibrate", "check", *args])
+        out = capsys.readouterr()
+        return code, out.out + out.err
+
     common = ["--set", "camera.width_px=128", "--set", "camera.height_px=128", "--no-progress",
               "--only", "coords,latency"]
-    assert main(["calibrate", "check", "--calibration", str(tmp_path / "good.toml"), *common]) == 0
-    out = capsys.readouterr().out
+    code, out = check("--calibration", str(tmp_path / "good.toml"), *common)
+    assert code == 0
     assert "PASS  coords" in out and "PASS  latency" in out and "tolerance" in out and "all checks passed" in out
-    assert main(["calibrate", "check", "--calibration", str(tmp_path / "bad.toml"), *common]) == 1
-    out = capsys.readouterr().out
+    code, out = check("--calibration", str(tmp_path / "bad.toml"), *common)
+    assert code == 1
     assert "FAIL  coords" in out and "FAIL  latency" in out and "FAILED: coords, latency" in out
-    assert main(["calibrate", "check", "--only", "speed"]) == 2
-    assert "--only" in capsys.readouterr().err
+    code, out = check("--only", "speed")
+    assert code == 2 and "--only" in out
 
 
 def test_report_plots_the_force_scale_from_recorded_events():
@@ -154,7 +160,7 @@ def test_sessions_keep_the_distortion_for_replay():
     prof = load_lab_profile().with_overrides({**SMALL, "laser.steer_distortion_su": DISTORTION})
     cal = Calibration.from_profile(prof)
     lab = SimpleNamespace(hardware=load_hardware_profile("simulated"), calibration=cal,
-                          laser=SimpleNamespace(power_mW=lambda: 500.0))
+                          laser=SimpleNamespace(power_mW=lambda: 500.0), camera=SimpleNamespace())
     meta = to_jsonable(lab_metadata(lab))
     back = calibration_from_metadata(meta, prof)
     um = _grid_um()

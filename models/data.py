@@ -85,12 +85,7 @@ def from_records(records: Iterable[Any], *, gamma: float | None = None, kT: floa
         t = np.array([f.t_s for f in frames])
         ix = np.array([f.index for f in frames])
         frame_period_s = float(np.median(np.diff(t) / np.maximum(np.diff(ix), 1))) if len(t) > 1 else 0.01
-    extra = {}
-    if gamma is not None:
-        extra["gamma"] = gamma
-    if kT is not None:
-        extra["kT"] = kT
-    return Trajectory(frames, frame_period_s, metadata=dict(metadata or {}), source=source, **extra)
+    return Trajectory(frames, frame_period_s, metadata=dict(metadata or {}), source=source, **_physics(gamma, kT))
 
 
 def from_tracks(df: Any, *, frame_period_s: float | None = None, gamma: float | None = None,
@@ -134,12 +129,12 @@ def from_tracks(df: Any, *, frame_period_s: float | None = None, gamma: float | 
         on = bool(laser[a:b].any()) if laser is not None else True
         frames.append(FrameData(int(frame[a]), ti, pid[a:b], pos[a:b], forces[a:b],
                                 ((quality[a:b] & UNUSABLE_QUALITY) == 0) & np.isfinite(pos[a:b]).all(axis=1), on))
-    extra = {}
-    if gamma is not None:
-        extra["gamma"] = gamma
-    if kT is not None:
-        extra["kT"] = kT
-    return Trajectory(frames, frame_period_s, metadata=dict(metadata or {}), source=source, **extra)
+    return Trajectory(frames, frame_period_s, metadata=dict(metadata or {}), source=source, **_physics(gamma, kT))
+
+
+def _physics(gamma: float | None, kT: float | None) -> dict[str, float]:
+    """The friction and kT keyword arguments of a :class:`Trajectory` that were given."""
+    return {k: v for k, v in (("gamma", gamma), ("kT", kT)) if v is not None}
 
 
 def _session_physics(meta: dict[str, Any]) -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,21 +24,17 @@ def record_session(protocol: str | os.PathLike, out_dir: str | os.PathLike, para
 
     proto = load_protocol(str(protocol))
     lab, loop, values = prepare(proto, dict(params or {}), overrides=overrides, seed=seed)
-    rec = None
-    try:
+    with contextlib.ExitStack() as cleanup:  # run in reverse: recorder, laser off, loop, lab
+        cleanup.callback(lab.close)
+        cleanup.callback(loop.close)
+        cleanup.callback(lab.safe_off)
         for name, term in (extra_terms or {}).items():
             loop.program.set_term(name, term)
         rec = open_recorder(out_dir, frames=images)
+        cleanup.callback(rec.close)
         meta = {"seed": seed, "hardware": lab.hardware.name, "lab_profile": lab.profile.to_dict(), "realtime": False,
                 **lab_metadata(lab)}
-        runner = ProtocolRunner(loop, proto, values, recorder=rec, metadata=meta)
-        runner.run()
-    finally:
-        if rec is not None:
-            rec.close()
-        lab.safe_off()
-        loop.close()
-        lab.close()
-    if rec is None or rec.path is None:
+        ProtocolRunner(loop, proto, values, recorder=rec, metadata=meta).run()
+    if rec.path is None:
         raise ModelError(f"{protocol}: the run recorded no session (does it yield record(True)?)")
     return Path(rec.path)

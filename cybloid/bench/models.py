@@ -1,4 +1,14 @@
-"""In-loop inference time of learned interaction models (force-program stage, per frame)."""
+"""In-loop inference time of learned interaction models (force-program stage, per frame).
+
+Per-frame time of ``ForceProgram.compute`` with one learned term, N=100 and N=1000: the
+tabulated pair model (Numba, cell list) against the same pair model in torch on neighbour
+tables; the frame-averaged model (torch); the many-body energy model on its Numba evaluator
+(forward pass and analytic gradient) against the *same* model in torch (autograd, one thread):
+like for like, with the largest force difference between them as quality. The torch
+many-body path has the frame-averaged model as a reference (a different model: no speedup).
+``--model`` times a saved many-body model; with a CUDA device present the torch model is also
+timed there (otherwise the document says ``gpu: no CUDA device: skipped``).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +17,6 @@ import argparse
 import numpy as np
 
 from cybloid.bench.common import case, document, time_calls
-
-DESCRIPTION = ("in-loop inference time per frame of learned models: tabulated pair (Numba, cell list), "
-               "frame-averaged (torch) and the many-body energy model (Numba evaluator of the forward pass and "
-               "its analytic gradient), N=100 and N=1000; baselines in the same run: the same pair model in "
-               "torch on neighbour tables, the same many-body model in torch (autograd; like for like: same "
-               "forces, max difference reported), and the frame-averaged model (a different model: reference)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -196,3 +196,52 @@ def test_free_diffusion_with_exposure_blur(render):
     assert m1 == pytest.approx(expected, rel=0.03)
     # and the blur is resolved: without it the MSD would be 4 D T, 25% higher
     assert abs(m1 / (4 * D * T) - 1) > 0.15
+
+
+def test_ziggurat_normals_have_the_normal_distribution():
+    """The thermal noise's normals (one hash each, ziggurat) against the closed-form normal:
+    moments, tail probabilities (the wedges and the tail beyond r = 3.44 are the rare
+    branches) and a Kolmogorov-Smirnov test."""
+    import numba
+    from scipy import stats
+
+    from cybloid.sim.pixels import _GOLDEN, mix64, zig_normal
+
+    @numba.njit
+    def draw(n, key):
+        out = np.empty(n)
+        for i in range(n):
+            out[i] = zig_normal(mix64(np.uint64(key) + np.uint64(i) * _GOLDEN))
+        return out
+
+    z = draw(2_000_000, 11)
+    se = 1 / np.sqrt(z.size)
+    assert abs(z.mean()) < 4 * se and abs(z.var() - 1) < 4 * np.sqrt(2) * se
+    assert abs(stats.kurtosis(z)) < 4 * np.sqrt(24) * se
+    for a in (1.0, 2.5, 3.44, 4.0):
+        p = 2 * stats.norm.sf(a)
+        assert abs(np.mean(np.abs(z) > a) - p) < 5 * np.sqrt(p / z.size)
+    assert stats.kstest(z, "norm").pvalue > 1e-3
+
+
+def test_harmonic_trap_finds_the_nearest_centre_like_brute_force():
+    """The cell-list search of the nearest trap centre (no O(N M)) against a brute-force one."""
+    from cybloid.forces.external import harmonic_nearest_centre
+
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        n, m, cap = int(rng.integers(0, 50)), int(rng.integers(0, 30)), float(rng.uniform(0.5, 30))
+        pos, c = rng.uniform(0, 50, (n, 2)), rng.uniform(0, 50, (m, 2))
+        if m > 2:
+            c[1] = c[0]  # a tie goes to the lower index
+        usable = rng.random(n) < 0.8
+        out = np.zeros((n, 2))
+        harmonic_nearest_centre(pos, usable, c, 0.3, cap, out)
+        ref = np.zeros((n, 2))
+        for i in np.flatnonzero(usable):
+            if m:
+                d2 = ((pos[i] - c) ** 2).sum(axis=1)
+                j = int(np.argmin(d2))
+                if d2[j] <= cap * cap:
+                    ref[i] = -0.3 * (pos[i] - c[j])
+        np.testing.assert_array_equal(out, ref)

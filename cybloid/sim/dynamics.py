@@ -3,8 +3,9 @@
 Overdamped Euler-Maruyama steps of hard spheres in 2D pushed by laser spots:
 
 * thermal noise from a counter-based generator keyed by (seed, tick, particle, axis)
-  (:mod:`cybloid.sim.pixels`): no noise array, and a run does not depend on how the
-  integration is cut into segments;
+  (:mod:`cybloid.sim.pixels`'s hash): no noise array, and a run does not depend on how the
+  integration is cut into segments. Each hash becomes a standard normal by the ziggurat
+  method (:func:`cybloid.sim.pixels.zig_normal`: a table look-up and a compare 99% of the time);
 * laser spots: each particle keeps the list of spots within ``range + skin``;
 * hard core: overlapping pairs are pushed apart symmetrically after each step
   (Heyes-Melrose), over a Verlet list of the pairs closer than ``diameter + skin``;
@@ -24,11 +25,10 @@ import numpy as np
 
 from cybloid.cells import bin_all, cell_of, grid_around, neighbour_cells, pair_list_box, wrap_delta
 from cybloid.forcecurve import gradient_force_pN
-from cybloid.sim.pixels import _GOLDEN, mix64, normal_quantile, unit
+from cybloid.sim.pixels import _GOLDEN, mix64, zig_normal
 
 SKIN_UM = 0.5
 """Verlet skin (um): lists are rebuilt when a particle has moved half of it."""
-
 
 @numba.njit(cache=True, nogil=True)
 def spot_lists(pos, spots, cutoff):
@@ -85,34 +85,46 @@ def nearest_within(points, pos, cutoff):
     return idx, dist
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _delta(pos, i, j, periodic, lx, ly):
+    """``pos[j] - pos[i]`` (um), minimum image if ``periodic``."""
+    dx = pos[j, 0] - pos[i, 0]
+    dy = pos[j, 1] - pos[i, 1]
+    if periodic:
+        dx = wrap_delta(dx, lx)
+        dy = wrap_delta(dy, ly)
+    return dx, dy
+
+
 @numba.njit(cache=True, nogil=True)
-def _max_disp2(pos, ref, periodic, lx, ly):
-    m = 0.0
+def _moved_beyond(pos, ref, half2, periodic, lx, ly):
+    """Whether some particle has moved more than ``sqrt(half2)`` from ``ref`` (stops at the first)."""
     for i in range(pos.shape[0]):
         dx = pos[i, 0] - ref[i, 0]
         dy = pos[i, 1] - ref[i, 1]
         if periodic:
             dx = wrap_delta(dx, lx)
             dy = wrap_delta(dy, ly)
-        d2 = dx * dx + dy * dy
-        if d2 > m:
-            m = d2
-    return m
+        if dx * dx + dy * dy > half2:
+            return True
+    return False
 
 
 @numba.njit(cache=True, nogil=True)
 def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w, range_um, box, periodic,
-              diameter, hard_core, ext_force, ref, pi, pj, npairs, skin, spot_force_sum):
+              diameter, hard_core, ext_force, ref, pi, pj, npairs, skin, spot_force_sum, so, sl, sref):
     """Advance ``pos`` (N,2, um, in place) by ``nsteps`` steps starting at tick ``tick0``.
 
     ``spots`` (S,2) um and ``spot_f`` (S,) pN (share * power * F_max) are the laser during
     these steps; ``box`` = (xmin, ymin, xmax, ymax) um with reflecting or ``periodic``
     walls; ``ext_force`` (N,2) pN is an extra constant force. ``ref, pi, pj, npairs`` are
-    the Verlet pair list and the positions it was built at (``npairs < 0``: none yet).
-    ``spot_force_sum`` (N,2) pN accumulates the laser force on each particle, summed over
-    steps (the realised force, for diagnostics).
+    the Verlet pair list and the positions it was built at (``npairs < 0``: none yet);
+    ``so, sl, sref`` the spot lists of these spots (:func:`spot_lists` CSR) and the
+    positions they were built at (``so`` empty: none yet). ``spot_force_sum`` (N,2) pN
+    accumulates the laser force on each particle, summed over steps (the realised force,
+    for diagnostics).
 
-    Returns ``(pi, pj, npairs, rebuilds)``; ``ref`` is updated in place.
+    Returns ``(pi, pj, npairs, rebuilds, so, sl, sref)``; ``ref`` is updated in place.
     """
     n = pos.shape[0]
     ns = spots.shape[0]
@@ -124,44 +136,40 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
     d2min = diameter * diameter
     pairs = hard_core and n > 1
     rebuilds = 0
-    if pairs and (npairs < 0 or _max_disp2(pos, ref, periodic, lx, ly) > half2):
+    if pairs and (npairs < 0 or _moved_beyond(pos, ref, half2, periodic, lx, ly)):
         pi, pj, npairs = pair_list_box(pos, box, diameter + skin, periodic)
         ref[:, :] = pos
         rebuilds += 1
     if ns > 0:
-        so, sl = spot_lists(pos, spots, range_um + skin)
-        sref = pos.copy()
-    else:
-        so = np.zeros(n + 1, np.int64)
-        sl = np.zeros(0, np.int64)
-        sref = pos[:0].copy()
+        if so.shape[0] != n + 1 or sref.shape[0] != n or _moved_beyond(pos, sref, half2, periodic, lx, ly):
+            so, sl = spot_lists(pos, spots, range_um + skin)
+            sref = pos.copy()
+    mdt = mobility * dt
     for step in range(nsteps):
         tkey = mix64(key + np.uint64(tick0 + step) * _GOLDEN)
         for i in range(n):
             fx = ext_force[i, 0]
             fy = ext_force[i, 1]
-            lx_f = 0.0
-            ly_f = 0.0
-            for q in range(so[i], so[i + 1]):
-                j = sl[q]
-                dx = spots[j, 0] - pos[i, 0]
-                dy = spots[j, 1] - pos[i, 1]
-                d = math.sqrt(dx * dx + dy * dy)
-                if d <= 0.0 or d >= range_um:
-                    continue
-                f = spot_f[j] * gradient_force_pN(d, 1.0, w, range_um) / d
-                lx_f += f * dx
-                ly_f += f * dy
-            if so[i + 1] > so[i]:
+            if ns > 0 and so[i + 1] > so[i]:
+                lx_f = 0.0
+                ly_f = 0.0
+                for q in range(so[i], so[i + 1]):
+                    j = sl[q]
+                    dx = spots[j, 0] - pos[i, 0]
+                    dy = spots[j, 1] - pos[i, 1]
+                    d = math.sqrt(dx * dx + dy * dy)
+                    if d <= 0.0 or d >= range_um:
+                        continue
+                    f = spot_f[j] * gradient_force_pN(d, 1.0, w, range_um) / d
+                    lx_f += f * dx
+                    ly_f += f * dy
                 spot_force_sum[i, 0] += lx_f
                 spot_force_sum[i, 1] += ly_f
-            fx += lx_f
-            fy += ly_f
+                fx += lx_f
+                fy += ly_f
             c = tkey + np.uint64(2 * i) * _GOLDEN
-            zx = normal_quantile(unit(mix64(c)))
-            zy = normal_quantile(unit(mix64(c + _GOLDEN)))
-            x = pos[i, 0] + mobility * fx * dt + amp * zx
-            y = pos[i, 1] + mobility * fy * dt + amp * zy
+            x = pos[i, 0] + mdt * fx + amp * zig_normal(mix64(c))
+            y = pos[i, 1] + mdt * fy + amp * zig_normal(mix64(c + _GOLDEN))
             if periodic:
                 x = xmin + (x - xmin) % lx
                 y = ymin + (y - ymin) % ly
@@ -180,11 +188,7 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
             for k in range(npairs):
                 i = pi[k]
                 j = pj[k]
-                dx = pos[j, 0] - pos[i, 0]
-                dy = pos[j, 1] - pos[i, 1]
-                if periodic:
-                    dx = wrap_delta(dx, lx)
-                    dy = wrap_delta(dy, ly)
+                dx, dy = _delta(pos, i, j, periodic, lx, ly)
                 r2 = dx * dx + dy * dy
                 if r2 >= d2min or r2 == 0.0:
                     continue
@@ -194,14 +198,14 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
                 pos[i, 1] -= push * dy
                 pos[j, 0] += push * dx
                 pos[j, 1] += push * dy
-            if _max_disp2(pos, ref, periodic, lx, ly) > half2:
+            if _moved_beyond(pos, ref, half2, periodic, lx, ly):
                 pi, pj, npairs = pair_list_box(pos, box, diameter + skin, periodic)
                 ref[:, :] = pos
                 rebuilds += 1
-        if ns > 0 and _max_disp2(pos, sref, periodic, lx, ly) > half2:
+        if ns > 0 and _moved_beyond(pos, sref, half2, periodic, lx, ly):
             so, sl = spot_lists(pos, spots, range_um + skin)
             sref[:, :] = pos
-    return pi, pj, npairs, rebuilds
+    return pi, pj, npairs, rebuilds, so, sl, sref
 
 
 @numba.njit(cache=True, nogil=True)
@@ -256,7 +260,7 @@ def warm_up_dynamics() -> None:
         e = np.zeros(0, np.int64)
         integrate(pos, 2, 0, np.uint64(1), 1e-4, 1.0, 0.1, spots, np.ones(1), 1.0, 4.0,
                   np.array([0.0, 0.0, 10.0, 10.0]), periodic, 2.0, True, np.zeros((2, 2)), ref, e, e.copy(), -1,
-                  SKIN_UM, np.zeros((2, 2)))
+                  SKIN_UM, np.zeros((2, 2)), e.copy(), e.copy(), np.zeros((0, 2)))
     nearest_within(spots, pos, 4.0)
     out = np.zeros((2, 2))
     place_apart(np.array([[1.0, 1.0], [5.0, 5.0]]), 2.0, np.array([0.0, 0.0, 10.0, 10.0]), 2, out, 0)

@@ -18,10 +18,22 @@ import math
 import numba
 import numpy as np
 
-from cybloid.sim.pixels import digitise_region, render_tiles
+from cybloid.sim.pixels import bin_sources, digitise_region, render_tiles
 
 TILE_PX = 8
 """Side of the square tiles rendered at once (px)."""
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _tile_span(x, y, half, tile, height, width):
+    """Tiles ``(tx0, tx1, ty0, ty1)`` (inclusive) under the square of half-width ``half``
+    around the rounded point (x, y); ``tx1 < tx0`` for a point that is not finite."""
+    if not (math.isfinite(x) and math.isfinite(y)):
+        return 0, -1, 0, -1
+    cx = int(math.floor(x + 0.5))
+    cy = int(math.floor(y + 0.5))
+    return (min(max(cx - half, 0), width - 1) // tile, min(max(cx + half, 0), width - 1) // tile,
+            min(max(cy - half, 0), height - 1) // tile, min(max(cy + half, 0), height - 1) // tile)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -31,16 +43,7 @@ def _window_tiles(done, xy, half, tile, height, width):
     need = np.zeros((nty, ntx), np.bool_)
     k = 0
     for p in range(xy.shape[0]):
-        x = xy[p, 0]
-        y = xy[p, 1]
-        if not (math.isfinite(x) and math.isfinite(y)):
-            continue
-        cx = int(math.floor(x + 0.5))
-        cy = int(math.floor(y + 0.5))
-        x0 = min(max(cx - half, 0), width - 1) // tile
-        x1 = min(max(cx + half, 0), width - 1) // tile
-        y0 = min(max(cy - half, 0), height - 1) // tile
-        y1 = min(max(cy + half, 0), height - 1) // tile
+        x0, x1, y0, y1 = _tile_span(xy[p, 0], xy[p, 1], half, tile, height, width)
         for ty in range(y0, y1 + 1):
             for tx in range(x0, x1 + 1):
                 if not done[ty, tx] and not need[ty, tx]:
@@ -62,16 +65,7 @@ def _covered(done, xy, half, tile, height, width):
     """Whether the square of half-width ``half`` around each point is rendered."""
     out = np.ones(xy.shape[0], np.bool_)
     for p in range(xy.shape[0]):
-        x = xy[p, 0]
-        y = xy[p, 1]
-        if not (math.isfinite(x) and math.isfinite(y)):
-            continue
-        cx = int(math.floor(x + 0.5))
-        cy = int(math.floor(y + 0.5))
-        x0 = min(max(cx - half, 0), width - 1) // tile
-        x1 = min(max(cx + half, 0), width - 1) // tile
-        y0 = min(max(cy - half, 0), height - 1) // tile
-        y1 = min(max(cy + half, 0), height - 1) // tile
+        x0, x1, y0, y1 = _tile_span(xy[p, 0], xy[p, 1], half, tile, height, width)
         for ty in range(y0, y1 + 1):
             for tx in range(x0, x1 + 1):
                 if not done[ty, tx]:
@@ -106,6 +100,7 @@ class LazyImage:
         h, w = self.shape
         self._done = np.zeros(((h + tile - 1) // tile, (w + tile - 1) // tile), bool)
         self.pixels_rendered = 0
+        self._bins: tuple | None = None
 
     # ------------------------------------------------------------------ requests
     def _render(self, tiles: np.ndarray) -> None:
@@ -123,9 +118,12 @@ class LazyImage:
             self.pixels_rendered += int((~self._done).sum()) * self.tile * self.tile
             self._done[:] = True
             return
+        if self._bins is None:  # which sources reach which tile (once per frame)
+            self._bins = bin_sources(self.shape[0], self.shape[1], self.tile, self._lx, self._ly, self._lamp,
+                                     self._lsig, self._lstart)
         render_tiles(self.buffer, np.ascontiguousarray(tiles, np.int64), self.tile, self._key, self._lx, self._ly,
-                     self._lamp, self._lsig, self._lstart, float(c.background_photons), float(c.read_noise_e),
-                     float(c.gain_adu_per_e), float(cam._maxval), t.cdf, t.guide, t.kmin)
+                     self._lamp, self._lsig, self._lstart, self._bins[0], self._bins[1], float(c.background_photons),
+                     float(c.read_noise_e), float(c.gain_adu_per_e), float(cam._maxval), t.cdf, t.guide, t.kmin)
         self._done[tiles[:, 0], tiles[:, 1]] = True
         self.pixels_rendered += len(tiles) * self.tile * self.tile
 
@@ -149,13 +147,21 @@ class LazyImage:
         self._render(_window_tiles(self._done, xy, int(math.ceil(half_px)), self.tile, h, w))
 
     def ensure_border(self, band_px: int) -> None:
-        """Render the band of ``band_px`` pixels along the four edges."""
+        """Render the band of ``band_px`` pixels along the four edges (one request)."""
+        T = self.tile
+        b = max(int(band_px), 0)
+        if b == 0:
+            return
+        nty, ntx = self._done.shape
         h, w = self.shape
-        b = int(band_px)
-        self.ensure(0, b, 0, w)
-        self.ensure(h - b, h, 0, w)
-        self.ensure(0, h, 0, b)
-        self.ensure(0, h, w - b, w)
+        band = np.zeros_like(self._done)
+        band[:(b - 1) // T + 1, :] = True
+        band[max(h - b, 0) // T:, :] = True
+        band[:, :(b - 1) // T + 1] = True
+        band[:, max(w - b, 0) // T:] = True
+        jj, ii = np.nonzero(band & ~self._done)
+        if len(jj):
+            self._render(np.stack([jj, ii], axis=1))
 
     def covered(self, xy_px: np.ndarray, half_px: float) -> np.ndarray:
         """Whether the square of half-width ``half_px`` around each point is rendered."""

@@ -26,9 +26,10 @@ from __future__ import annotations
 import functools
 import math
 
+import numba
 import numpy as np
-from scipy.special import ndtr
 
+from cybloid.sim.pixels import _GOLDEN, frame_key, mix64, unit, zig_normal
 from cybloid.tracking.base import FLAG_EDGE, FLAG_LOST, FLAG_NEW, Tracks
 
 
@@ -111,6 +112,70 @@ def _hashable(v):
     return tuple(_hashable(x) for x in v) if isinstance(v, list) else v
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _ndtr(x):
+    """Standard normal distribution function."""
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+@numba.njit(cache=True, nogil=True)
+def measure_frame(xy, width, height, sigma_px, precision_px, key, memory, last_xy, missing, seen, mass0):
+    """One frame of the measurement model (px); updates ``last_xy``, ``missing``, ``seen``.
+
+    Randomness is counter-based (keyed by ``key`` = (seed, frame) and the particle): for
+    particle ``i`` one hash decides whether it is seen, two more give its localisation
+    noise. Returns ``(ids, xy, mass, flags)`` of the reported particles.
+    """
+    n = xy.shape[0]
+    flags = np.zeros(n, np.uint8)
+    mass = np.empty(n, np.float32)
+    report = np.zeros(n, np.bool_)
+    edge_px = math.ceil(2.0 * sigma_px)
+    s = sigma_px
+    m = 0
+    for i in range(n):
+        x = xy[i, 0]
+        y = xy[i, 1]
+        # fraction of the image on the sensor (pixels -0.5 .. w-0.5)
+        v = ((_ndtr((width - 0.5 - x) / s) - _ndtr((-0.5 - x) / s))
+             * (_ndtr((height - 0.5 - y) / s) - _ndtr((-0.5 - y) / s)))
+        inside = (x > -0.5 * s) and (x < width - 1 + 0.5 * s) and (y > -0.5 * s) and (y < height - 1 + 0.5 * s)
+        c = key + np.uint64(3 * i) * _GOLDEN
+        found = inside and unit(mix64(c)) < v
+        if found:
+            if not seen[i]:
+                flags[i] |= FLAG_NEW
+            missing[i] = 0
+            last_xy[i, 0] = x + precision_px * zig_normal(mix64(c + _GOLDEN))
+            last_xy[i, 1] = y + precision_px * zig_normal(mix64(c + np.uint64(2) * _GOLDEN))
+            seen[i] = True
+            if min(x, y, width - 1 - x, height - 1 - y) < edge_px:
+                flags[i] |= FLAG_EDGE
+        else:
+            missing[i] += 1
+            flags[i] |= FLAG_LOST
+        if found or (seen[i] and missing[i] <= memory):
+            report[i] = True
+            m += 1
+        if not found and missing[i] > memory:
+            seen[i] = False
+        mass[i] = mass0 * v
+    ids = np.empty(m, np.int64)
+    out_xy = np.empty((m, 2))
+    out_mass = np.empty(m, np.float32)
+    out_flags = np.empty(m, np.uint8)
+    k = 0
+    for i in range(n):
+        if report[i]:
+            ids[k] = i
+            out_xy[k, 0] = last_xy[i, 0]
+            out_xy[k, 1] = last_xy[i, 1]
+            out_mass[k] = mass[i]
+            out_flags[k] = flags[i]
+            k += 1
+    return ids, out_xy, out_mass, out_flags
+
+
 class MeasurementTracker:
     """Tracks for the ``none`` tier: true exposure-averaged positions + measured noise + border misses.
 
@@ -130,7 +195,7 @@ class MeasurementTracker:
         self.precision_px = precision_px
         self.memory = int(memory)
         self.sigma_px = camera.sigma_px
-        self.rng = np.random.default_rng((camera.world.seed, 0x5EED))
+        self._seed = int(mix64(np.uint64(camera.world.seed) ^ np.uint64(0x5EED)))
         self.reset()
 
     def reset(self) -> None:
@@ -142,6 +207,8 @@ class MeasurementTracker:
     def warm_up(self) -> None:
         if self.precision_px is None:
             self.precision_px = measured_precision_px(self.profile)
+        z = np.zeros((1, 2))
+        measure_frame(z, 8, 8, 1.0, 0.1, np.uint64(1), 1, z.copy(), np.zeros(1, np.int64), np.zeros(1, bool), 1.0)
 
     def update(self, image, frame_index: int = 0) -> Tracks:
         """Measure the camera's last frame (``image`` is ignored: there is none)."""
@@ -149,36 +216,16 @@ class MeasurementTracker:
             self.warm_up()
         truth = self.camera.last_truth
         c = self.profile.camera
-        xy = truth["positions_um"] / c.pixel_size_um
+        xy = np.ascontiguousarray(truth["positions_um"] / c.pixel_size_um)
         n = len(xy)
         if self._last_xy is None or len(self._last_xy) != n:
             self._last_xy = np.full((n, 2), np.nan)
             self._missing = np.full(n, 10**9, np.int64)
             self._seen = np.zeros(n, bool)
-        h, w = c.height_px, c.width_px
         s = self.sigma_px
-        # fraction of the image on the sensor (pixels -0.5 .. w-0.5)
-        vx = ndtr((w - 0.5 - xy[:, 0]) / s) - ndtr((-0.5 - xy[:, 0]) / s)
-        vy = ndtr((h - 0.5 - xy[:, 1]) / s) - ndtr((-0.5 - xy[:, 1]) / s)
-        v = vx * vy
-        inside = ((xy[:, 0] > -0.5 * s) & (xy[:, 0] < w - 1 + 0.5 * s)
-                  & (xy[:, 1] > -0.5 * s) & (xy[:, 1] < h - 1 + 0.5 * s))
-        u = self.rng.random(n)
-        found = inside & (u < v)
-        noise = self.rng.standard_normal((n, 2)) * self.precision_px
-        meas = xy + noise
-        new = found & ~self._seen
-        self._missing = np.where(found, 0, self._missing + 1)
-        self._last_xy[found] = meas[found]
-        self._seen |= found
-        report = found | (self._seen & (self._missing <= self.memory))
-        ids = np.flatnonzero(report).astype(np.int64)
-        flags = np.zeros(n, np.uint8)
-        flags[~found] |= FLAG_LOST
-        flags[new] |= FLAG_NEW
-        edge = np.minimum.reduce([xy[:, 0], xy[:, 1], w - 1 - xy[:, 0], h - 1 - xy[:, 1]]) < math.ceil(2 * s)
-        flags[edge & found] |= FLAG_EDGE
-        self._seen &= ~(~found & (self._missing > self.memory))
-        mass = (c.peak_photons * c.gain_adu_per_e * 2 * math.pi * s * s * v).astype(np.float32)
+        key = np.uint64(frame_key(np.uint64(self._seed), int(truth.get("frame", self.frames))))
+        ids, out_xy, mass, flags = measure_frame(xy, c.width_px, c.height_px, s, float(self.precision_px), key,
+                                                 self.memory, self._last_xy, self._missing, self._seen,
+                                                 c.peak_photons * c.gain_adu_per_e * 2 * math.pi * s * s)
         self.frames += 1
-        return Tracks(ids, self._last_xy[ids].copy(), mass[ids], flags[ids])
+        return Tracks(ids, out_xy, mass, flags)

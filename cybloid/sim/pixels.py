@@ -4,7 +4,9 @@ Every pixel's noise is drawn from a hash of (seed, frame, pixel index) instead o
 sequential generator, so any region of a frame can be generated on its own (the ``lazy``
 rendering tier) and comes out bit-identical to the same region of the whole frame (the
 ``full`` tier). The hash is SplitMix64's output function applied to a Weyl sequence keyed
-by seed and frame.
+by seed and frame. Normal deviates come from one hash each by the ziggurat method
+(:func:`zig_normal`), which the Brownian dynamics and the ``none`` tier's measurement model
+use too.
 
 Noise model (unchanged from the sequential camera): a pixel with mean signal ``s`` e- over a
 background ``b`` e- collects ``lam = s + b`` photoelectrons: Poisson below 30 e-, its normal
@@ -24,6 +26,8 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+
+from cybloid.cells import counting_sort
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -49,7 +53,8 @@ def mix64(z):
 @numba.njit(cache=True, nogil=True, inline="always")
 def unit(h):
     """A uniform in (0, 1) from the top 53 bits of ``h``."""
-    return (float(h >> _S11) + 0.5) * _TO_UNIT
+    # the 53-bit integer converts exactly through int64 (one instruction; uint64 takes several)
+    return (float(np.int64(h >> _S11)) + 0.5) * _TO_UNIT
 
 
 @numba.njit(cache=True, nogil=True)
@@ -58,28 +63,69 @@ def frame_key(seed, frame):
     return mix64(mix64(np.uint64(seed) ^ _ALT) + np.uint64(frame) * _GOLDEN)
 
 
+_ZIG_R = 3.442619855899
+"""Start of the ziggurat's tail (128 layers; Marsaglia & Tsang 2000)."""
+_ZIG_V = 9.91256303526217e-3
+"""Area of each ziggurat layer (under exp(-x^2/2))."""
+
+
+def _ziggurat_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Layer edges ``x[0..128]`` and ``f(x) = exp(-x^2/2)`` of the 128-layer normal ziggurat.
+
+    Layer ``i >= 1`` is the box ``[0, x[i]] x [f(x[i]), f(x[i+1])]`` of area ``v``; layer 0
+    is the base ``[0, v / f(r)] x [0, f(r)]``, whose part beyond ``r = x[1]`` stands for the
+    tail.
+    """
+    r, v = _ZIG_R, _ZIG_V
+    x = np.empty(129)
+    x[0] = v / math.exp(-0.5 * r * r)
+    x[1] = r
+    for i in range(1, 127):
+        x[i + 1] = math.sqrt(-2.0 * math.log(v / x[i] + math.exp(-0.5 * x[i] * x[i])))
+    x[128] = 0.0
+    return x, np.exp(-0.5 * x * x)
+
+
+_ZX, _ZF = _ziggurat_tables()
+_MASK7 = np.uint64(127)
+_S7 = np.uint64(7)
+_ONE = np.uint64(1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _zig_slow(h):
+    """The ziggurat's rare branch (about 1.2% of draws): wedges and the tail, with further
+    hashes chained from ``h``."""
+    while True:
+        i = int(h & _MASK7)
+        neg = ((h >> _S7) & _ONE) == _ONE
+        z = unit(h) * _ZX[i]
+        if z < _ZX[i + 1]:
+            return -z if neg else z
+        if i == 0:  # tail beyond r (Marsaglia 1964)
+            while True:
+                h = mix64(h + _ALT)
+                a = -math.log(unit(h)) / _ZIG_R
+                h = mix64(h + _ALT)
+                b = -math.log(unit(h))
+                if 2.0 * b > a * a:
+                    return -(_ZIG_R + a) if neg else _ZIG_R + a
+        h = mix64(h + _ALT)
+        y = _ZF[i] + unit(h) * (_ZF[i + 1] - _ZF[i])
+        if y < math.exp(-0.5 * z * z):
+            return -z if neg else z
+        h = mix64(h + _ALT)
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
-def normal_quantile(p):
-    """Inverse of the standard normal distribution (Acklam's rational approximation,
-    relative error below 1.2e-9), for p in (0, 1)."""
-    if p < 0.02425:
-        q = math.sqrt(-2.0 * math.log(p))
-        return ((((((-7.784894002430293e-03 * q - 3.223964580411365e-01) * q - 2.400758277161838e+00) * q
-                   - 2.549732539343734e+00) * q + 4.374664141464968e+00) * q + 2.938163982698783e+00)
-                / ((((7.784695709041462e-03 * q + 3.224671290700398e-01) * q + 2.445134137142996e+00) * q
-                    + 3.754408661907416e+00) * q + 1.0))
-    if p > 0.97575:
-        q = math.sqrt(-2.0 * math.log(1.0 - p))
-        return -((((((-7.784894002430293e-03 * q - 3.223964580411365e-01) * q - 2.400758277161838e+00) * q
-                    - 2.549732539343734e+00) * q + 4.374664141464968e+00) * q + 2.938163982698783e+00)
-                 / ((((7.784695709041462e-03 * q + 3.224671290700398e-01) * q + 2.445134137142996e+00) * q
-                     + 3.754408661907416e+00) * q + 1.0))
-    q = p - 0.5
-    r = q * q
-    return ((((((-3.969683028665376e+01 * r + 2.209460984245205e+02) * r - 2.759285104469687e+02) * r
-               + 1.383577518672690e+02) * r - 3.066479806614716e+01) * r + 2.506628277459239e+00) * q
-            / (((((-5.447609879822406e+01 * r + 1.615858368580409e+02) * r - 1.556989798598866e+02) * r
-                 + 6.680131188771972e+01) * r - 1.328068155288572e+01) * r + 1.0))
+def zig_normal(h):
+    """A standard normal from the 64-bit hash ``h`` (ziggurat: bits 0-6 the layer, bit 7 the
+    sign, the top 53 bits the uniform)."""
+    i = int(h & _MASK7)
+    z = unit(h) * _ZX[i]
+    if z < _ZX[i + 1]:
+        return -z if ((h >> _S7) & _ONE) == _ONE else z
+    return _zig_slow(h)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -96,9 +142,9 @@ def _lit_pixel(signal, h, background, read_e, read_var, gain, maxval):
             n += 1
             p *= lam / n
             c += p
-        e = n + read_e * normal_quantile(unit(mix64(h ^ _ALT)))
+        e = n + read_e * zig_normal(mix64(h ^ _ALT))
     else:
-        e = lam + math.sqrt(lam + read_var) * normal_quantile(u)
+        e = lam + math.sqrt(lam + read_var) * zig_normal(h)
     a = math.floor(e * gain + 0.5)
     if a < 0.0:
         a = 0.0
@@ -128,6 +174,42 @@ def digitise_region(img, y0, x0, width, key, background, read_e, gain, maxval, c
                 out[j, i] = _lit_pixel(sig, hh, background, read_e, read_var, gain, maxval)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _footprint(xc, yc, half, height, width):
+    """Pixels ``(i0, i1, j0, j1)`` (inclusive, clipped to the frame) that a spot centred at
+    ``(xc, yc)`` px covers: within ``half`` of the pixel holding its centre (one more on the
+    high side); ``i1 < i0`` if none."""
+    if not (math.isfinite(xc) and math.isfinite(yc)):
+        return 0, -1, 0, -1
+    fx = int(math.floor(xc))
+    fy = int(math.floor(yc))
+    return max(fx - half, 0), min(fx + half + 1, width - 1), max(fy - half, 0), min(fy + half + 1, height - 1)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add_spot(img, y0, x0, height, width, xc, yc, a, half, inv, gx, gy):
+    """Add one Gaussian spot (peak ``a``) to ``img``, the region whose top-left pixel is
+    (``y0``, ``x0``) of the frame, over the part of its footprint inside the region."""
+    rh, rw = img.shape
+    i0, i1, j0, j1 = _footprint(xc, yc, half, height, width)
+    i0 = max(i0, x0)
+    i1 = min(i1, x0 + rw - 1)
+    j0 = max(j0, y0)
+    j1 = min(j1, y0 + rh - 1)
+    if i1 < i0 or j1 < j0:
+        return
+    for i in range(i0, i1 + 1):
+        dx = i - xc
+        gx[i - i0] = math.exp(-dx * dx * inv)
+    for j in range(j0, j1 + 1):
+        dy = j - yc
+        gy[j - j0] = a * math.exp(-dy * dy * inv)
+    for j in range(j0, j1 + 1):
+        ay = gy[j - j0]
+        for i in range(i0, i1 + 1):
+            img[j - y0, i - x0] += ay * gx[i - i0]
+
+
 @numba.njit(cache=True, nogil=True)
 def render_region(img, y0, x0, height, width, xs_px, ys_px, amp, sigma_px):
     """Add Gaussian spots (peak ``amp[k]``, width ``sigma_px``) to ``img``, the region whose
@@ -137,51 +219,72 @@ def render_region(img, y0, x0, height, width, xs_px, ys_px, amp, sigma_px):
     clipped to the frame, whatever the region: each pixel receives the same terms, in the
     same order and with the same rounding, as when the whole frame is rendered.
     """
-    rh, rw = img.shape
     half = int(math.ceil(4.0 * sigma_px))
     inv = 1.0 / (2.0 * sigma_px * sigma_px)
     gx = np.empty(2 * half + 2)
     gy = np.empty(2 * half + 2)
     for k in range(xs_px.shape[0]):
-        a = amp[k]
-        if a == 0.0:
-            continue
-        xc = xs_px[k]
-        yc = ys_px[k]
-        if not (math.isfinite(xc) and math.isfinite(yc)):
-            continue
-        fx = int(math.floor(xc))
-        fy = int(math.floor(yc))
-        i0 = max(fx - half, 0, x0)
-        i1 = min(fx + half + 1, width - 1, x0 + rw - 1)
-        j0 = max(fy - half, 0, y0)
-        j1 = min(fy + half + 1, height - 1, y0 + rh - 1)
-        if i1 < i0 or j1 < j0:
-            continue
-        for i in range(i0, i1 + 1):
-            dx = i - xc
-            gx[i - i0] = math.exp(-dx * dx * inv)
-        for j in range(j0, j1 + 1):
-            dy = j - yc
-            gy[j - j0] = a * math.exp(-dy * dy * inv)
-        for j in range(j0, j1 + 1):
-            ay = gy[j - j0]
-            for i in range(i0, i1 + 1):
-                img[j - y0, i - x0] += ay * gx[i - i0]
+        if amp[k] != 0.0:
+            _add_spot(img, y0, x0, height, width, xs_px[k], ys_px[k], amp[k], half, inv, gx, gy)
 
 
 @numba.njit(cache=True, nogil=True)
-def render_tiles(out, tiles, tile, key, lx, ly, lamp, lsig, lstart, background, read_e, gain, maxval, cdf, guide,
-                 kmin):
+def bin_sources(height, width, tile, lx, ly, lamp, lsig, lstart):
+    """Which light sources reach each tile: CSR ``(start, sources)`` over the tiles (row-major,
+    ``tile`` px square); each tile's sources are in scene order (layer, then index), the order
+    in which the whole frame adds them, so a tile rendered alone is bit-identical.
+
+    The scene is as in :func:`render_tiles`. Uses :func:`cybloid.cells.counting_sort` (stable).
+    """
+    ntx = (width + tile - 1) // tile
+    nty = (height + tile - 1) // tile
+    nl = lstart.shape[0] - 1
+    keys = np.empty(0, np.int64)
+    vals = np.empty(0, np.int64)
+    for rep in range(2):  # count, then fill
+        cnt = 0
+        for m in range(nl):
+            half = int(math.ceil(4.0 * lsig[m]))
+            for k in range(lstart[m], lstart[m + 1]):
+                if lamp[k] == 0.0:
+                    continue
+                i0, i1, j0, j1 = _footprint(lx[k], ly[k], half, height, width)
+                if i1 < i0 or j1 < j0:
+                    continue
+                for ty in range(j0 // tile, j1 // tile + 1):
+                    for tx in range(i0 // tile, i1 // tile + 1):
+                        if rep == 1:
+                            keys[cnt] = ty * ntx + tx
+                            vals[cnt] = k
+                        cnt += 1
+        if rep == 0:
+            keys = np.empty(cnt, np.int64)
+            vals = np.empty(cnt, np.int64)
+    start, order = counting_sort(keys, ntx * nty)
+    return start, vals[order]
+
+
+@numba.njit(cache=True, nogil=True)
+def render_tiles(out, tiles, tile, key, lx, ly, lamp, lsig, lstart, src_start, src, background, read_e, gain, maxval,
+                 cdf, guide, kmin):
     """Render and digitise the square tiles ``tiles`` (K,2: tile row, tile column) of ``out``.
 
     The scene is a sequence of layers (one per sub-exposure sample, particles then spots):
     layer ``m`` holds entries ``lstart[m]:lstart[m+1]`` of ``lx, ly`` (px), ``lamp`` and
-    ``lsig`` (px, one width per layer).
+    ``lsig`` (px, one width per layer). ``src_start, src`` (:func:`bin_sources`) list the
+    sources that reach each tile, so a tile costs what its own sources cost.
     """
     height, width = out.shape
+    ntx = (width + tile - 1) // tile
     buf = np.zeros((tile, tile), np.float32)
     nl = lstart.shape[0] - 1
+    layer = np.empty(lamp.shape[0], np.int64)
+    hmax = 0
+    for m in range(nl):
+        layer[lstart[m]:lstart[m + 1]] = m
+        hmax = max(hmax, int(math.ceil(4.0 * lsig[m])))
+    gx = np.empty(2 * hmax + 2)
+    gy = np.empty(2 * hmax + 2)
     for t in range(tiles.shape[0]):
         y0 = tiles[t, 0] * tile
         x0 = tiles[t, 1] * tile
@@ -189,11 +292,12 @@ def render_tiles(out, tiles, tile, key, lx, ly, lamp, lsig, lstart, background, 
         rw = min(tile, width - x0)
         reg = buf[:rh, :rw]
         reg[:, :] = 0.0
-        for m in range(nl):
-            a = lstart[m]
-            b = lstart[m + 1]
-            if b > a:
-                render_region(reg, y0, x0, height, width, lx[a:b], ly[a:b], lamp[a:b], lsig[m])
+        tid = tiles[t, 0] * ntx + tiles[t, 1]
+        for q in range(src_start[tid], src_start[tid + 1]):
+            k = src[q]
+            s = lsig[layer[k]]
+            _add_spot(reg, y0, x0, height, width, lx[k], ly[k], lamp[k], int(math.ceil(4.0 * s)),
+                      1.0 / (2.0 * s * s), gx, gy)
         digitise_region(reg, y0, x0, width, key, background, read_e, gain, maxval, cdf, guide, kmin,
                         out[y0:y0 + rh, x0:x0 + rw])
 
@@ -249,5 +353,7 @@ def warm_up_pixels() -> None:
     render_region(img, 0, 0, 4, 4, np.array([1.0]), np.array([1.0]), np.array([1.0]), 1.0)
     out = np.zeros((4, 4), np.uint16)
     digitise_region(img, 0, 0, 4, key, 100.0, 3.0, 1.0, 4095.0, t.cdf, t.guide, t.kmin, out)
-    render_tiles(out, np.zeros((1, 2), np.int64), 4, key, np.array([1.0]), np.array([1.0]), np.array([1.0]),
-                 np.array([1.0]), np.array([0, 1], np.int64), 100.0, 3.0, 1.0, 4095.0, t.cdf, t.guide, t.kmin)
+    lx, lamp, lsig, lstart = np.array([1.0]), np.array([1.0]), np.array([1.0]), np.array([0, 1], np.int64)
+    start, src = bin_sources(4, 4, 4, lx, lx, lamp, lsig, lstart)
+    render_tiles(out, np.zeros((1, 2), np.int64), 4, key, lx, lx, lamp, lsig, lstart, start, src, 100.0, 3.0, 1.0,
+                 4095.0, t.cdf, t.guide, t.kmin)

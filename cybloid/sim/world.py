@@ -21,6 +21,10 @@ from cybloid.profile import LabProfile
 from cybloid.sim.dynamics import SKIN_UM, integrate, nearest_within, place_apart
 from cybloid.sim.pixels import frame_key
 
+_NO_INDEX = np.zeros(0, np.int64)
+_NO_POS = np.zeros((0, 2))
+_NO_FORCE = np.zeros(0)
+
 
 @dataclass
 class _Pending:
@@ -79,6 +83,7 @@ class SimWorld:
         self._noise_key = np.uint64(frame_key(self.seed, 0x6E6F697365))
         self._ref: np.ndarray | None = None  # Verlet list: positions it was built at, and its pairs
         self._pairs = (np.zeros(0, np.int64), np.zeros(0, np.int64), -1)
+        self._spot_cache: list | None = None  # spots (world um), forces and neighbour lists of the table in force
         self.list_rebuilds = 0
         # realised laser force (pN, summed over steps) and the hold of the table in force
         self.spot_force_sum = np.zeros_like(pos)
@@ -163,23 +168,29 @@ class SimWorld:
         if nsteps <= 0:
             return
         lp = self.profile.laser
-        if self.laser_on and self._spots_fov.shape[0] > 0 and self.power_frac > 0:
-            spots = self._spots_fov + self.stage_um
-            spot_f = self._share * self.power_frac * lp.max_force_pN
-        else:
-            spots = np.zeros((0, 2))
-            spot_f = np.zeros(0)
         if self._ref is None or self._ref.shape != self.pos_um.shape:
             self._ref = self.pos_um.copy()
             self._pairs = (np.zeros(0, np.int64), np.zeros(0, np.int64), -1)
         if self.spot_force_sum.shape != self.pos_um.shape:
             self.spot_force_sum = np.zeros_like(self.pos_um)
-        pi, pj, cnt, rebuilds = integrate(
-            self.pos_um, nsteps, self.tick, self._noise_key, self.dt_s, self.mobility, self.diffusion, spots, spot_f,
+        # the spots in world um, their forces and their neighbour lists stay valid while the table,
+        # the power and the stage stay as they are (kept across calls)
+        on = self.laser_on and self._spots_fov.shape[0] > 0 and self.power_frac > 0
+        key = (on, self.power_frac, float(self.stage_um[0]), float(self.stage_um[1]), self.pos_um.shape[0])
+        c = self._spot_cache
+        if c is None or c[0] is not self._spots_fov or c[1] is not self._share or c[2] != key:
+            if on:
+                spots, spot_f = self._spots_fov + self.stage_um, self._share * self.power_frac * lp.max_force_pN
+            else:
+                spots, spot_f = _NO_POS, _NO_FORCE
+            c = [self._spots_fov, self._share, key, spots, spot_f, _NO_INDEX, _NO_INDEX, _NO_POS]
+        pi, pj, cnt, rebuilds, c[5], c[6], c[7] = integrate(
+            self.pos_um, nsteps, self.tick, self._noise_key, self.dt_s, self.mobility, self.diffusion, c[3], c[4],
             lp.offset_at_max_um, lp.range_um, self.box_um, self.profile.arena.walls == "periodic",
             self.profile.particles.diameter_um, self.profile.simulation.hard_core, self.ext_force, self._ref,
-            self._pairs[0], self._pairs[1], self._pairs[2], SKIN_UM, self.spot_force_sum,
+            self._pairs[0], self._pairs[1], self._pairs[2], SKIN_UM, self.spot_force_sum, c[5], c[6], c[7],
         )
+        self._spot_cache = c
         self._pairs = (pi, pj, cnt)
         self.list_rebuilds += rebuilds
         self.tick += nsteps

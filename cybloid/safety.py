@@ -78,7 +78,7 @@ def safe_off_confirmed(lab: Any, link_wait_s: float = 10.0, on_wait: Callable[[s
             lab.steering.blank()
             res.beam_blanked = True
             res.blank_s = time.monotonic() - t0
-        except Exception as exc:
+        except Exception as exc:  # safety path: whatever the steering does, the laser still goes off
             log.error("beam blank failed: %s", exc)
             res.errors.append(f"beam blank failed: {exc}")
         deadline = t0 + link_wait_s
@@ -92,7 +92,7 @@ def safe_off_confirmed(lab: Any, link_wait_s: float = 10.0, on_wait: Callable[[s
                     res.laser_off_s = time.monotonic() - t0
                     break
                 last = "the laser still emits after the off command"
-            except Exception as exc:
+            except Exception as exc:  # safety path: retried until the deadline, then reported
                 last = str(exc)
                 res.laser = "unknown"
             if time.monotonic() >= deadline:
@@ -104,8 +104,8 @@ def safe_off_confirmed(lab: Any, link_wait_s: float = 10.0, on_wait: Callable[[s
                 if on_wait is not None:
                     try:
                         on_wait(msg)
-                    except Exception:
-                        pass
+                    except Exception as exc:  # safety path: a failing message callback must not stop the wait
+                        log.error("safe-off wait callback failed: %s", exc)
             time.sleep(0.2)
         if res.laser != "off":
             res.errors.append(f"laser off not confirmed: {last}")

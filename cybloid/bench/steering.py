@@ -1,5 +1,13 @@
 """Per-frame cost of each beam-steering backend: CBSP/1 (Python emulator and the reference
-firmware's host build), holograms (GSW on NumPy / torch vs slmsuite's plain GS), DAQ waveforms."""
+firmware's host build), holograms (GSW on NumPy / torch vs slmsuite's plain GS), DAQ waveforms.
+
+Beam-steering backends per frame: CBSP/1 encode+send+ack over a pty to the Python emulator
+(cbsp-python) and to the C firmware's host build (cbsp-firmware) for 10/100/400 spots, both acting
+on the simulated world; hologram compute time and focal-plane quality (uniformity, position error)
+for 100 spots at 512 and 1024 SLM pixels, GSW on NumPy and torch (CPU, GPU when present), cold and
+warm-started, against slmsuite's plain Gerchberg-Saxton with its defaults; NI-DAQ waveform build
+time (AOD timing: 1 MS/s, 1 ms cycle).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +17,7 @@ import time
 import numpy as np
 
 from cybloid.bench.common import case, document
-
-DESCRIPTION = ("beam-steering backends per frame: CBSP/1 encode+send+ack over a pty to the Python emulator "
-               "(cbsp-python) and to the C firmware's host build (cbsp-firmware) for 10/100/400 spots, both acting "
-               "on the simulated world; hologram compute time and focal-plane quality (uniformity, position "
-               "error) for 100 spots at 512 and 1024 SLM pixels, GSW on NumPy and torch (CPU, GPU when present), "
-               "cold and warm-started, against slmsuite's plain Gerchberg-Saxton with its defaults; NI-DAQ "
-               "waveform build time (AOD timing: 1 MS/s, 1 ms cycle)")
+from cybloid.errors import CybloidError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -180,7 +182,7 @@ def run(args: argparse.Namespace) -> dict:
     cases += _cbsp("cbsp-python", ns, frames)
     try:
         cases += _cbsp("cbsp-firmware", ns, frames)
-    except Exception as exc:  # no C compiler: say so, keep the other cases
+    except (CybloidError, OSError) as exc:  # no C compiler, or the build does not start: say so, keep the rest
         cases.append({"name": "cbsp-firmware", "params": {"backend": "cbsp-firmware"}, "p50_ms": float("nan"),
                       "p99_ms": None, "mean_ms": float("nan"), "samples": 0, "notes": f"not run: {exc}"})
     cases += _slm_cases([512] if (args.no_1024 or args.quick) else [512, 1024], holograms)

@@ -38,7 +38,7 @@ def simulation_setup(proto, values, prof) -> str | None:
         raise ProtocolError(f"{proto.path}: simulation() did not finish within 30 s (an endless placement loop?)") from None
     except CybloidError as exc:
         raise ProtocolError(f"{proto.path}: {exc}") from None
-    except Exception as exc:
+    except Exception as exc:  # simulation() is the user's code: one line naming its line
         raise protocol_error(exc, proto) from None
     finally:
         guard.close()

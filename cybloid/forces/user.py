@@ -29,7 +29,7 @@ def validate_finite(evaluate: Callable[[np.ndarray], np.ndarray], points: np.nda
     """Evaluate at ``points`` and raise ParameterError if anything fails or is not finite."""
     try:
         vals = np.asarray(evaluate(points), float)
-    except Exception as exc:
+    except Exception as exc:  # the user's function: whatever it raises is reported as a ParameterError
         raise ParameterError(f"{where}: the potential failed when evaluated: {type(exc).__name__}: {exc}") from None
     bad = ~np.isfinite(vals)
     if bad.any():

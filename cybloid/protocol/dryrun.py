@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from cybloid.params import Values
 from cybloid.protocol.handlers import DryState, handler_for
 from cybloid.protocol.loader import LabInfo, LoadedProtocol, protocol_error
 from cybloid.protocol.steps import Step
+
+log = logging.getLogger(__name__)
 
 MAX_STEPS = 1_000_000
 YIELD_LIMIT_S = 60.0  # wall time a protocol may compute between two steps in a dry run (loading a
@@ -106,7 +109,7 @@ def dry_run(proto: LoadedProtocol, values: Values | Mapping[str, Any] | None, la
                 break
             except CybloidError as exc:
                 raise ProtocolError(f"{proto.path}: {exc}") from None
-            except Exception as exc:
+            except Exception as exc:  # the protocol is the user's code: one line naming its line
                 raise protocol_error(exc, proto) from None
             if not isinstance(step, Step):
                 raise ProtocolError(f"{proto.path}: step {rep.n_steps + 1} is not a protocol step: {step!r} "
@@ -131,15 +134,15 @@ def dry_run(proto: LoadedProtocol, values: Values | Mapping[str, Any] | None, la
                             "stopped in the dry run") from None
     except CybloidError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # the user's code, as above (e.g. in the values it hands to a step)
         raise protocol_error(exc, proto) from None
     finally:
         guard.close()
         if gen is not None:
             try:
                 gen.close()
-            except Exception:
-                pass
+            except Exception as exc:  # the protocol's own clean-up failed: the dry run's verdict stands
+                log.warning("%s: the protocol failed while being closed: %s: %s", proto.path, type(exc).__name__, exc)
     rep.duration_s = state.duration_s
     rep.records = state.records
     rep.terms = {k: type(v).__name__ for k, v in state.terms.items()}

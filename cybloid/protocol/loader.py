@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from cybloid.errors import ProtocolError
+from cybloid.errors import ParameterError, ProtocolError
 from cybloid.params import Param, Values
 
 
@@ -114,7 +114,7 @@ def load_protocol(name_or_path: str | Path) -> LoadedProtocol:
     module.__file__ = str(path)
     try:
         exec(code, module.__dict__)
-    except Exception as exc:
+    except Exception as exc:  # the file's top level is the user's code: any error becomes one line naming it
         raise ProtocolError(f"{_protocol_frame(exc, path)}: error while loading protocol: {type(exc).__name__}: {exc}") from None
     func = module.__dict__.get("protocol")
     if func is None or not callable(func):
@@ -130,7 +130,7 @@ def load_protocol(name_or_path: str | Path) -> LoadedProtocol:
     for p in params:
         try:
             p.validate(p.default)
-        except Exception as exc:
+        except ParameterError as exc:
             raise ProtocolError(f"{path}: default of parameter '{p.name}' is invalid: {exc}") from None
     sim = module.__dict__.get("simulation")
     name = path.stem.replace("_", "-")

@@ -337,7 +337,7 @@ class ProtocolRunner:
         except BaseException:
             try:
                 stage.stop()
-            except Exception as exc:
+            except Exception as exc:  # safety path: whatever the stage does, the original error goes on
                 log.error("stage stop failed: %s", exc)
             raise
         if "error" in result:
@@ -393,7 +393,7 @@ class ProtocolRunner:
                 gen = self.proto.func(self.values, info)
             except CybloidError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # the protocol is the user's code: reported as one line naming its line
                 raise protocol_error(exc, self.proto) from None
             reply: Any = None
             while True:
@@ -404,7 +404,7 @@ class ProtocolRunner:
                     break
                 except CybloidError:
                     raise
-                except Exception as exc:
+                except Exception as exc:  # the user's code, as above
                     raise protocol_error(exc, self.proto) from None
                 if not isinstance(step, Step):
                     raise ProtocolError(f"{self.proto.path}: yielded {step!r}, which is not a protocol step")
@@ -442,7 +442,7 @@ class ProtocolRunner:
                 if self.recording:
                     try:
                         self.set_recording(False)
-                    except Exception as exc:
+                    except Exception as exc:  # the run's own outcome is reported whatever the recorder does
                         log.error("stopping the recording failed: %s", exc)
                 self.state = summary.status
                 if safe.errors:
@@ -467,7 +467,7 @@ class ProtocolRunner:
             if isinstance(error, CybloidError):
                 try:
                     out = type(error)(f"{error}; {safe.text()}")
-                except Exception:
+                except TypeError:  # an error class that takes other arguments: raised as it is
                     raise error from None
                 if hasattr(error, "exit_code"):
                     out.exit_code = error.exit_code  # type: ignore[attr-defined]
@@ -503,7 +503,7 @@ def prepare(proto: LoadedProtocol, values: Values | Mapping[str, Any] | None = N
             setup = dict(proto.simulation(vals, LabInfo.from_profile(prof)) or {})
         except CybloidError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # simulation() is the user's code: one line naming its line
             raise protocol_error(exc, proto) from None
         init = setup.pop("initial_positions_um", None)
         sim_over = dict(setup.pop("overrides", {}) or {})

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cybloid.errors import CybloidError
 from cybloid.sweep.analytic import analytic_for
 from cybloid.sweep.observables import OBSERVABLES
 from cybloid.sweep.spec import SweepError, SweepSpec
@@ -43,7 +44,7 @@ def _load_module(spec: SweepSpec) -> Any:
         from cybloid.sweep.point import load_from_source
 
         return load_from_source(spec.protocol, spec.protocol_source, spec.protocol_path or None)
-    except Exception as exc:  # noqa: BLE001 - the report still works without the analytic curves
+    except Exception as exc:  # noqa: BLE001 - the protocol is the user's code; the report works without the curves
         log.warning("cannot load protocol %s for analytic curves: %s", spec.protocol, exc)
         return None
 
@@ -68,7 +69,8 @@ def _analytic_curve(func, proto, spec: SweepSpec, name: str, xs: np.ndarray) -> 
         try:
             p = proto.values({**spec.fixed, name: float(x)})
             y = float(func(p, spec.lab_info))
-        except Exception:  # noqa: BLE001 - outside the curve's domain
+        except Exception as exc:  # noqa: BLE001 - the curve may be the protocol's own (user code)
+            log.debug("analytic curve %s: no value at %s = %g: %s", name, name, x, exc)  # outside its domain
             continue
         out[k] = y if math.isfinite(y) else np.nan
     return out
@@ -153,7 +155,7 @@ def _secondary_axis(ax: Any, spec: SweepSpec, proto: Any, name: str) -> None:
     label, factor_fn, marks = item
     try:
         factor = float(factor_fn(proto.values(spec.fixed), spec.lab_info))
-    except Exception:  # noqa: BLE001 - no second axis then
+    except (ArithmeticError, ValueError, KeyError, AttributeError, CybloidError):  # outside its domain: no axis
         return
     if not math.isfinite(factor) or factor <= 0:
         return

@@ -9,7 +9,8 @@ unwrapped) and a timestamp from the camera's own clock, in this order of prefere
    frame (GigE: ticks of ``GevTimestampTickFrequency``; USB3 Vision: 1 ns ticks);
 2. the camera's *exposure end* event (``EventExposureEndTimestamp`` + ``EventExposureEndFrameID``,
    or the older GigE names ``ExposureEndEventTimestamp``/``ExposureEndEventFrameID``), matched to
-   the frame by its ID; the frame waits in the handler until its event is in;
+   the frame by its ID; the frame waits in the handler until its event is in (see
+   :class:`StampJoin`: frames stay in order, a lost event costs that frame its camera stamp);
 3. none: the frame is stamped on arrival (``stats()["timestamps"] == "host"``).
 
 What pylon's camera emulation (``PYLON_CAMEMU``, ``emulation = true``) offers, as tried with
@@ -67,35 +68,47 @@ class StampJoin:
 
     Both calls return what can go into the ring now, in frame order, as ``(payload, ticks)``
     pairs (``ticks`` None: its event never came, stamp it on arrival). A frame whose event has
-    not come yet is held; when a later frame arrives, held earlier frames are given up on
-    (the camera sends each event before or right after its frame).
+    not come yet is held, and so are the frames after it (the ring must see frames in order);
+    a frame still without its event when frame ``ID + max_hold`` arrives is given up on.
     """
 
-    def __init__(self, keep: int = 64) -> None:
+    def __init__(self, max_hold: int = 3, keep: int = 64) -> None:
         self._lock = threading.Lock()
-        self._held: dict[int, object] = {}  # frame ID -> payload waiting for its stamp
-        self._ticks: dict[int, int] = {}  # frame ID -> stamp waiting for its frame
+        self._held: dict[int, list] = {}  # frame ID -> [payload, ticks | None (waiting) | _GAVE_UP]
+        self._ticks: dict[int, int] = {}  # frame ID -> stamp that came before its frame
+        self.max_hold = int(max_hold)
         self._keep = int(keep)
         self.missed = 0  # frames that never got their stamp
 
+    _GAVE_UP = -1
+
     def image(self, frame_id: int, payload) -> list[tuple[object, int | None]]:
         with self._lock:
-            out = [(self._held.pop(k), None) for k in sorted(self._held) if k != frame_id]
-            self.missed += len(out)
-            ticks = self._ticks.pop(frame_id, None)
+            self._held[frame_id] = [payload, self._ticks.pop(frame_id, None)]
             self._ticks = {k: v for k, v in self._ticks.items() if abs(k - frame_id) < self._keep}
-            if ticks is None:
-                self._held[frame_id] = payload
-            else:
-                out.append((payload, ticks))
-        return out
+            for k, entry in self._held.items():
+                if entry[1] is None and k <= frame_id - self.max_hold:
+                    entry[1] = self._GAVE_UP
+                    self.missed += 1
+            return self._release()
 
     def stamp(self, frame_id: int, ticks: int) -> list[tuple[object, int | None]]:
         with self._lock:
-            if frame_id in self._held:
-                return [(self._held.pop(frame_id), int(ticks))]
-            self._ticks[frame_id] = int(ticks)
-            return []
+            if frame_id not in self._held:
+                self._ticks[frame_id] = int(ticks)
+                return []
+            self._held[frame_id][1] = int(ticks)
+            return self._release()
+
+    def _release(self) -> list[tuple[object, int | None]]:
+        out = []
+        for k in sorted(self._held):
+            payload, ticks = self._held[k]
+            if ticks is None:
+                break  # waiting for its event: the frames after it wait too
+            out.append((payload, None if ticks == self._GAVE_UP else ticks))
+            del self._held[k]
+        return out
 
 
 def unwrap_block_id(raw_id: int, last_raw_id: int | None, wraps: int, bits: int | None) -> tuple[int, int]:

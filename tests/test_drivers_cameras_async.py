@@ -86,10 +86,15 @@ def test_stamp_join_pairs_frames_with_their_exposure_end_events_in_either_order(
     j = StampJoin()
     assert j.stamp(0, 1000) == [] and j.image(0, "f0") == [("f0", 1000)]  # event first (what pylon does)
     assert j.image(1, "f1") == [] and j.stamp(1, 2000) == [("f1", 2000)]  # frame first: held until its event
-    assert j.image(2, "f2") == []  # event 2 is lost ...
-    assert j.stamp(3, 4000) == [] and j.image(3, "f3") == [("f2", None), ("f3", 4000)]  # ... f2 goes unstamped, in order
-    assert j.missed == 1
-    assert j.stamp(9, 1) == [] and j.image(200, "f200") == [] and 9 not in j._ticks  # stale stamps are dropped
+    assert j.image(2, "f2") == []  # event 2 is lost (or late) ...
+    assert j.stamp(3, 4000) == [] and j.image(3, "f3") == []  # ... f3 has its stamp but waits behind f2
+    assert j.image(4, "f4") == [] and j.stamp(2, 3000) == [("f2", 3000), ("f3", 4000)]  # late event: in order
+    assert j.image(5, "f5") == [] and j.image(6, "f6") == []  # events 4, 5 lost
+    assert j.stamp(6, 7000) == [] and j.missed == 0
+    assert j.image(7, "f7") == [("f4", None)]  # given up when frame 4 + max_hold (3) arrives
+    assert j.image(8, "f8") == [("f5", None), ("f6", 7000)] and j.missed == 2  # f7, f8 wait for their events
+    assert j.stamp(9, 1) == [] and j.image(200, "f200") == [("f7", None), ("f8", None)]
+    assert 9 not in j._ticks and j.missed == 4  # stale stamps are dropped
 
 
 def test_gige_block_ids_are_unwrapped_and_usb_ids_are_not():

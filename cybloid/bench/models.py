@@ -13,6 +13,7 @@ timed there (otherwise the document says ``gpu: no CUDA device: skipped``).
 from __future__ import annotations
 
 import argparse
+import time
 
 import numpy as np
 
@@ -155,12 +156,14 @@ def run(args: argparse.Namespace) -> dict:
                   "head": mb.hyper["head"], "message_passing_rounds": 2, "model": mb_source,
                   "mean_neighbours": float(2 * len(_pairs(pos_mb, mb.cutoff)) / n)}
         fast_ms = time_calls(lambda: prog_fast.compute(ctx_mb), frames, warm=5)
+        fast_cpu = _thread_cpu_ms(lambda: prog_fast.compute(ctx_mb), frames)
         cases.append(case(f"many-body model N={n} (Numba)", params, fast_ms,
                           {"name": "same model in torch (autograd, 1 thread)", "samples_ms": torch_ms},
                           quality={"max_force_diff_pN": diff, "max_rel_force_diff": diff / max(scale, 1e-300),
                                    "max_force_pN": scale, "engine": mb_fast.engine,
                                    "finite_forces": bool(np.isfinite(f_fast).all() and not bad_fast.any()),
-                                   "net_force_pN": float(np.abs(f_fast.sum(axis=0)).max())},
+                                   "net_force_pN": float(np.abs(f_fast.sum(axis=0)).max()),
+                                   "thread_cpu_ms": fast_cpu},
                           notes="ForceProgram.compute with one LearnedManyBody term: FastManyBody (Numba, float64, "
                                 "cell-list graph, analytic gradient) vs the torch model (fast=False); like for like"))
         cases.append(case(f"many-body model N={n} (torch)", params, torch_ms,
@@ -175,6 +178,20 @@ def run(args: argparse.Namespace) -> dict:
                                   quality={"max_force_diff_vs_numba_pN": float(np.abs(f_gpu - f_fast).max())},
                                   notes=gpu_note + "; edges on the CPU, positions to the device and forces back"))
     return document("models", cases, gpu=gpu_note or "not tried (--device cpu)")
+
+
+def _thread_cpu_ms(fn, calls: int) -> dict[str, float]:
+    """p50/p99 of the CPU time (ms) this thread spent per call: the cost without waiting for a core.
+
+    On a loaded machine the wall-clock p99 is set by the scheduler (other processes' time slices);
+    the CPU time says what the call itself costs.
+    """
+    out = []
+    for _ in range(calls):
+        t0 = time.thread_time_ns()
+        fn()
+        out.append((time.thread_time_ns() - t0) * 1e-6)
+    return {"p50": float(np.percentile(out, 50)), "p99": float(np.percentile(out, 99)), "samples": len(out)}
 
 
 def _pairs(pos: np.ndarray, cutoff: float) -> np.ndarray:

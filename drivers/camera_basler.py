@@ -196,6 +196,7 @@ class BaslerCamera(AsyncCamera):
         else:
             self.stamp_kind = "host"
         self._join = StampJoin()
+        self._frames_stamped = False  # the frames carry the camera's timestamps (path 1)
         self._last_raw_id: int | None = None
         self._id_wraps = 0
         s = self.settings()
@@ -273,7 +274,8 @@ class BaslerCamera(AsyncCamera):
         number, self._id_wraps = unwrap_block_id(raw_id, self._last_raw_id, self._id_wraps, 16 if self._gige else None)
         self._last_raw_id = raw_id
         ticks = int(result.GetTimeStamp())
-        if ticks:  # path 1: the camera's timestamp in the frame
+        if ticks:  # path 1: the camera's timestamp in the frame (its exposure-end events are then ignored)
+            self._frames_stamped = True
             self.timestamp_source = self._source_result
             self._push(image, number, ticks / self._tick_hz)
         elif self._event_nodes is None:  # path 3: stamped on arrival
@@ -282,6 +284,8 @@ class BaslerCamera(AsyncCamera):
             self._push_joined(self._join.image(raw_id, (image, number)))
 
     def _on_exposure_end(self, nm) -> None:
+        if self._frames_stamped:
+            return
         _, ts_name, id_name = self._event_nodes
         self.timestamp_source = self._source_events
         self._push_joined(self._join.stamp(int(nm.GetNode(id_name).GetValue()), int(nm.GetNode(ts_name).GetValue())))

@@ -40,6 +40,7 @@ real-time tracker cheap.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import warnings
@@ -268,35 +269,40 @@ def locate_array(raw: np.ndarray, p: LocateParams, prepared: Prepared | None = N
 def _finish(pr: Prepared, p: LocateParams, coords: np.ndarray, img: np.ndarray, roff: int) -> np.ndarray:
     if len(coords) == 0:
         return np.zeros((0, 8))
-    res = K.refine_centroid(pr.raw, img, roff, p.radius, coords, p.max_iterations, 0.6)
+    res, corner = K.refine_centroid(img, roff, p.radius, coords, p.max_iterations, 0.6)
+    # trackpy characterises every refined feature, then drops; the characteristics do not
+    # take part in the merging or the mass cut, so only the survivors are characterised here
+    keep = np.ones(len(res), bool)
     if p.separation > 0:
-        drop = close_to_drop(res[:, :2].copy(), p.separation, res[:, 2].copy())
-        if drop.any():
-            res = res[~drop]
-    res[:, 2] /= pr.scale
-    res[:, 5] /= pr.scale
-    keep = res[:, 2] > p.minmass
-    if p.maxsize is not None:
-        keep &= res[:, 3] < p.maxsize
-    res = res[keep]
-    if p.topn is not None and len(res) > p.topn:
-        res = res[np.sort(np.argsort(res[:, 2], kind="stable")[-p.topn:])]
+        keep = ~close_to_drop(res[:, :2].copy(), p.separation, res[:, 2].copy())
+    keep &= res[:, 2] / pr.scale > p.minmass
+    res, corner = res[keep], corner[keep]
+    ch = K.characterize(pr.raw, img, roff, p.radius, corner, res[:, 2].copy())
     out = np.full((len(res), 8), np.nan)
-    out[:, :7] = res
-    if p.characterize and len(res):
+    out[:, :3] = res
+    out[:, 3:7] = ch
+    out[:, 2] /= pr.scale
+    out[:, 5] /= pr.scale
+    if p.maxsize is not None:
+        out = out[out[:, 3] < p.maxsize]
+    if p.topn is not None and len(out) > p.topn:
+        out = out[np.sort(np.argsort(out[:, 2], kind="stable")[-p.topn:])]
+    if p.characterize and len(out):
         black, noise = K.noise(img, pr.raw, p.radius)
         pr.black, pr.noise = float(black), float(noise)
         npx = _mask_count(p.radius)
-        mass = res[:, 6] - npx * black
+        mass = out[:, 6] - npx * black
         out[:, 7] = noise / mass * p.noise_size * math.sqrt(_sum_x2(p.radius))
     return out
 
 
+@functools.lru_cache(maxsize=64)
 def _mask_count(r: int) -> int:
     yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
     return int(np.count_nonzero(xx * xx + yy * yy <= r * r))
 
 
+@functools.lru_cache(maxsize=64)
 def _sum_x2(r: int) -> float:
     yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
     return float(np.sum((xx * xx)[xx * xx + yy * yy <= r * r]))

@@ -7,19 +7,27 @@ order of summation does not change a result. Pixels: x = column, y = row, 0-base
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
 import numpy as np
 
 
-def gauss_taps(sigma: float, truncate: float = 4.0) -> np.ndarray:
-    """trackpy's normalised 1D Gaussian kernel (``trackpy.masks.gaussian_kernel``, same
-    floating-point expression) of width ``sigma`` truncated at ``truncate`` widths."""
+@functools.lru_cache(maxsize=64)
+def _taps(sigma: float, truncate: float) -> np.ndarray:
     lw = int(truncate * sigma + 0.5)
     x = np.arange(-lw, lw + 1)
     k = np.exp(x**2 / (-2 * sigma**2))
-    return k / np.sum(k)
+    k = k / np.sum(k)
+    k.flags.writeable = False
+    return k
+
+
+def gauss_taps(sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """trackpy's normalised 1D Gaussian kernel (``trackpy.masks.gaussian_kernel``, same
+    floating-point expression) of width ``sigma`` truncated at ``truncate`` widths."""
+    return _taps(float(sigma), float(truncate))
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -369,41 +377,26 @@ def noise(bp, raw, radius):
 
 
 @numba.njit(cache=True)
-def refine_centroid(raw, img, roff, radius, coords, max_iter, shift_thresh):
-    """trackpy's centroid refinement and characterisation; ``img`` (integer-valued) row 0 is
-    image row ``roff``.
+def refine_centroid(img, roff, radius, coords, max_iter, shift_thresh):
+    """trackpy's centroid refinement; ``img`` (integer-valued) row 0 is image row ``roff``.
 
     Centroid in the circular mask of radius ``radius``; while it is more than ``shift_thresh``
     from the window centre the window moves one pixel that way (at most ``max_iter`` times).
     Sums over ``img`` are integer sums (exact, vectorised), so they equal trackpy's float sums.
 
-    Returns float64 (N, 7): y, x, mass, size, ecc, signal, raw_mass (mass and signal in the
-    units of ``img``).
+    Returns
+    -------
+    res : float64 (N, 3)
+        y, x, mass (in the units of ``img``).
+    corner : int64 (N, 2)
+        Image row and column of the final window's corner (for :func:`characterize`).
     """
     h = img.shape[0]
     w = img.shape[1]
     n = coords.shape[0]
-    res = np.zeros((n, 7))
+    res = np.zeros((n, 3))
+    corner = np.zeros((n, 2), np.int64)
     span = mask_spans(radius)
-    m = 0
-    for b in range(2 * radius + 1):
-        m += 2 * span[b] + 1
-    my = np.empty(m, np.int64)
-    mx = np.empty(m, np.int64)
-    r2 = np.empty(m, np.int64)
-    cm = np.empty(m)
-    sm = np.empty(m)
-    q = 0
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            if dx * dx + dy * dy <= radius * radius:
-                my[q] = dy + radius
-                mx[q] = dx + radius
-                r2[q] = dx * dx + dy * dy
-                th = math.atan2(dy, dx)
-                cm[q] = math.cos(2 * th)
-                sm[q] = math.sin(2 * th)
-                q += 1
     ylo = radius
     xlo = radius
     yhi = roff + h - radius - 1
@@ -454,24 +447,64 @@ def refine_centroid(raw, img, roff, radius, coords, max_iter, shift_thresh):
                 cx -= 1
             cy = min(max(cy, ylo), yhi)
             cx = min(max(cx, xlo), xhi)
+        res[f, 0] = ciy
+        res[f, 1] = cix
+        res[f, 2] = mass
+        corner[f, 0] = sy
+        corner[f, 1] = sx
+    return res, corner
+
+
+@numba.njit(cache=True)
+def characterize(raw, img, roff, radius, corner, mass):
+    """trackpy's ``size`` (radius of gyration), ``ecc``, ``signal`` (brightest pixel) and
+    ``raw_mass`` in the circular masks whose windows start at ``corner`` (image row, column;
+    ``img`` row 0 is image row ``roff``); float64 (N, 4). Pixels are visited in trackpy's
+    order (row-major), so the floating-point sums are its sums."""
+    n = corner.shape[0]
+    out = np.zeros((n, 4))
+    span = mask_spans(radius)
+    m = 0
+    for b in range(2 * radius + 1):
+        m += 2 * span[b] + 1
+    cm = np.empty(m)
+    sm = np.empty(m)
+    q = 0
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dx * dx + dy * dy <= radius * radius:
+                th = math.atan2(dy, dx)
+                cm[q] = math.cos(2 * th)
+                sm[q] = math.sin(2 * th)
+                q += 1
+    for f in range(n):
+        sy = corner[f, 0]
+        sx = corner[f, 1]
         rg = 0
         e1 = 0.0
         e2 = 0.0
         sig = 0
         rawm = 0.0
-        for t in range(m):
-            v = img[sy - roff + my[t], sx + mx[t]]
-            rg += r2[t] * v
-            e1 += cm[t] * v
-            e2 += sm[t] * v
-            rawm += raw[sy + my[t], sx + mx[t]]
-            sig = max(sig, v)
+        t = 0
+        for b in range(2 * radius + 1):
+            hw = span[b]
+            dy2 = (b - radius) * (b - radius)
+            a0 = radius - hw
+            seg = img[sy - roff + b, sx + a0:sx + radius + hw + 1]
+            rseg = raw[sy + b, sx + a0:sx + radius + hw + 1]
+            for a in range(seg.shape[0]):
+                v = seg[a]
+                dx = a - hw
+                rg += (dx * dx + dy2) * v
+                e1 += cm[t + a] * v
+                e2 += sm[t + a] * v
+                rawm += rseg[a]
+                sig = max(sig, v)
+            t += seg.shape[0]
         centre = img[sy - roff + radius, sx + radius]
-        res[f, 0] = ciy
-        res[f, 1] = cix
-        res[f, 2] = mass
-        res[f, 3] = math.sqrt(rg / mass)
-        res[f, 4] = math.sqrt(e1 * e1 + e2 * e2) / (mass - centre + 1e-6)
-        res[f, 5] = sig
-        res[f, 6] = rawm
-    return res
+        ms = mass[f]
+        out[f, 0] = math.sqrt(rg / ms)
+        out[f, 1] = math.sqrt(e1 * e1 + e2 * e2) / (ms - centre + 1e-6)
+        out[f, 2] = sig
+        out[f, 3] = rawm
+    return out

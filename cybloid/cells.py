@@ -340,3 +340,65 @@ def neighbour_list(pos, usable, cutoff):
     """
     pi, pj, cnt = pair_list(pos, usable, cutoff)
     return pairs_to_csr(pos.shape[0], pi, pj, cnt)
+
+
+@numba.njit(cache=True, nogil=True)
+def within_lists(pos, others, cutoff):
+    """For each of ``pos`` (N, 2), the points of ``others`` (M, 2) closer than ``cutoff``.
+
+    ``others`` are binned on a :func:`grid_around` grid; each point of ``pos`` looks at its
+    cell and the eight around it. Returns CSR ``(offsets[N + 1], indices)``: the indices into
+    ``others`` near point ``i`` are ``indices[offsets[i]:offsets[i + 1]]``.
+    """
+    n = pos.shape[0]
+    m = others.shape[0]
+    offs = np.zeros(n + 1, np.int64)
+    if m == 0 or n == 0:
+        return offs, np.zeros(0, np.int64)
+    grid = grid_around(others, np.ones(m, np.bool_), cutoff)
+    start, order = bin_all(others, grid)
+    cells = np.empty(9, np.int64)
+    c2 = cutoff * cutoff
+    lst = np.empty(0, np.int64)
+    fill = offs[:n].copy()
+    for rep in range(2):  # count, then fill
+        if rep == 1:
+            for i in range(n):
+                offs[i + 1] += offs[i]
+            lst = np.empty(offs[n], np.int64)
+            fill = offs[:n].copy()
+        for i in range(n):
+            cx, cy = cell_of(grid, pos[i, 0], pos[i, 1])
+            for q in range(neighbour_cells(grid, cx, cy, False, cells)):
+                c = cells[q]
+                for k in range(start[c], start[c + 1]):
+                    j = order[k]
+                    dx = others[j, 0] - pos[i, 0]
+                    dy = others[j, 1] - pos[i, 1]
+                    if dx * dx + dy * dy < c2:
+                        if rep == 0:
+                            offs[i + 1] += 1
+                        else:
+                            lst[fill[i]] = j
+                            fill[i] += 1
+    return offs, lst
+
+
+@numba.njit(cache=True, nogil=True)
+def nearest_within(points, others, cutoff):
+    """Index of the nearest of ``others`` to each of ``points`` closer than ``cutoff`` (-1:
+    none; ties go to the lower index) and its distance (inf: none)."""
+    offs, lst = within_lists(points, others, cutoff)
+    m = points.shape[0]
+    idx = np.full(m, -1, np.int64)
+    dist = np.full(m, np.inf)
+    for a in range(m):
+        for q in range(offs[a], offs[a + 1]):
+            j = lst[q]
+            dx = others[j, 0] - points[a, 0]
+            dy = others[j, 1] - points[a, 1]
+            d = math.sqrt(dx * dx + dy * dy)
+            if d < dist[a] or (d == dist[a] and j < idx[a]):
+                dist[a] = d
+                idx[a] = j
+    return idx, dist

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from cybloid.cells import bin_all, cell_of, grid_around, neighbour_cells
+from cybloid.cells import nearest_within
 from cybloid.errors import ParameterError
 from cybloid.forces.base import ForceContext, ForceTerm
 from cybloid.params import Param
@@ -13,39 +13,17 @@ from cybloid.params import Param
 
 @numba.njit(cache=True, nogil=True)
 def harmonic_nearest_centre(pos, usable, centres, stiffness, capture_um, out):
-    """Force -k (r - c) towards the nearest centre c within ``capture_um`` (pN).
+    """Force -k (r - c) towards the nearest centre c closer than ``capture_um`` (pN).
 
-    The centres are binned in cells ``capture_um`` wide (:mod:`cybloid.cells`), so each
-    particle looks only at the centres of its own and the eight neighbouring cells. Ties go
-    to the lower centre index.
+    The centres are found on cell lists (:func:`cybloid.cells.nearest_within`): no O(N M).
+    Ties go to the lower centre index.
     """
-    n = pos.shape[0]
-    m = centres.shape[0]
-    if m == 0 or n == 0:
-        return
-    cap2 = capture_um * capture_um
-    grid = grid_around(centres, np.ones(m, np.bool_), capture_um)
-    start, order = bin_all(centres, grid)
-    cells = np.empty(9, np.int64)
-    for i in range(n):
-        if not usable[i]:
-            continue
-        best = -1
-        bd = 1e300
-        cx, cy = cell_of(grid, pos[i, 0], pos[i, 1])
-        for q in range(neighbour_cells(grid, cx, cy, False, cells)):
-            c = cells[q]
-            for k in range(start[c], start[c + 1]):
-                j = order[k]
-                dx = pos[i, 0] - centres[j, 0]
-                dy = pos[i, 1] - centres[j, 1]
-                d2 = dx * dx + dy * dy
-                if d2 < bd or (d2 == bd and j < best):
-                    bd = d2
-                    best = j
-        if best >= 0 and bd <= cap2:
-            out[i, 0] -= stiffness * (pos[i, 0] - centres[best, 0])
-            out[i, 1] -= stiffness * (pos[i, 1] - centres[best, 1])
+    idx, _ = nearest_within(pos, centres, capture_um)
+    for i in range(pos.shape[0]):
+        j = idx[i]
+        if usable[i] and j >= 0:
+            out[i, 0] -= stiffness * (pos[i, 0] - centres[j, 0])
+            out[i, 1] -= stiffness * (pos[i, 1] - centres[j, 1])
 
 
 class HarmonicTrap(ForceTerm):

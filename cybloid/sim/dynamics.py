@@ -6,7 +6,8 @@ Overdamped Euler-Maruyama steps of hard spheres in 2D pushed by laser spots:
   (:mod:`cybloid.sim.pixels`'s hash): no noise array, and a run does not depend on how the
   integration is cut into segments. Each hash becomes a standard normal by the ziggurat
   method (:func:`cybloid.sim.pixels.zig_normal`: a table look-up and a compare 99% of the time);
-* laser spots: each particle keeps the list of spots within ``range + skin``;
+* laser spots: each particle keeps the list of spots within ``range + skin``
+  (:func:`cybloid.cells.within_lists`), kept across calls while the spot table stays;
 * hard core: overlapping pairs are pushed apart symmetrically after each step
   (Heyes-Melrose), over a Verlet list of the pairs closer than ``diameter + skin``;
 * both lists come from :mod:`cybloid.cells` and are rebuilt only when some particle has
@@ -23,67 +24,12 @@ import math
 import numba
 import numpy as np
 
-from cybloid.cells import bin_all, cell_of, grid_around, neighbour_cells, pair_list_box, wrap_delta
+from cybloid.cells import nearest_within, pair_list_box, within_lists, wrap_delta
 from cybloid.forcecurve import gradient_force_pN
 from cybloid.sim.pixels import _GOLDEN, mix64, zig_normal
 
 SKIN_UM = 0.5
 """Verlet skin (um): lists are rebuilt when a particle has moved half of it."""
-
-@numba.njit(cache=True, nogil=True)
-def spot_lists(pos, spots, cutoff):
-    """For each particle, the spots closer than ``cutoff``: CSR ``(offsets[n + 1], spot indices)``."""
-    n = pos.shape[0]
-    ns = spots.shape[0]
-    offs = np.zeros(n + 1, np.int64)
-    if ns == 0 or n == 0:
-        return offs, np.zeros(0, np.int64)
-    grid = grid_around(spots, np.ones(ns, np.bool_), cutoff)
-    start, order = bin_all(spots, grid)
-    cells = np.empty(9, np.int64)
-    c2 = cutoff * cutoff
-    for rep in range(2):  # count, then fill
-        if rep == 1:
-            for i in range(n):
-                offs[i + 1] += offs[i]
-            lst = np.empty(offs[n], np.int64)
-            fill = offs[:n].copy()
-        for i in range(n):
-            cx, cy = cell_of(grid, pos[i, 0], pos[i, 1])
-            for q in range(neighbour_cells(grid, cx, cy, False, cells)):
-                c = cells[q]
-                for k in range(start[c], start[c + 1]):
-                    j = order[k]
-                    dx = spots[j, 0] - pos[i, 0]
-                    dy = spots[j, 1] - pos[i, 1]
-                    if dx * dx + dy * dy < c2:
-                        if rep == 0:
-                            offs[i + 1] += 1
-                        else:
-                            lst[fill[i]] = j
-                            fill[i] += 1
-    return offs, lst
-
-
-@numba.njit(cache=True, nogil=True)
-def nearest_within(points, pos, cutoff):
-    """Index of the nearest of ``pos`` to each of ``points`` closer than ``cutoff`` (-1: none)
-    and its distance."""
-    offs, lst = spot_lists(points, pos, cutoff)
-    m = points.shape[0]
-    idx = np.full(m, -1, np.int64)
-    dist = np.full(m, np.inf)
-    for a in range(m):
-        for q in range(offs[a], offs[a + 1]):
-            j = lst[q]
-            dx = pos[j, 0] - points[a, 0]
-            dy = pos[j, 1] - points[a, 1]
-            d = math.sqrt(dx * dx + dy * dy)
-            if d < dist[a]:
-                dist[a] = d
-                idx[a] = j
-    return idx, dist
-
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _delta(pos, i, j, periodic, lx, ly):
@@ -119,7 +65,7 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
     these steps; ``box`` = (xmin, ymin, xmax, ymax) um with reflecting or ``periodic``
     walls; ``ext_force`` (N,2) pN is an extra constant force. ``ref, pi, pj, npairs`` are
     the Verlet pair list and the positions it was built at (``npairs < 0``: none yet);
-    ``so, sl, sref`` the spot lists of these spots (:func:`spot_lists` CSR) and the
+    ``so, sl, sref`` the spot lists of these spots (:func:`cybloid.cells.within_lists` CSR) and the
     positions they were built at (``so`` empty: none yet). ``spot_force_sum`` (N,2) pN
     accumulates the laser force on each particle, summed over steps (the realised force,
     for diagnostics).
@@ -142,7 +88,7 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
         rebuilds += 1
     if ns > 0:
         if so.shape[0] != n + 1 or sref.shape[0] != n or _moved_beyond(pos, sref, half2, periodic, lx, ly):
-            so, sl = spot_lists(pos, spots, range_um + skin)
+            so, sl = within_lists(pos, spots, range_um + skin)
             sref = pos.copy()
     mdt = mobility * dt
     for step in range(nsteps):
@@ -203,7 +149,7 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
                 ref[:, :] = pos
                 rebuilds += 1
         if ns > 0 and _moved_beyond(pos, sref, half2, periodic, lx, ly):
-            so, sl = spot_lists(pos, spots, range_um + skin)
+            so, sl = within_lists(pos, spots, range_um + skin)
             sref[:, :] = pos
     return pi, pj, npairs, rebuilds, so, sl, sref
 
@@ -261,6 +207,6 @@ def warm_up_dynamics() -> None:
         integrate(pos, 2, 0, np.uint64(1), 1e-4, 1.0, 0.1, spots, np.ones(1), 1.0, 4.0,
                   np.array([0.0, 0.0, 10.0, 10.0]), periodic, 2.0, True, np.zeros((2, 2)), ref, e, e.copy(), -1,
                   SKIN_UM, np.zeros((2, 2)), e.copy(), e.copy(), np.zeros((0, 2)))
-    nearest_within(spots, pos, 4.0)
+    nearest_within(spots, pos, 4.0)  # (from cybloid.cells; the world finds each spot's target with it)
     out = np.zeros((2, 2))
     place_apart(np.array([[1.0, 1.0], [5.0, 5.0]]), 2.0, np.array([0.0, 0.0, 10.0, 10.0]), 2, out, 0)

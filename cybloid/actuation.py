@@ -33,6 +33,15 @@ instead of 7 %). It costs beam: the pair gives ``2 cos(45) F(d*) / F_max = 2 exp
 shares would add up to more than 1, or ``d*`` lies beyond the laser's range, the frame
 falls back to single spots at ``w``. ``layout="single"`` always uses one spot.
 
+Curvature correction: what remains is second order. A particle displaced at random by ``s``
+per axis from the spots' reference point feels on average ``1 + c s^2`` of the programmed
+force (``c = -1/w^2`` for the pair, ``-3/(2 w^2)`` for one spot: half the Laplacian of the
+force along its direction, :meth:`Actuator.curvature`), -0.4 % to -1 % in the default lab,
+which matters near an instability (a delayed trap at k tau = 1.43 loses 7 % of variance per
+1 % of force). The actuator estimates ``s^2`` from the particles' unpredicted motion (running
+mean of the frame-to-frame innovation of its velocity predictor, scaled diffusively to
+``latency + T/2``) and multiplies the shares by ``1 / (1 + c s^2)`` (at most 10 %).
+
 Predictive placement: a spot computed from a frame acts from ``latency`` after the exposure
 middle and is held for one frame period T, so a moving particle would run ahead of (or
 behind) its spot, which then brakes it and pulls it sideways. When the frame period is known
@@ -68,6 +77,10 @@ MODES = ("duty", "offset")
 LAYOUTS = ("pair", "single")
 PAIR_ANGLE_RAD = math.pi / 4
 """Angle of each spot of a pair from the force direction."""
+MOTION_SMOOTHING = 0.05
+"""Weight of each frame in the running estimate of the particles' unpredicted motion."""
+MAX_GAIN = 1.1
+"""Largest share correction for the force curve's curvature."""
 
 
 @numba.njit(cache=True)
@@ -201,7 +214,7 @@ class Actuator:
     def __init__(self, calibration: Calibration, limits: Limits, fov_um: tuple[float, float],
                  power_frac: float = 1.0, mode: str = "duty", frame_period_s: float | None = None,
                  predict: bool = True, velocity_smoothing: float = 0.3, max_lead_um: float = 1.0,
-                 layout: str = "pair") -> None:
+                 layout: str = "pair", curvature_correction: bool = True) -> None:
         if mode not in MODES:
             raise ParameterError(f"actuation mode must be one of {', '.join(MODES)}, got {mode!r}")
         if layout not in LAYOUTS:
@@ -220,6 +233,10 @@ class Actuator:
         self.predict = predict
         self.velocity_smoothing = float(velocity_smoothing)
         self.max_lead_um = float(max_lead_um)
+        self.curvature_correction = bool(curvature_correction)
+        self._curv: dict[tuple, float] = {}
+        self.gain = 1.0
+        """Factor the last table's shares were multiplied by (curvature correction; 1: none)."""
         self.reset()
 
     def reset(self) -> None:
@@ -227,6 +244,51 @@ class Actuator:
         self._ids = np.zeros(0, np.int64)
         self._pos = np.zeros((0, 2))
         self._vel = np.zeros((0, 2))
+        self._q_um2 = float("nan")  # per-axis variance of the unpredicted motion in one frame (EMA)
+
+    def curvature(self, layout: str) -> float:
+        """Relative change of the force per um^2 of isotropic displacement variance (per axis)
+        for a spot layout on the calibrated curve: ``F_real / F_prog ~ 1 + c s^2`` (c < 0).
+
+        Half the Laplacian of the force component along the programmed force, divided by the
+        force, by finite differences of the curve (second order in the displacement).
+        """
+        fc = self.calibration.force_curve
+        w = fc.offset_at_max_um
+        if layout == "pair":
+            d, _ = pair_offset(fc)
+            c = math.cos(PAIR_ANGLE_RAD)
+            spots = np.array([[d * c, d * c], [d * c, -d * c]])
+        else:
+            spots = np.array([[w, 0.0]])
+
+        def fu(x: float, y: float) -> float:
+            v = spots - np.array([x, y])
+            dist = np.hypot(v[:, 0], v[:, 1])
+            return float(np.sum(v[:, 0] / dist * fc.force(dist)))
+
+        h = 1e-3 * w
+        f0 = fu(0.0, 0.0)
+        lap = (fu(h, 0) + fu(-h, 0) + fu(0, h) + fu(0, -h) - 4 * f0) / h**2
+        return 0.5 * lap / f0
+
+    def displacement_var_um2(self) -> float:
+        """Per-axis variance (um^2) of a particle's displacement from its predicted position,
+        averaged over the hold: the unpredicted motion of one frame scaled to ``latency + T/2``
+        (diffusive); NaN before two frames were seen."""
+        T = self.frame_period_s
+        if not T:
+            return float("nan")
+        return self._q_um2 * (self.calibration.latency_s + 0.5 * T) / T
+
+    def _learn_motion(self, innovation: np.ndarray) -> None:
+        """Update the unpredicted-motion variance from this frame's innovations (um)."""
+        inn = innovation[np.isfinite(innovation).all(axis=1)]
+        inn = inn[np.hypot(inn[:, 0], inn[:, 1]) < self.max_lead_um]  # a mis-linked identity is not motion
+        if len(inn) == 0:
+            return
+        q = float(np.mean(inn**2))
+        self._q_um2 = q if not math.isfinite(self._q_um2) else self._q_um2 + MOTION_SMOOTHING * (q - self._q_um2)
 
     def _predicted(self, positions_um: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Positions ``latency + T/2`` ahead from smoothed velocities (um); updates the estimates."""
@@ -238,6 +300,7 @@ class Actuator:
         if len(ids) and len(ids) == len(self._ids) and np.array_equal(ids, self._ids):
             # the usual case: the same particles in the same order as last frame
             vel = a * ((pos - self._pos) / T) + (1 - a) * self._vel
+            self._learn_motion(pos - self._pos - self._vel * T)
         elif len(self._ids) and len(ids):
             order = np.argsort(self._ids)
             sid = self._ids[order]
@@ -246,6 +309,7 @@ class Actuator:
             src = order[k[hit]]
             step = (pos[hit] - self._pos[src]) / T
             vel[hit] = a * step + (1 - a) * self._vel[src]
+            self._learn_motion(pos[hit] - self._pos[src] - self._vel[src] * T)
         bad = ~np.isfinite(vel)
         if bad.any():
             vel[bad] = 0.0
@@ -261,6 +325,16 @@ class Actuator:
         if big.any():
             lead[big] *= (self.max_lead_um / size[big])[:, None]
         return pos + lead
+
+    def _gain(self, layout: str, s2_um2: float) -> float:
+        """Share multiplier that undoes the curvature's mean force loss ``1 + c s^2`` (at most 10 %)."""
+        if not math.isfinite(s2_um2):
+            return 1.0
+        key = (layout, self.calibration.force_curve.offset_at_max_um, self.calibration.force_curve.range_um)
+        c = self._curv.get(key)
+        if c is None:
+            c = self._curv[key] = self.curvature(layout)
+        return float(min(max(1.0 / (1.0 + c * s2_um2), 1.0 / MAX_GAIN), MAX_GAIN))
 
     def warm_up(self) -> None:
         """Compile the placement kernels (both layouts) before the first frame."""
@@ -296,19 +370,25 @@ class Actuator:
         ids_sel = ids[idx]
         spots_um = None
         self.last_layout = "single"
+        self.gain = 1.0
+        s2 = self.displacement_var_um2() if (self.curvature_correction and self.predict) else float("nan")
         if self.layout == "pair" and self.mode == "duty":
             d_pair, f_pair = pair_offset(fc)
             if d_pair < fc.range_um and f_pair > 0:
-                ps, psh, psat = place_spot_pairs(pos, frc, self.power_frac, d_pair, f_pair,
+                g = self._gain("pair", s2)
+                ps, psh, psat = place_spot_pairs(pos, frc, self.power_frac, d_pair, f_pair / g,
                                                  self.limits.max_force_pN, m, m, w - m, h - m)
                 if psh.sum() <= 1.0 + 1e-12:  # the pairs fit the beam: use them
                     spots_um, share, sat = ps, psh, psat
                     ids_sel = np.repeat(ids_sel, 2)
                     self.last_layout = "pair"
+                    self.gain = g
         if spots_um is None:
+            g = self._gain("single", s2) if self.mode == "duty" else 1.0
             spots_um, share, sat = place_spots(pos, frc, self.mode == "duty", self.power_frac,
-                                               fc.max_force_pN, fc.offset_at_max_um, self.limits.max_force_pN,
+                                               fc.max_force_pN / g, fc.offset_at_max_um, self.limits.max_force_pN,
                                                m, m, w - m, h - m)
+            self.gain = g
         sat_all[idx] = sat
         keep = share > 0
         spots_um = spots_um[keep]

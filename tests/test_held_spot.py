@@ -142,3 +142,56 @@ def test_loop_timing_follows_the_simulated_camera():
     # applied on the next simulation step after exposure + readout + processing + actuation
     raw = c.exposure_s + lat.readout_s + lat.processing_s + lat.actuation_s
     assert raw <= tm["apply_s"] < raw + prof.simulation.dt_s
+
+
+def test_curvature_correction_matches_the_mean_force_of_a_displaced_particle(cal):
+    """Averaged over Gaussian displacements (s per axis), a layout gives 1 + c s^2 of its force;
+    c = -3/(2 w^2) for one spot at w (second derivatives of the gradient curve), and the
+    pair's c from the same average, sampled independently of the actuator's finite differences."""
+    fc = cal.force_curve
+    w, fmax = fc.offset_at_max_um, fc.max_force_pN
+    act = Actuator(cal, Limits(max_force_pN=20.0), (100.0, 100.0), frame_period_s=0.01)
+    assert act.curvature("single") == pytest.approx(-1.5 / w**2, rel=1e-4)
+    rng = np.random.default_rng(1)
+    s = 0.06
+    delta = rng.normal(0, s, (200000, 2))
+    pos = np.array([[50.0, 50.0]])
+    for layout in ("pair", "single"):
+        a = Actuator(cal, Limits(max_force_pN=20.0), (100.0, 100.0), layout=layout)
+        table, xy, _ = a.spots(pos, np.array([[1.0, 0.0]]), np.ones(1, bool), np.array([1]))
+        v = xy[None, :, :] - (pos + delta)[:, None, :]
+        d = np.hypot(v[..., 0], v[..., 1])
+        mag = table.share.astype(float)[None, :] * fmax * (d / w) * np.exp(0.5 - 0.5 * (d / w) ** 2)
+        mean_fx = float(np.mean(np.sum(v[..., 0] / d * mag, axis=1)))
+        assert mean_fx - 1.0 == pytest.approx(act.curvature(layout) * s**2, rel=0.1, abs=2e-4)
+    # the actuator learns the displacement variance from the particles' motion and corrects the shares
+    T, D = 0.01, 0.245
+    p = np.array([[50.0, 50.0], [70.0, 50.0]])
+    for _ in range(300):
+        p = p + rng.normal(0, np.sqrt(2 * D * T), p.shape)
+        table, _, _ = act.spots(p, np.array([[1.0, 0.0], [0.0, 1.0]]), np.ones(2, bool), np.array([1, 2]))
+    s2 = act.displacement_var_um2()
+    expected = 2 * D * (cal.latency_s + T / 2)  # diffusive, plus ~18 % from the noisy velocity estimate
+    assert expected < s2 < 1.35 * expected
+    assert act.gain == pytest.approx(1 / (1 + act.curvature("pair") * s2))
+    assert 1.003 < act.gain < 1.01
+
+
+def test_report_forces_writes_the_realised_vs_programmed_page(tmp_path, capsys):
+    from cybloid.cli import main
+
+    out = tmp_path / "f.html"
+    rc = main(["report", "--forces", "harmonic-trap", "-p", "stiffness=0.5", "-p", "duration=1", "-p", "traps=4",
+               "-p", "spacing=15", "--set", "camera.render=none", "--out", str(out), "--png-dir", str(tmp_path / "png")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "force report written to" in text and "RMS error per frame" in text
+    page = out.read_text()
+    assert "id='realised_vs_programmed'" in page and "id='force_error'" in page and "spot layout" in page
+    assert (tmp_path / "png" / "force_error.png").stat().st_size > 1000
+    # a 1 s run of 4 traps in the default lab: the pair keeps the per-frame error under 2 %
+    err = float(text.split("RMS error per frame ")[1].split(" %")[0])
+    assert 0 < err < 2.0
+    assert main(["report", "somewhere", "--forces", "harmonic-trap"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["report"]) == 2

@@ -38,8 +38,10 @@ other           unknown command                             ``Syntax error: ille
 bad value       out of range or unparsable                  ``Syntax error: value out of range``
 ==============  ==========================================  ====================
 
-With ``lines = n > 0`` it is a Skyra: the per-line commands (``l1 l0 l? p p? pa?``) need the
-line number as a prefix (``2p 0.05``, ``1pa?``); the others address the whole box.
+With ``lines = n > 0`` it is a Skyra: the per-line commands (``p p? pa? slp glp? sla gla?``;
+``slp`` and ``glp?`` in mW; ``sla 0|1`` (de)activates the line) need the line number as a prefix
+(``2slp 50``, ``1pa?``); the others address the whole box: ``l1`` starts the active lines,
+``l0`` stops them all, ``l?`` is 1 while any line emits.
 """
 
 from __future__ import annotations
@@ -54,13 +56,14 @@ log = logging.getLogger(__name__)
 
 FAULT_TEXT = {0: "no fault", 1: "temperature error", 3: "interlock error", 4: "constant power time-out"}
 OFF, WAIT_TEMP, WAIT_KEY, WARMUP, ON, FAULT, ABORTED = range(7)
-_PER_LINE = re.compile(r"^([1-9]?)(l1|l0|l\?|p\?|pa\?|p (.*))$")
+_PER_LINE = re.compile(r"^([1-9]?)(p\?|pa\?|glp\?|gla\?|p|slp|sla)(?: (.*))?$")
 LINE_ENDINGS = {"cr": b"\r", "crlf": b"\r\n"}
 
 
 class _Line:
     def __init__(self, set_W: float) -> None:
         self.set_W = set_W
+        self.active = True  # Skyra line activation (``sla``): l1 starts only the active lines
         self.mode = OFF
         self.t_mode = 0.0  # when the current mode started (time.monotonic)
 
@@ -217,6 +220,16 @@ class LaserEmulator(LineEmulator):
             return self._line_command(self._lines[int(prefix) if prefix else 0], cmd, arg)
         if c == "?":
             return "OK"
+        if c == "l1":  # with autostart on, this restarts the start-up sequence
+            for ln in self._lines.values():
+                if ln.active:
+                    self._start(ln)
+            return "OK"
+        if c == "l0":
+            self._stop_all()
+            return "OK"
+        if c == "l?":
+            return "1" if any(ln.mode in (WARMUP, ON) for ln in self._lines.values()) else "0"
         if c == "@cob1":
             for ln in self._lines.values():
                 self._start(ln)
@@ -257,21 +270,24 @@ class LaserEmulator(LineEmulator):
         return "Syntax error: illegal command"
 
     def _line_command(self, ln: _Line, cmd: str, arg: str | None) -> str:
-        if cmd == "l1":
-            self._start(ln)  # with autostart on, this restarts the start-up sequence
+        if cmd == "gla?":
+            return "1" if ln.active else "0"
+        if cmd == "sla":
+            if arg not in ("0", "1"):
+                return "Syntax error: value out of range"
+            ln.active = arg == "1"
+            if not ln.active and ln.mode != OFF:
+                self._enter(ln, OFF)  # a deactivated line stops emitting
+                self._sync()
             return "OK"
-        if cmd == "l0":
-            self._enter(ln, OFF)
-            self._sync()
-            return "OK"
-        if cmd == "l?":
-            return "1" if ln.mode in (WARMUP, ON) else "0"
         if cmd == "p?":
             return f"{ln.set_W:.4f}"
         if cmd == "pa?":
             return f"{self._measured_W(ln):.4f}"
-        try:
-            w = float(arg or "")
+        if cmd == "glp?":
+            return f"{ln.set_W * 1000.0:.2f}"
+        try:  # p (W) or slp (mW)
+            w = float(arg or "") / (1000.0 if cmd == "slp" else 1.0)
         except ValueError:
             return "Syntax error: value out of range"
         if not 0.0 <= w <= self.max_W * 1.0001:

@@ -9,7 +9,10 @@ that names the mode it stayed in; the key switch (``@cobasks?``) is checked firs
 end with CR or with CR LF: both are accepted. While on, the measured power (``pa?``) is read
 at a poll at most every ``measure_s`` (1 s); :meth:`CoboltLaser.take_events` hands it to the
 loop for the frame records.
-A Skyra needs ``line`` (1..4): per-line commands get the line number as prefix (``2p 0.05``).
+A Skyra needs ``line`` (1..4): as in Cobolt's Skyra adapter, per-line commands get the line
+number as prefix — the line is activated at connect (``2sla 1``), its power is set and read in
+mW (``2slp 50.00``, ``2glp?``), measured with ``2pa?`` — while emission is box-wide (``l1``,
+``l0``, ``l?``, ``gom?``): switching off stops every line of the box.
 See docs/drivers.md for the manual sections behind each command.
 """
 
@@ -36,7 +39,7 @@ MODES = {
 ON_MODES = {"dpl": (4,), "mld": (2, 3, 4)}
 KEY_MODES = {"dpl": (2,), "mld": (1,)}
 FAILED_MODES = (5, 6)
-PER_LINE = ("l1", "l0", "l?", "p?", "pa?", "p ")
+PER_LINE = ("pa?", "glp?", "slp ", "sla ")  # Skyra: emission (l1, l0, l?) is box-wide
 
 
 def _setting(name: str, value: float, low: float, allow_inf: bool = False) -> float:
@@ -151,7 +154,10 @@ class CoboltLaser:
                 self.autostart = True  # this laser keeps autostart: on() drives the sequence
                 log.warning("laser: '@cobas 0' refused (%s); using the autostart sequence", exc)
             self._transact(self._off_cmd(), parse_ok)
-            self._power_mW = self._transact(self._cmd("p?"), parse_float) * 1000.0
+            if self.line is not None:  # a Skyra emits on its active lines: make this one active
+                self._transact(self._cmd("sla 1"), parse_ok)
+            self._power_mW = (self._transact(self._cmd("glp?"), parse_float) if self.line is not None
+                              else self._transact("p?", parse_float) * 1000.0)
         except BaseException:
             self.link.close()
             raise
@@ -352,7 +358,8 @@ class CoboltLaser:
         if p > cap or p < 0:
             log.warning("laser: power %.1f mW clamped to [0, %.1f] mW", p, cap)
         p = min(max(p, 0.0), cap)
-        self._transact(self._cmd(f"p {p / 1000.0:.4f}"), parse_ok)
+        # a Skyra line takes its power in mW (``2slp 50.00``, as Cobolt's own adapter sets it); single lasers in W
+        self._transact(self._cmd(f"slp {p:.2f}") if self.line is not None else f"p {p / 1000.0:.4f}", parse_ok)
         self._power_mW = p
 
     def power_mW(self) -> float:

@@ -65,14 +65,15 @@ def test_on_waits_through_warm_up_and_records_the_measured_power(laser):
     drv.off()
     assert not drv.is_on and not emu.on and not w.laser_on
     if kw.get("lines"):
-        assert "2l1" in emu.log and "2p 0.3000" in emu.log and "l1" not in emu.log
+        # a Skyra: the trap line activated and its power set in mW with the line prefix; emission box-wide
+        assert "2sla 1" in emu.log and "2slp 300.00" in emu.log and "l1" in emu.log and "2l1" not in emu.log
 
 
 def test_measured_power_ramps_during_warm_up(laser):
     emu, drv, w, kw = laser
     drv.set_power(200.0)
     emu.warmup_s = 1.0
-    cmd = "@cob1" if drv.autostart else ("2l1" if kw.get("lines") else "l1")
+    cmd = "@cob1" if drv.autostart else "l1"
     drv._transact(cmd, laser_parse_text)
     readings = []
     t_end = time.monotonic() + 1.3
@@ -143,6 +144,23 @@ def test_emulator_is_case_sensitive_and_strict():
         ask("@cob1")
         emu.tick()
         assert emu.mode == WAIT_KEY and ask("gom?") == b"2\r" and ask("l?") == b"0\r"
+    finally:
+        emu.close()
+
+
+def test_skyra_emulator_lines_are_prefixed_and_emission_is_box_wide():
+    emu = LaserEmulator(None, autostart=False, line_ending="cr", lines=3, trap_line=2)
+    try:
+        def ask(c):
+            return emu.handle(c.encode() + b"\r")
+
+        assert ask("2l1") == b"Syntax error: illegal command\r" and ask("pa?") == b"Syntax error: illegal command\r"
+        assert ask("1sla 0") == b"OK\r" and ask("1gla?") == b"0\r" and ask("2gla?") == b"1\r"
+        assert ask("2slp 120") == b"OK\r" and ask("2glp?") == b"120.00\r" and ask("2p?") == b"0.1200\r"
+        assert ask("l1") == b"OK\r" and ask("l?") == b"1\r" and emu.on
+        assert emu._lines[1].mode == OFF and emu._lines[3].mode == ON  # inactive line 1 stays dark
+        assert ask("2sla 0") == b"OK\r" and not emu.on  # deactivating the trap line stops it
+        assert ask("l0") == b"OK\r" and ask("l?") == b"0\r" and emu._lines[3].mode == OFF
     finally:
         emu.close()
 

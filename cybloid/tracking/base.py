@@ -7,18 +7,14 @@ from typing import Protocol
 
 import numpy as np
 
-FLAG_NEW = np.uint8(1)
-"""First frame of this identity."""
-FLAG_LOST = np.uint8(2)
-"""Not found in this frame; the position is the last known / predicted one."""
-FLAG_DOUBTFUL = np.uint8(4)
-"""Found, but mass, size, eccentricity or refinement shift is out of bounds."""
-FLAG_EDGE = np.uint8(8)
-"""Too close to the image edge for a full refinement window."""
-FLAG_CONTACT = np.uint8(16)
-"""Another particle within one feature diameter; its light was modelled and subtracted."""
-FLAG_SHIFT = np.uint8(32)
-"""A whole-field shift (stage move) was detected and compensated in this frame."""
+# Bits of ``Tracks.flags``:
+# NEW       first frame of this identity;
+# LOST      not found in this frame; the position is the last known / predicted one;
+# DOUBTFUL  found, but mass, size, eccentricity or refinement shift is out of bounds;
+# EDGE      too close to the image edge for a full refinement window;
+# CONTACT   another particle within one feature diameter; its light was modelled and subtracted;
+# SHIFT     a whole-field shift (stage move) was detected and compensated in this frame.
+FLAG_NEW, FLAG_LOST, FLAG_DOUBTFUL, FLAG_EDGE, FLAG_CONTACT, FLAG_SHIFT = np.uint8([1, 2, 4, 8, 16, 32])
 
 UNUSABLE = np.uint8(FLAG_LOST | FLAG_DOUBTFUL)
 """Flags that make a position unfit for force evaluation."""

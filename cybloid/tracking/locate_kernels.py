@@ -349,10 +349,8 @@ def noise(bp, raw, radius):
     ring = np.empty((nr, w + 2 * off), np.int32)
     reach = mask_spans(radius)
     hit = np.empty(w, np.bool_)
-    s = 0.0
-    s2 = 0.0
-    n = 0
-    done = 0
+    s = s2 = 0.0
+    n = done = 0
     for j in range(h):
         j_hi = min(j + radius, h - 1)
         while done <= j_hi:
@@ -402,13 +400,9 @@ def refine_centroid(img, roff, radius, coords, max_iter, shift_thresh):
     yhi = roff + h - radius - 1
     xhi = w - radius - 1
     for f in range(n):
-        cy = coords[f, 0]
-        cx = coords[f, 1]
-        sy = 0
-        sx = 0
-        mass = 0.0
-        ciy = 0.0
-        cix = 0.0
+        cy, cx = coords[f, 0], coords[f, 1]
+        sy = sx = 0
+        mass = ciy = cix = 0.0
         for it in range(max_iter):
             sy = cy - radius
             sx = cx - radius
@@ -478,14 +472,9 @@ def characterize(raw, img, roff, radius, corner, mass):
                 sm[q] = math.sin(2 * th)
                 q += 1
     for f in range(n):
-        sy = corner[f, 0]
-        sx = corner[f, 1]
-        rg = 0
-        e1 = 0.0
-        e2 = 0.0
-        sig = 0
-        rawm = 0.0
-        t = 0
+        sy, sx = corner[f, 0], corner[f, 1]
+        rg = sig = t = 0
+        e1 = e2 = rawm = 0.0
         for b in range(2 * radius + 1):
             hw = span[b]
             dy2 = (b - radius) * (b - radius)

@@ -50,6 +50,33 @@ def neighbour_lists(xy, reach):
     return neighbour_list(xy, np.ones(n, np.bool_), reach)
 
 
+@numba.njit(cache=True, fastmath=True, inline="always")
+def _axis_weights(d, inv, cstep, lo, hi, g_out, gd_out, gdd_out):
+    """Gaussian weights ``g = exp(-d^2 inv)`` along one window axis (``d`` = offset of its first
+    pixel from the estimate, one pixel further per entry; exponentials by recurrence) into
+    ``g_out``, ``g d`` and ``g d^2``; returns the sums of ``g^2``, ``g^2 d``, ``g^2 d^2`` over the
+    visible entries ``lo..hi`` and of ``g^2`` over all."""
+    s2 = 0.0
+    s2d = 0.0
+    s2dd = 0.0
+    sall = 0.0
+    g = math.exp(-d * d * inv)
+    qr = math.exp(-(2.0 * d + 1.0) * inv)
+    for a in range(g_out.shape[0]):
+        g_out[a] = g
+        gd_out[a] = g * d
+        gdd_out[a] = g * d * d
+        sall += g * g
+        if lo <= a < hi:
+            s2 += g * g
+            s2d += g * g * d
+            s2dd += g * g * d * d
+        g *= qr
+        qr *= cstep
+        d += 1.0
+    return s2, s2d, s2dd, sall
+
+
 @numba.njit(cache=True, fastmath=True)
 def refine_gauss(image, xy, amp, todo, sigma, radius, background, max_iter, tol, max_step, outside,
                  nb_start, nb_idx, use_nb, size, ecc, vis, status):
@@ -98,11 +125,8 @@ def refine_gauss(image, xy, amp, todo, sigma, radius, background, max_iter, tol,
     s2 = sigma * sigma
     inv = 1.0 / (2.0 * s2)
     cstep = math.exp(-2.0 * inv)  # exp(-(d+1)^2 inv) = exp(-d^2 inv) * exp(-(2d+1) inv): recurrences
-    gx = np.empty(nw)
-    gxd = np.empty(nw)
-    gxdd = np.empty(nw)
-    gy = np.empty(nw)
-    gyd = np.empty(nw)
+    wts = np.empty((6, nw))  # weights g, g d, g d^2 along x, then along y
+    gx, gxd, gxdd, gy, gyd, gydd = wts[0], wts[1], wts[2], wts[3], wts[4], wts[5]
     maxnb = 1
     for k in range(xy.shape[0]):
         maxnb = max(maxnb, nb_start[k + 1] - nb_start[k])
@@ -138,43 +162,8 @@ def refine_gauss(image, xy, amp, todo, sigma, radius, background, max_iter, tol,
                 st = ST_NO_SIGNAL
                 break
             # separable weight and model sums over the visible part of the window
-            gxx2 = 0.0
-            gxx2d = 0.0
-            gxx2dd = 0.0
-            gxall = 0.0
-            d = i0 - x
-            g = math.exp(-d * d * inv)
-            qr = math.exp(-(2.0 * d + 1.0) * inv)
-            for a in range(nw):
-                gx[a] = g
-                gxd[a] = g * d
-                gxdd[a] = g * d * d
-                gxall += g * g
-                if a0 <= a < a1:
-                    gxx2 += g * g
-                    gxx2d += g * g * d
-                    gxx2dd += g * g * d * d
-                g *= qr
-                qr *= cstep
-                d += 1.0
-            gyy2 = 0.0
-            gyy2d = 0.0
-            gyy2dd = 0.0
-            gyall = 0.0
-            d = j0 - y
-            g = math.exp(-d * d * inv)
-            qr = math.exp(-(2.0 * d + 1.0) * inv)
-            for b in range(nw):
-                gy[b] = g
-                gyd[b] = g * d
-                gyall += g * g
-                if b0 <= b < b1:
-                    gyy2 += g * g
-                    gyy2d += g * g * d
-                    gyy2dd += g * g * d * d
-                g *= qr
-                qr *= cstep
-                d += 1.0
+            gxx2, gxx2d, gxx2dd, gxall = _axis_weights(i0 - x, inv, cstep, a0, a1, gx, gxd, gxdd)
+            gyy2, gyy2d, gyy2dd, gyall = _axis_weights(j0 - y, inv, cstep, b0, b1, gy, gyd, gydd)
             G2 = gxx2 * gyy2
             G2all = gxall * gyall
             # neighbours: amplitude * row profile, and their projections on the column weights

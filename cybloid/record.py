@@ -80,9 +80,11 @@ class FrameRecord:
 
     @property
     def spot_forces(self) -> dict[str, Any] | None:
-        """Simulated lab only: the last completed spot-table hold before this frame, with each
-        spot's ``programmed_pN`` and time-averaged ``realised_pN`` force on its particle (N,2)
-        (``truth["spot_forces"]``; see :func:`cybloid.sim.forcecheck.force_realisation`)."""
+        """Simulated lab only: the last completed spot-table hold before this frame: its
+        ``t_start_s``/``t_end_s``, the ``targets`` (world particle indices), their
+        time-averaged true laser force ``realised_pN`` (M,2) and the force at the hold's start
+        ``start_pN`` (``truth["spot_forces"]``; :func:`cybloid.sim.forcecheck.force_pairs`
+        matches it with the programmed forces of the record whose table it was)."""
         return (self.truth or {}).get("spot_forces")
 
     @property

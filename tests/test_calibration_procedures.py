@@ -19,8 +19,7 @@ from cybloid.calibration.procedures import open_calibration_lab, run_calibration
 from cybloid.cli import main
 from cybloid.forcecurve import ForceCurve
 from cybloid.profile import load_lab_profile
-from cybloid.protocol.loader import load_protocol
-from cybloid.protocol.runner import ProtocolRunner, prepare
+from protocol_runs import run_protocol
 
 SMALL = {"camera.width_px": 128, "camera.height_px": 128}
 TRUTH = {**SMALL, "camera.pixel_size_um": 0.21, "laser.max_force_pN": 14.0, "laser.offset_at_max_um": 1.25,
@@ -126,18 +125,8 @@ def test_calibrated_harmonic_trap_gives_equipartition(pipeline, tmp_path):
     cal = Calibration.load(path)  # through the file, as a user would
     assert cal.force_curve.max_force_pN < 0.8 * nominal.force_curve.max_force_pN  # nominal is far off
     stiffness = 0.03
-    proto = load_protocol("harmonic-trap")
-    lab, loop, vals = prepare(proto, {"duration": 100.0, "traps": 9, "stiffness": stiffness, "spacing": 8.0},
-                              overrides=TRUTH, seed=7, calibration=cal)
-    recs = []
-    loop.add_sink(recs.append)
-    loop.keep_images = False
-    try:
-        summary = ProtocolRunner(loop, proto, vals).run()
-    finally:
-        loop.close()
-        lab.close()
-    assert summary.status == "done" and not summary.laser_on_at_end
+    _, lab, _, recs = run_protocol("harmonic-trap", {"duration": 100.0, "traps": 9, "stiffness": stiffness,
+                                                     "spacing": 8.0}, TRUTH, seed=7, calibration=cal)
     assert lab.calibration is cal and not np.any(lab.world.ext_force)
     pos = np.array([r.truth["positions_um"] for r in recs[200:]])  # true um, after 2 s
     measured = float(np.mean(np.var(pos, axis=0)))

@@ -14,6 +14,7 @@ from cybloid.forces import ForceTerm, realised_delay_s
 from cybloid.protocol.loader import load_protocol
 from cybloid.protocol.runner import ProtocolRunner, prepare
 from cybloid.record import FLAG_NAN_FORCE
+from protocol_runs import run_protocol
 
 # a 102 um field at 0.4 um/px: cheap frames, particles still 5 px wide
 WIDE_CHEAP = {"camera.width_px": 256, "camera.height_px": 256, "camera.pixel_size_um": 0.4}
@@ -27,21 +28,6 @@ TIERS = ["full", "none"]
 
 def tier(overrides, render):
     return {**overrides, "camera.render": render}
-
-
-def run_protocol(name, values, overrides, seed=0):
-    proto = load_protocol(name)
-    lab, loop, vals = prepare(proto, values, overrides=overrides, seed=seed)
-    records = []
-    loop.add_sink(records.append)
-    loop.keep_images = False
-    try:
-        summary = ProtocolRunner(loop, proto, vals).run()
-    finally:
-        loop.close()
-        lab.close()
-    assert summary.status == "done" and not summary.laser_on_at_end
-    return proto, lab, vals, records
 
 
 @pytest.mark.slow

@@ -2,14 +2,18 @@
 
 Three disjoint data sets:
 
-* **training**: the first part of every training session;
-* **validation**: the last ``block`` fraction (a time block) of every training session. It
-  picks the early-stopping epoch and the candidate. (A time block, not random frames:
-  frames a few ms apart are nearly the same configuration, so random frames are optimistic.)
+* **training**: the rest of every training session;
+* **validation**: whole validation sessions (``valid``, ``--select-session``), or time
+  blocks of every training session (each session cut into
+  ``chunks`` = 5 chunks, the last ``block`` = 20 % of each chunk, see
+  :func:`time_block_split`). They pick the early-stopping epoch and the candidate. (Blocks
+  of consecutive frames, not random frames: frames a few ms apart are nearly the same
+  configuration, so random frames are optimistic; blocks spread over the session, not only
+  its end, which may be a different state.)
 * **test** (``heldout_rel_rms``): whole sessions the models never saw (``test``, the
   ``--valid-session`` of ``cybloid train``), used for nothing but the reported number.
-  Without them, the last ``block`` of every training session becomes the test block and the
-  validation block is the ``block`` before it.
+  Without them, the time blocks above become the test and the blocks just before them
+  validate.
 
 Candidates (``model="auto"``, ``symmetry="auto"``), in order of increasing complexity: the
 invariant pair model; the many-body model with E(2) symmetry (conservative) and with SE(2)
@@ -58,17 +62,35 @@ class Candidate:
                 "heldout_rel_rms": self.heldout_rel_rms, **self.info}
 
 
-def time_block_split(trajs: list[Trajectory], block: float = 0.2) -> tuple[list[Trajectory], list[Trajectory]]:
-    """(first 1-block, last block) of every session's frames."""
-    if not 0 < block < 1:
-        raise ModelError(f"validation block must be between 0 and 1, got {block}")
+def time_block_split(trajs: list[Trajectory], block: float = 0.2, chunks: int = 5,
+                     offset: int = 0) -> tuple[list[Trajectory], list[Trajectory]]:
+    """(rest, held-out time blocks) of every session's frames.
+
+    Each session is cut into ``chunks`` equal consecutive chunks; the last ``block`` fraction
+    of every chunk (``offset`` blocks earlier: ``offset=1`` takes the block before it) is
+    held out. The held-out blocks are contiguous runs of frames (not random frames, which
+    are nearly copies of their neighbours) spread over the whole session, so they see every
+    phase of it (a gas that condenses, a crystal that anneals), not only its end.
+    """
+    if not 0 < block < 1 or (offset + 1) * block >= 1:
+        raise ModelError(f"validation block must be between 0 and 1 (and leave frames to train on), got {block}")
+    if chunks < 1:
+        raise ModelError(f"time-block split: chunks must be >= 1, got {chunks}")
     a, b = [], []
     for t in trajs:
-        k = int(round(len(t.frames) * (1 - block)))
-        if k < 1 or k >= len(t.frames):
-            raise ModelError(f"{t.source}: too few frames ({len(t.frames)}) to hold out a time block")
-        a.append(Trajectory(t.frames[:k], t.frame_period_s, t.gamma, t.kT, t.metadata, t.source))
-        b.append(Trajectory(t.frames[k:], t.frame_period_s, t.gamma, t.kT, t.metadata, t.source + " (last block)"))
+        n = len(t.frames)
+        edges = np.linspace(0, n, chunks + 1).round().astype(int)
+        held = np.zeros(n, bool)
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            k = int(round((hi - lo) * block))
+            stop = hi - offset * k
+            held[max(stop - k, lo):stop] = True
+        if held.all() or not held.any():
+            raise ModelError(f"{t.source}: too few frames ({n}) to hold out time blocks")
+        a.append(Trajectory([f for f, h in zip(t.frames, held) if not h], t.frame_period_s, t.gamma, t.kT,
+                            t.metadata, t.source))
+        b.append(Trajectory([f for f, h in zip(t.frames, held) if h], t.frame_period_s, t.gamma, t.kT, t.metadata,
+                            t.source + " (time blocks)"))
     return a, b
 
 
@@ -133,13 +155,19 @@ def _name(sym: str, head: str) -> str:
     return f"many-body {sym} ({'energy' if head == 'energy' else 'energy + non-conservative head'})"
 
 
-def select(trajs: list[Trajectory], test: list[Trajectory] | None = None, *, model: str = "auto",
+def select(trajs: list[Trajectory], test: list[Trajectory] | None = None, *, valid: list[Trajectory] | None = None,
+           model: str = "auto",
            symmetry: str = "auto", head: str = "auto", cutoff_um: float = 8.0, epochs: int = 30, patience: int = 6,
            hidden: int = 32, max_frames: int = 300, valid_frames: int = 150, test_frames: int = 200,
-           block: float = 0.2, margin: float = 0.1, min_gain: float = 0.01, variant_epochs: int | None = None,
+           block: float = 0.2, chunks: int = 5, margin: float = 0.1, min_gain: float = 0.01, variant_epochs: int | None = None,
            seed: int = 0, pair_base: bool = True, progress: bool = False,
            log: Any = print) -> tuple[Candidate, list[Candidate], dict[str, Any]]:
     """Fit every candidate on the training part, pick on the validation part, measure on ``test``.
+
+    ``valid``: whole sessions for validation (then all of ``trajs`` trains); needs ``test``.
+    Without it the validation data are time blocks of ``trajs``. Within one session the
+    state persists (a cluster, a crystal's orientation), so time blocks can be closer to the
+    training data than a new session is: give a validation session where sessions differ.
 
     ``pair_base``: the many-body models start from the exactly fitted pair model (held fixed)
     and learn what it misses. ``variant_epochs``: epochs of the warm-started external-term
@@ -152,15 +180,25 @@ def select(trajs: list[Trajectory], test: list[Trajectory] | None = None, *, mod
         raise ModelError(f"unknown head {head!r} (choose auto, energy, nc)")
     plan = candidates_for(model, symmetry, head)
     notes: dict[str, Any] = {}
-    if test:
+    if test and valid:
+        train_t, valid_t, test_t = trajs, valid, test
+        notes["test"] = "held-out sessions: " + ", ".join(t.source for t in test)
+        notes["validation"] = "validation sessions: " + ", ".join(t.source for t in valid)
+    elif valid:
+        raise ModelError("validation sessions need held-out test sessions too (--valid-session)")
+    elif test:
         fit_t, test_t = trajs, test
         notes["test"] = "held-out sessions: " + ", ".join(t.source for t in test)
+        train_t, valid_t = time_block_split(fit_t, block, chunks)
+        notes["validation"] = (f"time blocks of the training sessions: the last {block:.0%} of each fifth"
+                               if chunks == 5 else f"time blocks: the last {block:.0%} of each of {chunks} chunks")
     else:
-        fit_t, test_t = time_block_split(trajs, block)
-        notes["test"] = f"last {block:.0%} of each training session (time block; no held-out session given)"
-    train_t, valid_t = time_block_split(fit_t, block)
-    notes["validation"] = (f"last {block:.0%} of each training session (time block)" if test else
-                           f"the {block:.0%} of each training session before its test block (time block)")
+        train_t, test_t = time_block_split(trajs, block, chunks)
+        _, valid_t = time_block_split(trajs, block, chunks, offset=1)
+        train_t, _ = time_block_split(train_t, block / (1 - block), chunks)
+        notes["test"] = (f"time blocks of the training sessions: the last {block:.0%} of each of {chunks} chunks "
+                         "(no held-out session given)")
+        notes["validation"] = f"time blocks: the {block:.0%} before each test block"
     frames_t = frames_from(train_t, max_frames, seed)
     frames_v = frames_from(valid_t, valid_frames, seed)
     frames_x = frames_from(test_t, test_frames, seed)

@@ -119,8 +119,8 @@ def test_train_many_body_writes_heldout_json_and_runs_in_learned_crystal(session
                  "--max-frames", "20", "--out", str(out), "--json", str(js), "--no-progress"]) == 0
     doc = json.loads(js.read_text())
     assert isinstance(doc["heldout_rel_rms"], float) and 0.0 < doc["heldout_rel_rms"] < 2.0
-    # time blocks, not random frames: the last 20% is the test, the 20% before it validates
-    assert doc["test"].startswith("last 20%") and "before its test block" in doc["validation"]
+    # time blocks, not random frames: no held-out session, so blocks are the test, the blocks before them validate
+    assert doc["test"].startswith("time blocks") and "before each test block" in doc["validation"]
     (cand,) = doc["candidates"]
     assert cand["symmetry"] == "E2" and 1 <= len(cand["curve"]) <= 2 and cand["heldout_rel_rms"] == doc["heldout_rel_rms"]
     assert cand["valid_rel_rms"] == doc["valid_rel_rms"] != doc["heldout_rel_rms"]
@@ -134,6 +134,9 @@ def test_train_many_body_writes_heldout_json_and_runs_in_learned_crystal(session
     assert main(["train", str(session), "--model", "auto", "--valid-session", str(tmp_path / "nope"),
                  "--no-progress"]) == 2
     assert "not found" in capsys.readouterr().err
+    # a validation session without an untouched test session: refused
+    assert main(["train", str(session), "--select-session", str(session), "--no-progress"]) == 2
+    assert "--select-session needs --valid-session" in capsys.readouterr().err
 
 
 def test_chiral_gas_applies_bonds_plus_the_transverse_force(tmp_path):

@@ -27,8 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(auto: energy for E2, energy + head for SE2)")
     p.add_argument("--valid-session", action="append", default=[], metavar="SESSION",
                    help="session held out as the test (repeatable): its error is reported (heldout_rel_rms) and "
-                   "chooses nothing; epochs and candidates are chosen on the last 20%% of every training session. "
-                   "Default: the last 20%% of every training session is the test, the 20%% before it validates")
+                   "chooses nothing; epochs and candidates are chosen on time blocks of the training sessions (the "
+                   "last 20%% of each fifth). Default: those blocks are the test, the blocks before them validate")
+    p.add_argument("--select-session", action="append", default=[], metavar="SESSION",
+                   help="session used for validation (repeatable; needs --valid-session): picks the epochs and the "
+                   "candidate instead of time blocks of the training sessions")
     p.add_argument("--patience", type=int, default=6, help="early stopping: epochs without a better validation error")
     p.add_argument("--max-frames", type=int, default=300, help="frames the many-body model trains on (evenly spaced)")
     p.add_argument("--json", metavar="FILE", help="write the result (heldout_rel_rms, every candidate's error) as JSON")
@@ -108,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             cutoff = max(cuts) if cuts else cutoff
     if not cutoff > 0:
         raise ParameterError(f"--cutoff must be positive (um), got {cutoff}")
-    if args.model in ("many-body", "auto") or args.valid_session or args.json:
+    if args.model in ("many-body", "auto") or args.valid_session or args.select_session or args.json:
         return _run_selection(args, trajs, cutoff, ref)
     n_pf = sum(t.particle_frames for t in trajs)
     print(f"training a {args.model} model on {len(trajs)} session(s), {n_pf} particle-frames, "
@@ -196,8 +199,11 @@ def _run_selection(args: argparse.Namespace, trajs: list, cutoff: float, ref) ->
         raise ParameterError(f"--model {args.model} / --valid-session: only --target applied is supported "
                              f"(got {args.target}); use --model pair or frame-averaged for drift targets")
     valid = from_sessions(args.valid_session, skip_s=args.skip) if args.valid_session else None
+    if args.select_session and not args.valid_session:
+        raise ParameterError("--select-session needs --valid-session (the untouched test session)")
+    sel = from_sessions(args.select_session, skip_s=args.skip) if args.select_session else None
     print(f"training {args.model} (symmetry {args.symmetry}) on {len(trajs)} session(s), cutoff {cutoff:g} um")
-    chosen, cands, notes = select(trajs, valid, model=args.model, symmetry=args.symmetry, head=args.head,
+    chosen, cands, notes = select(trajs, valid, valid=sel, model=args.model, symmetry=args.symmetry, head=args.head,
                                   cutoff_um=cutoff, epochs=args.epochs, patience=args.patience, hidden=args.hidden,
                                   max_frames=args.max_frames, seed=args.seed, progress=not args.no_progress)
     print(f"  validation (picks epochs and the candidate): {notes['validation']}")
@@ -220,6 +226,7 @@ def _run_selection(args: argparse.Namespace, trajs: list, cutoff: float, ref) ->
                                 "selected": chosen.name, "model_file": str(out), "validation": notes["validation"],
                                 "test": notes["test"], "rule": notes["rule"],
                                 "candidates": summaries, "train_sessions": list(args.sessions),
-                                "valid_sessions": list(args.valid_session), "skip_s": args.skip, "cutoff_um": cutoff,
+                                "valid_sessions": list(args.valid_session),
+                                "select_sessions": list(args.select_session), "skip_s": args.skip, "cutoff_um": cutoff,
                                 **checks})
     return 0

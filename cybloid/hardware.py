@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from cybloid.errors import ProfileError
-from cybloid.tomlfile import read_toml
+from cybloid.tomlfile import bundled_profiles, read_profile
 
 HARDWARE_FORMAT = "cybloid-hardware/1"
 ROLES = ("camera", "steering", "laser", "stage")
@@ -74,8 +73,8 @@ def _load_driver_plugins() -> None:
 
 
 def bundled_hardware_profiles() -> dict[str, Path]:
-    root = resources.files("cybloid") / "profiles" / "hardware"
-    return {Path(str(p)).stem: Path(str(p)) for p in root.iterdir() if str(p).endswith(".toml")}
+    """Names and paths of the hardware profiles shipped with cybloid."""
+    return bundled_profiles("hardware")
 
 
 def hardware_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> HardwareProfile:
@@ -113,16 +112,5 @@ def hardware_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Hardw
 
 def load_hardware_profile(name_or_path: str | Path | None = None) -> HardwareProfile:
     """Load a hardware profile by bundled name (``simulated``, ``emulated``) or TOML path."""
-    if name_or_path is None:
-        name_or_path = "simulated"
-    bundled = bundled_hardware_profiles()
-    if str(name_or_path) in bundled:
-        path = bundled[str(name_or_path)]
-    else:
-        path = Path(name_or_path)
-        if not path.exists():
-            raise ProfileError(
-                f"hardware profile '{name_or_path}' not found (not a file; bundled: {', '.join(sorted(bundled))})"
-            )
-    data = read_toml(path, ProfileError, "hardware profile")
+    path, data = read_profile("hardware", "simulated" if name_or_path is None else name_or_path, "hardware profile")
     return hardware_from_dict(data, source=str(path))

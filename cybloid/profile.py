@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
 from cybloid.errors import ProfileError
-from cybloid.tomlfile import matrix_2x3, read_toml
+from cybloid.tomlfile import bundled_profiles, matrix_2x3, read_profile
 from cybloid.units import diffusion_coefficient, kT_pN_um, stokes_friction
 
 LAB_FORMAT = "cybloid-lab/1"
@@ -278,21 +277,10 @@ def profile_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> LabPro
 
 def bundled_lab_profiles() -> dict[str, Path]:
     """Names and paths of the lab profiles shipped with cybloid."""
-    root = resources.files("cybloid") / "profiles" / "lab"
-    return {Path(str(p)).stem: Path(str(p)) for p in root.iterdir() if str(p).endswith(".toml")}
+    return bundled_profiles("lab")
 
 
 def load_lab_profile(name_or_path: str | Path | None = None) -> LabProfile:
     """Load a lab profile by bundled name (``"default"``) or path to a TOML file."""
-    if name_or_path is None:
-        name_or_path = "default"
-    bundled = bundled_lab_profiles()
-    path = Path(name_or_path)
-    if str(name_or_path) in bundled:
-        path = bundled[str(name_or_path)]
-    elif not path.exists():
-        raise ProfileError(
-            f"lab profile '{name_or_path}' not found (not a file; bundled: {', '.join(sorted(bundled))})"
-        )
-    data = read_toml(path, ProfileError, "lab profile")
+    path, data = read_profile("lab", "default" if name_or_path is None else name_or_path, "lab profile")
     return profile_from_dict(data, source=str(path))

@@ -4,6 +4,7 @@ name the file, and writing values."""
 from __future__ import annotations
 
 import math
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import tomllib
 
 import numpy as np
 
-from cybloid.errors import CybloidError
+from cybloid.errors import CybloidError, ProfileError
 
 
 def read_toml(path: str | Path, error: type[CybloidError], what: str) -> dict[str, Any]:
@@ -25,6 +26,24 @@ def read_toml(path: str | Path, error: type[CybloidError], what: str) -> dict[st
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{path}: malformed TOML: {exc}") from None
+
+
+def bundled_profiles(kind: str) -> dict[str, Path]:
+    """Names and paths of the ``kind`` profiles shipped with cybloid (``cybloid/profiles/KIND/*.toml``)."""
+    root = resources.files("cybloid") / "profiles" / kind
+    return {Path(str(p)).stem: Path(str(p)) for p in root.iterdir() if str(p).endswith(".toml")}
+
+
+def read_profile(kind: str, name_or_path: str | Path, what: str) -> tuple[Path, dict[str, Any]]:
+    """``(path, table)`` of the bundled ``kind`` profile named ``name_or_path``, or of the TOML file there.
+
+    Raises :class:`ProfileError` naming ``what`` when it is neither, or the file cannot be read.
+    """
+    bundled = bundled_profiles(kind)
+    path = bundled.get(str(name_or_path)) or Path(name_or_path)
+    if not path.exists():
+        raise ProfileError(f"{what} '{name_or_path}' not found (not a file; bundled: {', '.join(sorted(bundled))})")
+    return path, read_toml(path, ProfileError, what)
 
 
 def matrix_2x3(value: Any, label: str, error: type[CybloidError], invertible: bool = True) -> np.ndarray:

@@ -30,9 +30,10 @@ def _calibrate(hardware, overrides, seed):
 @pytest.mark.parametrize("overrides, seed", [
     ({}, 1),                                      # default lab: 100 frames/s, 2 ms exposure, 1 ms readout
     ({"latency.readout_s": 0.008}, 2),            # readout = frame period - exposure: lands in the next exposure
+    ({"latency.readout_s": 0.012}, 1),            # readout > frame period: every other frame (tests/test_camera_causal.py)
     ({"camera.fps": 50.0}, 3),
     ({"camera.fps": 200.0}, 4),
-], ids=["default", "readout-8ms", "50fps", "200fps"])
+], ids=["default", "readout-8ms", "readout-12ms", "50fps", "200fps"])
 def test_latency_agrees_with_the_device_timestamps(overrides, seed):
     result, cal, lab = _calibrate(None, overrides, seed)
     truth = lab.profile.inherent_latency_s

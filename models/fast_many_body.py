@@ -54,7 +54,7 @@ _EXP_C = tuple(1.0 / math.factorial(k) for k in range(13))
 """Taylor coefficients of exp on |r| <= ln(2)/2: truncation error r^13/13! < 2e-16 (relative)."""
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"contract"})
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 def _exp_into(x, out):
     """out = exp(x) elementwise (2D, C-contiguous), x clamped to [-700, 700].
 
@@ -91,7 +91,7 @@ def _exp_into(x, out):
     return out
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc"})
 def _mm(x, w):
     """``x (n, k) @ w.T`` for ``w (m, k)`` (torch's layout): 2 x 4 register-blocked dot products.
 
@@ -158,7 +158,7 @@ def _mm(x, w):
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _silu_of(pre):
     """(silu(pre), sigmoid(pre)) of pre-activations (2D)."""
     n, m = pre.shape
@@ -176,7 +176,7 @@ def _silu_of(pre):
     return act, sig
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _linear(x, w, b):
     """x w^T + b (w: (out, in), torch's layout)."""
     out = _mm(x, w)
@@ -187,7 +187,7 @@ def _linear(x, w, b):
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _silu_layer(x, w, b):
     """pre = x w^T + b; returns (pre, silu(pre), sigmoid(pre))."""
     pre = _linear(x, w, b)
@@ -195,7 +195,7 @@ def _silu_layer(x, w, b):
     return pre, act, sig
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _silu_back(g, pre, sig):
     """g * silu'(pre), in place on g (sig = sigmoid(pre) from the forward pass)."""
     n, m = g.shape
@@ -206,7 +206,7 @@ def _silu_back(g, pre, sig):
     return g
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _moments(w, zr, zi, src, n):
     """A_i^{k,c} = sum_e w_ec z_e^k: real and imaginary parts (n, K, C)."""
     ne, c = w.shape
@@ -222,7 +222,7 @@ def _moments(w, zr, zi, src, n):
     return ar, ai
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _invariants(ar, ai, pa, pb, sa, sb, chiral):
     """Invariant features (n, F) in the torch model's order."""
     n, k, c = ar.shape
@@ -250,7 +250,7 @@ def _invariants(ar, ai, pa, pb, sa, sb, chiral):
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _invariants_back(g, ar, ai, pa, pb, sa, sb, chiral):
     """dE/dAr, dE/dAi (n, K, C) from dE/d(invariants) g (n, F)."""
     n, k, c = ar.shape
@@ -286,7 +286,7 @@ def _invariants_back(g, ar, ai, pa, pb, sa, sb, chiral):
     return gr, gi
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _moments_back(gr, gi, w, zr, zi, src, gzr, gzi):
     """dE/dw (E, C) from dE/dA; adds dE/dzr, dE/dzi (E,) into gzr, gzi."""
     ne, c = w.shape
@@ -310,7 +310,7 @@ def _moments_back(gr, gi, w, zr, zi, src, gzr, gzi):
     return gw
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _graph_forces(pos, offs, nb, ws, wo, bs, centres, width, cutoff, orders, pa, pb, sa, sb, chiral,
                   energy_scale, force_scale, pair_knots, pair_values, nc_outputs):
     """Forces (N, 2) pN and the total energy (pN um) for one configuration with CSR neighbours."""
@@ -519,7 +519,7 @@ def _graph_forces(pos, offs, nb, ws, wo, bs, centres, width, cutoff, orders, pa,
     return forces, total
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _frame_forces(pos, cutoff, ws, wo, bs, centres, width, orders, pa, pb, sa, sb, chiral, energy_scale,
                   force_scale, pair_knots, pair_values, nc_outputs):
     usable = np.ones(pos.shape[0], np.bool_)

@@ -111,6 +111,10 @@ def test_fast_predict_skips_nan_rows_like_the_torch_model():
     f = fast.predict(pos)
     assert np.all(f[[3, 17]] == 0.0)
     assert _rel(f, m.predict(pos)) < FAST_TOLERANCE
+    # two particles on the same spot: no direction, NaN forces (as torch), never an exception
+    pos[1] = pos[0]
+    f = fast.predict(pos)
+    assert np.isnan(f[[0, 1]]).all() and np.isnan(m.predict(pos)[[0, 1]]).all()
 
 
 def test_vectorised_exp_matches_libm():

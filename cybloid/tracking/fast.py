@@ -17,10 +17,13 @@ Per frame (all in pixels, x = column, y = row):
    rows are searched (incremental detection, see ``_locate_near``); detections that no found particle
    covers are linked to lost particles (minimal-distance assignment within two ``max_step_px``,
    lost for at most ``memory`` frames) or get new identities.
-5. *Edge watch* (every frame): bright local maxima in the border band
-   that no particle covers are particles entering the field of view; they are refined in their
-   (clipped) windows and get new identities once their centre is inside the image. trackpy
-   cannot do this: it ignores features within its margin of the edge.
+5. *Edge watch and scan* (every frame): bright local maxima in the border band and in one band
+   of rows that no particle covers are particles entering the field of view or coming into
+   focus; they are refined in their (clipped) windows and get new identities once their centre
+   is inside the image. The scan band moves down the image, so the whole frame is searched
+   every ``scan_frames`` frames at the cost of a threshold compare per pixel of the band: new
+   particles are found incrementally, without a full detection. trackpy cannot watch the edge:
+   it ignores features within its margin of it.
 6. *Flags*: NEW, LOST (not found: kept at its prediction for ``memory`` frames), EDGE (window
    clipped by the image border; the position stays unbiased), CONTACT (a neighbour within one
    feature diameter, its light subtracted), DOUBTFUL (image width, eccentricity or mass out of
@@ -81,6 +84,12 @@ class FastTracker:
         Fixed uniform background (ADU); measured at every acquisition when None.
     edge_watch : bool
         Look for particles entering across the image border on every frame.
+    scan_frames : int
+        Incremental detection: every frame a band of ``ceil(height / scan_frames)`` rows (plus
+        an overlap of one window radius) is searched for bright local maxima that no particle
+        covers, the band moving down the image, so a particle appearing anywhere (coming into
+        focus, released from a trap) is found within ``scan_frames`` frames without a full
+        detection. 0: off (then only the scheduled acquisitions find such particles).
     size_range : (float, float)
         Accepted image width as multiples of ``sigma_px``; outside: DOUBTFUL.
     max_ecc : float
@@ -102,7 +111,8 @@ class FastTracker:
                  reacquire_every: int = 500, memory: int = 5, max_step_px: float | None = None,
                  background: float | None = None, edge_watch: bool = True,
                  size_range: tuple[float, float] = (0.6, 1.6), max_ecc: float = 0.6,
-                 max_mass_ratio: float = 1.7, invert: bool = False, ring_diameter_px: float | None = None) -> None:
+                 max_mass_ratio: float = 1.7, invert: bool = False, ring_diameter_px: float | None = None,
+                 scan_frames: int = 20) -> None:
         if ring_diameter_px is not None and not ring_diameter_px > 2:
             raise ValueError(f"ring_diameter_px must be > 2, got {ring_diameter_px}")
         self.invert = bool(invert)
@@ -122,6 +132,9 @@ class FastTracker:
         self._max_step = self.max_step_px or self.radius
         self.fixed_background = background
         self.edge_watch = bool(edge_watch)
+        if int(scan_frames) != scan_frames or scan_frames < 0:
+            raise ValueError(f"scan_frames must be an integer >= 0, got {scan_frames}")
+        self.scan_frames = int(scan_frames)
         self.size_range = size_range
         self.max_ecc = float(max_ecc)
         self.max_mass_ratio = float(max_mass_ratio)
@@ -172,6 +185,7 @@ class FastTracker:
         self.last_acquisition: str | None = None
         self.last_shift_px: np.ndarray | None = None
         self._started = False
+        self._scan_row = 0  # first row of the next scan band
 
     @property
     def _mass_per_amp(self) -> float:
@@ -203,7 +217,7 @@ class FastTracker:
             xy = np.array([[31.0, 31.0], [36.0, 31.0]])
             n = len(xy)
             self._refine(img, xy, np.zeros(n), np.arange(n), np.ones(n, bool), cold=True)
-            edge_candidates(img, 6, 500.0, xy, 6.5, 8)
+            edge_candidates(img, 6, 500.0, xy, 6.5, 8, 0, 0)
         finally:
             self.fixed_minmass, self.fixed_sigma, self.fixed_background = saved
             self.reset()
@@ -399,12 +413,14 @@ class FastTracker:
                     med = np.zeros(2)
         else:
             self._since_acq += 1
-        if self.edge_watch:
-            # trackpy ignores features within its margin of the edge: watch the border band
-            band = int(math.ceil(self.radius))
+        band = int(math.ceil(self.radius)) if self.edge_watch else 0
+        r0, r1 = self._scan_band(h)
+        if band or r1 > r0:
+            # trackpy ignores features within its margin of the edge: watch the border band; and
+            # search one band of rows for particles appearing inside the image
             thr = self.background + max(6.0 * (self.noise or 0.0), 0.5 * min_amp)
             cover = xy if det is None or len(det) == 0 else np.concatenate([xy, det])
-            cand = edge_candidates(image, band, thr, cover, self.radius, 64)
+            cand = edge_candidates(image, band, thr, cover, self.radius, 64, r0, r1)
             if len(cand):
                 det = cand if det is None or len(det) == 0 else np.concatenate([det, cand])
         self.last_acquisition = reason
@@ -438,6 +454,15 @@ class FastTracker:
         flags = make_flags(xy, pred, found, new, size, ecc, vis, mass, self.size_range[0] * s, self.size_range[1] * s,
                            self.max_ecc, 0.8 * self._max_step, max_mass, shifted, nbs, nbi, float(self.diameter_px))
         return self._finish(xy, amp, mass, size, ecc, flags, found, pred)
+
+    def _scan_band(self, h: int) -> tuple[int, int]:
+        """This frame's rows of the rotating scan (empty when ``scan_frames`` is 0)."""
+        if not self.scan_frames:
+            return 0, 0
+        step = -(-h // self.scan_frames)
+        r0 = self._scan_row if self._scan_row < h else 0
+        self._scan_row = r0 + step if r0 + step < h else 0
+        return r0, min(r0 + step + int(math.ceil(self.radius)), h)
 
     def _add_detections(self, image, det, xy, amp, size, ecc, vis, st, found, pred):
         """Refine detections; link the uncovered ones to lost particles or give new identities."""

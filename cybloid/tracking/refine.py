@@ -311,19 +311,22 @@ def _edge_pixel(image, j, i, out, n, cover_xy, cr2):
 
 
 @numba.njit(cache=True)
-def edge_candidates(image, band, threshold, cover_xy, cover_r, max_out):
-    """Bright local maxima in the image's border band not covered by a known particle.
+def edge_candidates(image, band, threshold, cover_xy, cover_r, max_out, r0=0, r1=0):
+    """Bright local maxima in the image's border band (and in rows ``r0..r1``) not covered by a
+    known particle.
 
     Parameters
     ----------
     band : int
-        Width of the border band (px).
+        Width of the border band (px; 0: none).
     threshold : float
         Minimal pixel value (ADU, background included).
     cover_xy : float64 (M, 2)
         Known particle positions (px); a pixel closer than ``cover_r`` to one is covered.
     max_out : int
         Most candidates returned.
+    r0, r1 : int
+        Rows searched across the whole width as well (the tracker's rotating scan band).
 
     Returns
     -------
@@ -336,7 +339,7 @@ def edge_candidates(image, band, threshold, cover_xy, cover_r, max_out):
     band = min(band, (h + 1) // 2, (w + 1) // 2)
     for j in range(h):
         row = image[j]
-        if j < band or j >= h - band:
+        if j < band or j >= h - band or r0 <= j < r1:
             for i in range(w):
                 if row[i] > threshold:
                     n = _edge_pixel(image, j, i, out, n, cover_xy, cr2)

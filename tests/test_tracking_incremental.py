@@ -1,0 +1,90 @@
+"""Incremental detection in the loop's tracker: particles appearing inside the image (coming
+into focus, entering the field) are found by the rotating scan band within a bounded number of
+frames, without a full detection."""
+
+import numpy as np
+import pytest
+
+from cybloid.tracking import FLAG_LOST, FastTracker
+
+SIGMA = 2.0
+SHAPE = (128, 160)
+
+
+def frame(xy, amp, rng):
+    """Gaussian spots of width SIGMA on a background of 100 with noise of standard deviation 4."""
+    yy, xx = np.mgrid[0:SHAPE[0], 0:SHAPE[1]]
+    img = 100.0 + rng.normal(0.0, 4.0, SHAPE)
+    for (x, y), a in zip(xy, amp):
+        if a > 0:
+            img += a * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * SIGMA**2))
+    return np.clip(img, 0, 65535).astype(np.uint16)
+
+
+def stream(n_frames, seed=1):
+    """Six particles from the start; four appear inside the image later (frames 4, 9, 15 at full
+    brightness, one coming into focus over frames 6..10); returns frames, truth and the frame
+    from which each particle is fully visible."""
+    rng = np.random.default_rng(seed)
+    xy = np.array([[20.0, 20.0], [60.0, 25.0], [120.0, 30.0], [30.0, 100.0], [90.0, 95.0], [140.0, 105.0],
+                   [80.0, 60.0], [40.0, 62.0], [125.0, 70.0], [100.0, 20.0]])
+    start = np.array([0, 0, 0, 0, 0, 0, 4, 9, 15, 10])
+    frames, truth = [], []
+    for k in range(n_frames):
+        xy = xy + rng.normal(0.0, 0.15, xy.shape)  # slow Brownian motion
+        amp = np.where(start <= k, 1500.0, 0.0)
+        amp[9] = 1500.0 * np.clip((k - 6) / 4.0, 0.0, 1.0)  # into focus over four frames
+        frames.append(frame(xy, amp, rng))
+        truth.append(xy.copy())
+    return frames, truth, start
+
+
+def found_at(tracks, xy, max_px=1.0):
+    ok = (tracks.flags & FLAG_LOST) == 0
+    if not ok.any():
+        return False
+    return bool(np.min(np.hypot(*(tracks.xy_px[ok] - xy).T)) < max_px)
+
+
+def first_found(scan_frames):
+    frames, truth, start = stream(40)
+    t = FastTracker(diameter_px=9, minmass=3000.0, sigma_px=SIGMA, background=100.0, reacquire_every=0,
+                    scan_frames=scan_frames)
+    first = np.full(len(start), -1)
+    for k, img in enumerate(frames):
+        tr = t.update(img, k)
+        for p in range(len(start)):
+            if first[p] < 0 and found_at(tr, truth[k][p]):
+                first[p] = k
+    return first, start, t
+
+
+@pytest.mark.parametrize("scan_frames", [5, 8])
+def test_new_particles_are_found_within_the_scan_period(scan_frames):
+    first, start, t = first_found(scan_frames)
+    assert (first[:6] == 0).all()
+    assert (first >= 0).all(), first
+    # found at most scan_frames frames after it is fully visible (the one coming into focus may
+    # be found before it is fully bright; the others cannot be found before they appear)
+    delay = first - start
+    assert (delay[6:9] >= 0).all() and (delay <= scan_frames).all(), delay
+    assert t.acquisitions == 1  # only the start: no full detection found them
+
+
+def test_without_the_scan_appearing_particles_wait_for_a_full_detection():
+    first, start, t = first_found(0)
+    assert (first[:6] == 0).all()
+    assert (first[6:] < 0).all(), first  # reacquire_every=0: nothing else looks
+    assert t.acquisitions == 1
+
+
+def test_scan_band_covers_every_row_once_per_period():
+    t = FastTracker(diameter_px=9, scan_frames=7)
+    seen = np.zeros(100, int)
+    for _ in range(7):
+        r0, r1 = t._scan_band(100)
+        seen[r0:r1] += 1
+    assert (seen >= 1).all()
+    assert t._scan_band(100)[0] == 0  # the band starts again at the top
+    with pytest.raises(ValueError, match="scan_frames"):
+        FastTracker(diameter_px=9, scan_frames=-1)

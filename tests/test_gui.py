@@ -270,11 +270,14 @@ def test_gui_stall_while_loop_runs_at_100_fps(qtbot, tmp_path):
     win.stall.reset()
     f0 = win.worker.frames
     qtbot.wait(3000)
-    frames = win.worker.frames - f0
     st = win.stall
+    # on a machine loaded by other jobs the GUI thread may get few ticks in 3 s: wait for enough
+    qtbot.waitUntil(lambda: st.ticks > 10 and win.worker.frames - f0 > 10 and win.live.frames_shown > 10,
+                    timeout=120000)
+    frames = win.worker.frames - f0
     ref_max = float(ref.communicate(timeout=30)[0].strip() or "nan")
     result = {"max_gap_ms": st.max_gap_ms, "p99_gap_ms": st.percentile(99), "p50_gap_ms": st.percentile(50),
-              "ticks": st.ticks, "loop_fps": frames / 3.0, "shown": win.live.frames_shown,
+              "ticks": st.ticks, "loop_frames": frames, "shown": win.live.frames_shown,
               "reference_process_max_gap_ms": ref_max, "loadavg_1min": os.getloadavg()[0]}
     print("GUI stall:", json.dumps(result))
     out = os.environ.get("CYBLOID_GUI_STALL_JSON")

@@ -28,13 +28,15 @@ def test_gain_scales_grey_values_and_exposure_scales_photons():
     assert cam.set_gain(3.0) == 3.0
     assert np.median(cam.grab().image) == pytest.approx(3.0 * c.background_photons, rel=0.05)
     assert cam.settings()["gain"] == 3.0
-    cam.set_gain(1.0)
-    # 4x the exposure: 4x the photons (background and particles), and the exposure window is 4x longer
-    img1 = cam.grab().image.astype(float)
+    # 4x the exposure: 4x the photons (background and particles), and the exposure window is 4x longer;
+    # at a gain of 0.25 ADU/e- no pixel reaches the 12-bit maximum at either exposure
+    cam.set_gain(0.25)
+    img1 = cam.grab().image.astype(float) / 0.25
     assert cam.set_exposure_s(4 * c.exposure_s) == pytest.approx(4 * c.exposure_s)
     f = cam.grab()
     assert f.t_exposure_end - f.t_exposure_start == pytest.approx(4 * c.exposure_s, abs=lab.world.dt)
-    img4 = f.image.astype(float)
+    img4 = f.image.astype(float) / 0.25
+    assert img4.max() < 4095 / 0.25
     assert np.median(img4) == pytest.approx(4 * c.background_photons, rel=0.05)
     signal1 = (img1 - np.median(img1)).sum()  # total photons from the particles (all in the field)
     signal4 = (img4 - np.median(img4)).sum()

@@ -204,7 +204,9 @@ def test_particle_table_cursor_scale_bar_and_save_image(live, qtbot, tmp_path):
     for _ in range(10):
         live.tick()
     live.particles.refresh(list(live.worker.loop.program.terms.items()))
-    assert live.particles.table.rowCount() == len(live.particles.last_rows) >= 1
+    assert live.particles.model.rowCount() == len(live.particles.last_rows) >= 1
+    idx = live.particles.model.index(0, 0)
+    assert live.particles.model.data(idx) == str(live.particles.last_rows[0][0])
     text = live.live.cursor_text(1.0, 1.0)
     assert "x     1.00 um" in text and "grey" in text
     img = live.live.last_image
@@ -235,3 +237,34 @@ def test_layout_is_remembered(qtbot, tmp_path):
     assert saved.restoreGeometry(settings.value("window/geometry"))
     assert not win2.findChild(QtWidgets.QDockWidget, "dock-Analysis").isVisible()
     win2.close()
+
+
+def test_replay_reads_records_on_demand():
+    """A long session is not loaded whole: a few blocks stay in memory, seeks back re-read the stream."""
+    from cybloid.gui.replay import ReplaySource
+
+    made = []
+
+    class Counting(_FakeSession):
+        def records(self):
+            for i in range(5000):
+                made.append(i)
+                yield _record(i, [0], [[float(i), 1.0]])
+
+    src = ReplaySource(Counting([]), block=256)
+    assert src.n == 5000 and src.t_s[-1] == pytest.approx(49.99 + 0.001)
+    made.clear()
+    src.seek(4000)
+    assert src.latest().index == 4000 and src.latest().positions_um[0, 0] == 4000.0
+    got = src.drain()
+    assert [r.index for r in got] == [4000]
+    src.lab_t = src.t_s[4300]
+    src.playing = True
+    src.advance()
+    got = src.drain()
+    assert [r.index for r in got] == list(range(4001, src.current + 1))  # every record passed, in order
+    assert src.records.records_in_memory <= 8 * 256
+    restarts = src.records.restarts
+    src.seek(10)
+    assert src.latest().index == 10 and src.records.restarts == restarts + 1
+    assert len(made) < 2 * 5000  # streamed, never materialised all at once

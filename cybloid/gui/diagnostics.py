@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import collections
 import logging
-from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtWidgets
 
+from cybloid.actuation import SAT_FIELD, SAT_FORCE
 from cybloid.record import FLAG_DEADLINE, FLAG_SATURATED, STAGES, FrameRecord
 
 log = logging.getLogger(__name__)
@@ -33,14 +33,16 @@ class DiagnosticsStats:
         self.t_arrival = collections.deque(maxlen=window)
         self.timings = {s: collections.deque(maxlen=window) for s in (*STAGES, "compute")}
         self.tracked = collections.deque(maxlen=window)
-        self.saturated = collections.deque(maxlen=window)
+        self.saturated = collections.deque(maxlen=window)  # particles whose force was clipped, per frame
+        self.field_clamped = collections.deque(maxlen=window)  # spots moved inside the safe field, per frame
         self.latency_ms = collections.deque(maxlen=window)
         self.latency_series = collections.deque(maxlen=window)  # per frame, NaN without spots (ms)
         self.spots = collections.deque(maxlen=window)  # spots sent per frame while the laser is on, else -1
         self.frames = 0
         self.dropped = 0  # frames skipped (index gaps)
         self.deadline_misses = 0
-        self.saturated_frames = 0
+        self.saturated_frames = 0  # frames with a force clipped (SAT_FORCE)
+        self.field_frames = 0  # frames with a spot held inside the safe field (SAT_FIELD)
         self._last_index: int | None = None
 
     def add(self, records: Iterable[FrameRecord]) -> None:
@@ -57,8 +59,11 @@ class DiagnosticsStats:
                 self.timings[s].append(rec.timings_ms.get(s, np.nan))
             self.timings["compute"].append(rec.compute_ms)
             self.tracked.append(rec.n_tracked)
-            nsat = int(np.count_nonzero(np.asarray(rec.saturation) & 3)) if len(rec.saturation) else 0
+            sat = np.asarray(rec.saturation)
+            nsat = int(np.count_nonzero(sat & SAT_FORCE)) if len(sat) else 0
+            nfield = int(np.count_nonzero(sat & SAT_FIELD)) if len(sat) else 0
             self.saturated.append(nsat)
+            self.field_clamped.append(nfield)
             self.spots.append(len(rec.spots) if (rec.laser_on and rec.spots is not None) else -1)
             if rec.laser_on and rec.spots is not None and len(rec.spots):
                 self.latency_ms.append(rec.latency_s * 1e3)
@@ -66,7 +71,9 @@ class DiagnosticsStats:
             else:
                 self.latency_series.append(np.nan)
             self.deadline_misses += bool(rec.flags & FLAG_DEADLINE)
-            self.saturated_frames += bool(rec.flags & FLAG_SATURATED)
+            # FLAG_SATURATED says one of the two; the per-particle bits say which
+            self.saturated_frames += bool(rec.flags & FLAG_SATURATED) and nsat > 0
+            self.field_frames += bool(rec.flags & FLAG_SATURATED) and nfield > 0
 
     def frame_rate(self, span_s: float = 1.0) -> float:
         """Frames per second over the last ``span_s`` s of lab time."""
@@ -84,45 +91,45 @@ class DiagnosticsStats:
         return float(np.percentile(a, q)) if len(a) else float("nan")
 
 
-@dataclass(frozen=True)
-class AlarmLimits:
-    """When the loop's health raises an alarm (over the statistics window)."""
-
-    dropped_fraction: float = 0.05
-    """Frames dropped (index gaps) per frame received."""
-    deadline_fraction: float = 0.02
-    """Frames that missed their deadline, per frame."""
-    saturated_fraction: float = 0.10
-    """Frames in which some force was clipped to the laser's maximum, per frame."""
-    lost_fraction: float = 0.2
-    """Drop of the tracked count below its recent maximum."""
+ALARM_LIMITS: dict[str, float] = {
+    "dropped_fraction": 0.05,  # frames dropped (index gaps) per frame received
+    "deadline_fraction": 0.02,  # frames that missed their deadline, per frame
+    "saturated_fraction": 0.10,  # frames with a force clipped (or a spot held in the safe field), per frame
+    "lost_fraction": 0.2,  # drop of the tracked count below its recent maximum
+}
+"""When the loop's health raises an alarm (fractions over the statistics window)."""
 
 
 def active_alarms(stats: DiagnosticsStats, watchdog_tripped: bool = False,
-                  limits: AlarmLimits = AlarmLimits()) -> dict[str, str]:
+                  limits: dict[str, float] | None = None) -> dict[str, str]:
     """Alarms now active: ``{name: message with the numbers}`` (no Qt; unit-testable)."""
+    lim = {**ALARM_LIMITS, **(limits or {})}
     out: dict[str, str] = {}
     if watchdog_tripped:
         out["watchdog"] = "WATCHDOG tripped: the loop stalled and the laser was switched off"
     seen = stats.frames + stats.dropped
     if stats.frames >= 10 and seen:
         frac = stats.dropped / seen
-        if frac > limits.dropped_fraction:
+        if frac > lim["dropped_fraction"]:
             out["dropped"] = f"dropped frames: {stats.dropped} of {seen} ({100 * frac:.0f}%)"
         frac = stats.deadline_misses / stats.frames
-        if frac > limits.deadline_fraction:
+        if frac > lim["deadline_fraction"]:
             out["deadline"] = f"deadline misses: {stats.deadline_misses} of {stats.frames} frames ({100 * frac:.0f}%)"
         frac = stats.saturated_frames / stats.frames
-        if frac > limits.saturated_fraction:
-            out["saturated"] = (f"forces clipped at the laser's maximum in {stats.saturated_frames} of "
-                                f"{stats.frames} frames")
+        if frac > lim["saturated_fraction"]:
+            out["saturated"] = (f"forces clipped at what the laser can exert (its power) in {stats.saturated_frames} "
+                                f"of {stats.frames} frames")
+        frac = stats.field_frames / stats.frames
+        if frac > lim["saturated_fraction"]:
+            out["field edge"] = (f"spots held inside the safe field in {stats.field_frames} of {stats.frames} frames: "
+                                 "particles or trap centres closer to the field's edge than the safe margin")
         recent = np.asarray(stats.spots)[-100:]
         if len(recent) >= 100 and np.all(recent == 0):
             out["no spots"] = ("laser on but no spot sent for 100 frames: no tracked particle is under a force "
                                "term (check the terms' centres and capture radii)")
         tracked = np.asarray(stats.tracked)
         top = tracked.max() if len(tracked) else 0
-        if top > 0 and tracked[-1] < (1 - limits.lost_fraction) * top:
+        if top > 0 and tracked[-1] < (1 - lim["lost_fraction"]) * top:
             out["lost"] = f"particles lost: tracking {tracked[-1]} of up to {top}"
     return out
 
@@ -211,8 +218,9 @@ class DiagnosticsPanel(QtWidgets.QWidget):
             f"dropped         {st.dropped:7d}",
             f"deadline misses {st.deadline_misses:7d}",
             f"tracked         {st.tracked[-1]:7d}",
-            f"saturated now   {st.saturated[-1]:7d}",
-            f"saturated frames{st.saturated_frames:7d}",
+            f"clipped now     {st.saturated[-1]:7d}",
+            f"clipped frames  {st.saturated_frames:7d}",
+            f"at field edge   {st.field_clamped[-1]:7d}",
             f"compute p50     {st.percentile('compute', 50):7.3f} ms",
             f"compute p99     {st.percentile('compute', 99):7.3f} ms",
             f"track p99       {st.percentile('track', 99):7.3f} ms",

@@ -88,6 +88,20 @@ def _circles(rings: Iterable[tuple[np.ndarray, float]], n: int = 64) -> tuple[np
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def saturation_text(saturation: np.ndarray) -> str:
+    """What the actuator's per-particle flags say: forces clipped (the laser's power), spots held
+    inside the safe field (a particle or trap too close to the field's edge)."""
+    sat = np.asarray(saturation).reshape(-1)
+    parts = []
+    n = int(np.count_nonzero(sat & 1))
+    if n:
+        parts.append(f"FORCE CLIPPED ({n})")
+    n = int(np.count_nonzero(sat & 2))
+    if n:
+        parts.append(f"AT FIELD EDGE ({n})")
+    return "".join("   " + p for p in parts)
+
+
 class TailBuffer:
     """The last ``length`` positions (um) of each identity, as one NaN-separated polyline."""
 
@@ -98,6 +112,7 @@ class TailBuffer:
         self.slot_of: dict[int, int] = {}
         self.last_seen = np.full(slots, -(1 << 62), np.int64)
         self.count = 0
+        self._last: tuple | None = None
 
     def _slot(self, i: int) -> int:
         s = self.slot_of.get(i)
@@ -124,7 +139,13 @@ class TailBuffer:
         self.xy[self.row] = np.nan
         self.count += 1
         pos = np.asarray(positions_um, dtype=float).reshape(-1, 2)
-        slots = np.fromiter((self._slot(i) for i in np.asarray(ids).tolist()), np.int64, len(pos))
+        ids = np.asarray(ids)
+        last = self._last
+        if last is not None and np.array_equal(ids, last[0]):
+            slots = last[1]  # the same particles as the last push: slots change only in the branch below
+        else:
+            slots = np.fromiter((self._slot(i) for i in ids.tolist()), np.int64, len(pos))
+            self._last = (ids.copy(), slots)
         self.xy[self.row, slots] = pos
         self.last_seen[slots] = self.count
 
@@ -138,6 +159,63 @@ class TailBuffer:
         a = np.concatenate([a, np.full((1, a.shape[1], 2), np.nan)], axis=0)
         a = a.transpose(1, 0, 2).reshape(-1, 2)
         return a[:, 0], a[:, 1]
+
+
+class IdLabels(pg.GraphicsObject):
+    """Every particle's id as text next to it, drawn by one graphics item (not one item per label).
+
+    The text keeps its size on screen: positions are mapped to device pixels in :meth:`paint`
+    and the texts drawn there without the view's scaling.
+    """
+
+    def __init__(self, colour=(255, 255, 0)) -> None:
+        super().__init__()
+        self._xy = np.zeros((0, 2))
+        self._texts: list[str] = []
+        self._cache: dict[int, str] = {}
+        self._rect = QtCore.QRectF()
+        self._pen = pg.mkPen(colour)
+
+    def set_labels(self, ids: np.ndarray, xy_um: np.ndarray, margin_um: float = 5.0) -> None:
+        """Label ``ids`` at ``xy_um`` (N, 2) (the text's lower-left corner)."""
+        xy = np.asarray(xy_um, dtype=float).reshape(-1, 2)
+        ok = np.isfinite(xy).all(axis=1)
+        xy = xy[ok]
+        cache = self._cache
+        texts = []
+        for i in np.asarray(ids)[ok].tolist():
+            t = cache.get(i)
+            if t is None:
+                t = cache[i] = str(int(i))
+            texts.append(t)
+        self._xy, self._texts = xy, texts
+        if len(xy):
+            lo, hi = xy.min(axis=0) - margin_um, xy.max(axis=0) + margin_um
+            rect = QtCore.QRectF(lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1])
+        else:
+            rect = QtCore.QRectF()
+        if rect != self._rect:
+            self.prepareGeometryChange()
+            self._rect = rect
+        self.update()
+
+    def boundingRect(self) -> QtCore.QRectF:  # noqa: N802 (Qt API)
+        return self._rect
+
+    def paint(self, p, *args) -> None:
+        if not self._texts:
+            return
+        tr = p.transform()
+        x, y = self._xy[:, 0], self._xy[:, 1]
+        dx = tr.m11() * x + tr.m21() * y + tr.dx()
+        dy = tr.m12() * x + tr.m22() * y + tr.dy()
+        p.save()
+        p.resetTransform()
+        p.setPen(self._pen)
+        point = QtCore.QPointF
+        for u, v, t in zip(dx.tolist(), dy.tolist(), self._texts):
+            p.drawText(point(u, v), t)
+        p.restore()
 
 
 class ToolViewBox(pg.ViewBox):
@@ -228,7 +306,8 @@ class LiveView(QtWidgets.QWidget):
         for name in ("potential", "tails", "particles", "forces", "spots", "flagged"):
             self.vb.addItem(self.items[name])
         self.vb.addItem(self.centres)
-        self._labels: list[pg.TextItem] = []
+        self.labels = IdLabels()
+        self.vb.addItem(self.labels)
         self._rects: dict[str, Any] = {}
 
         # controls
@@ -295,8 +374,7 @@ class LiveView(QtWidgets.QWidget):
         for name, cb in self.checks.items():
             on = cb.isChecked()
             if name == "ids":
-                for t in self._labels:
-                    t.setVisible(on)
+                self.labels.setVisible(on)
                 continue
             self.items[name].setVisible(on)
             if name == "potential":
@@ -461,33 +539,20 @@ class LiveView(QtWidgets.QWidget):
         self.info.setText(f"frame {rec.index}   t = {rec.t_exposure_mid:.2f} s   tracked {n}   lost {lost}   "
                           f"spots {len(rec.spots) if rec.spots is not None else 0}   "
                           f"laser {'ON' if rec.laser_on else 'off'}"
-                          + ("   SATURATED" if rec.flags & FLAG_SATURATED else ""))
+                          + (saturation_text(rec.saturation) if rec.flags & FLAG_SATURATED else ""))
 
     def _update_hist(self, auto: bool) -> None:
         self._hist_t = time.monotonic()
         self.hist.imageChanged(autoLevel=auto)
 
     def _draw_labels(self, ids: np.ndarray, pos: np.ndarray) -> None:
-        n = len(ids)
-        while len(self._labels) < n:
-            t = pg.TextItem(color=(255, 255, 0), anchor=(0, 1))
-            self.vb.addItem(t)
-            self._labels.append(t)
         r = 0.6 * self.particle_diameter_um
-        for k, t in enumerate(self._labels):
-            if k < n:
-                t.setText(str(int(ids[k])))
-                t.setPos(pos[k, 0] + r, pos[k, 1] - r)
-                t.setVisible(True)
-            else:
-                t.setVisible(False)
+        px_um = self.vb.viewPixelSize()[0] or 1.0
+        self.labels.set_labels(ids, pos + np.array([r, -r]), margin_um=r + 60 * px_um)  # room for the text
 
     def close_items(self) -> None:
         """Remove every graphics item (explicit teardown before the application exits)."""
-        for t in self._labels:
-            self.vb.removeItem(t)
-        self._labels.clear()
-        for it in [*self.items.values(), *self._rects.values(), self.centres, self.image]:
+        for it in [*self.items.values(), *self._rects.values(), self.labels, self.centres, self.image]:
             try:
                 self.vb.removeItem(it)
             except Exception:

@@ -8,11 +8,10 @@ The statistics live in :class:`ParticleStats` (no Qt), fed with the light per-fr
 
 from __future__ import annotations
 
-import collections
 from typing import Any, Iterable
 
 import numpy as np
-from PySide6 import QtWidgets
+from PySide6 import QtCore, QtWidgets
 
 from cybloid.record import FrameRecord
 
@@ -36,16 +35,68 @@ def trap_centres(terms: Iterable[Any]) -> tuple[np.ndarray, list[str]]:
 
 
 class ParticleStats:
-    """Rolling positions per particle id over the last ``window`` frames (no Qt)."""
+    """Rolling positions per particle id over the last ``window`` frames (no Qt).
 
-    def __init__(self, window: int = 2000) -> None:
-        self.window = window
+    Vectorised for 100 particles at 100 frames/s: each particle id has a slot in a ring buffer
+    of positions and running sums (of the positions relative to the slot's first position, so
+    the variance loses no precision) updated per frame, not per particle in Python.
+    """
+
+    def __init__(self, window: int = 2000, slots: int = 64) -> None:
+        self.window = int(window)
+        self._slots0 = int(slots)
         self.reset()
 
     def reset(self) -> None:
-        self.tracks: dict[int, collections.deque] = {}
+        s = self._slots0
+        self.slot_of: dict[int, int] = {}
+        self.free: list[int] = list(range(s - 1, -1, -1))
+        self.ring = np.full((self.window, s, 2), np.nan)
+        self.ref = np.zeros((s, 2))
+        self.s1 = np.zeros((s, 2))
+        self.s2 = np.zeros((s, 2))
+        self.n = np.zeros(s, np.int64)
+        self.row = -1
         self.latest: FrameRecord | None = None
         self._last_index: int | None = None
+        self._last_ids: np.ndarray | None = None
+        self._last_slots: np.ndarray | None = None
+
+    @property
+    def tracks(self) -> dict[int, int]:
+        """The particle ids followed now (id -> slot)."""
+        return self.slot_of
+
+    def _grow(self) -> None:
+        s = self.ring.shape[1]
+        self.ring = np.concatenate([self.ring, np.full((self.window, s, 2), np.nan)], axis=1)
+        self.ref, self.s1, self.s2 = (np.concatenate([a, np.zeros((s, 2))]) for a in (self.ref, self.s1, self.s2))
+        self.n = np.concatenate([self.n, np.zeros(s, np.int64)])
+        self.free = list(range(2 * s - 1, s - 1, -1)) + self.free
+
+    def _release(self, slot: int) -> None:
+        self.ring[:, slot] = np.nan
+        self.s1[slot] = self.s2[slot] = 0.0
+        self.n[slot] = 0
+        self.free.append(slot)
+
+    def _slots(self, ids: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        if self._last_ids is not None and np.array_equal(ids, self._last_ids):
+            return self._last_slots  # the common case: the same particles in the same order
+        live = set(ids.tolist())
+        for pid in [k for k in self.slot_of if k not in live]:
+            self._release(self.slot_of.pop(pid))  # lost: its variance restarts when it is found again
+        out = np.empty(len(ids), np.int64)
+        for k, pid in enumerate(ids.tolist()):
+            slot = self.slot_of.get(pid)
+            if slot is None:
+                if not self.free:
+                    self._grow()
+                slot = self.slot_of[pid] = self.free.pop()
+                self.ref[slot] = pos[k]
+            out[k] = slot
+        self._last_ids, self._last_slots = ids.copy(), out
+        return out
 
     def add(self, records: Iterable[FrameRecord]) -> None:
         for rec in records:
@@ -53,25 +104,43 @@ class ParticleStats:
                 self.reset()  # a new lab or a replay jump
             self._last_index = rec.index
             self.latest = rec
-            live = set()
-            for pid, p in zip(np.asarray(rec.ids).tolist(), np.asarray(rec.positions_um)):
-                if not np.all(np.isfinite(p)):
-                    continue
-                live.add(pid)
-                d = self.tracks.get(pid)
-                if d is None:
-                    d = self.tracks[pid] = collections.deque(maxlen=self.window)
-                d.append((float(p[0]), float(p[1])))
-            for pid in [k for k in self.tracks if k not in live]:
-                del self.tracks[pid]  # lost: its variance restarts when it is found again
+            ids = np.asarray(rec.ids, dtype=np.int64).reshape(-1)
+            pos = np.asarray(rec.positions_um, dtype=float).reshape(-1, 2)
+            ok = np.isfinite(pos).all(axis=1)
+            if not ok.all():
+                ids, pos = ids[ok], pos[ok]
+            slots = self._slots(ids, pos)
+            self.row = r = (self.row + 1) % self.window
+            old = self.ring[r]  # (slots, 2): the positions leaving the window
+            gone = np.isfinite(old[:, 0])
+            if gone.any():
+                d = old[gone] - self.ref[gone]
+                self.s1[gone] -= d
+                self.s2[gone] -= d * d
+                self.n[gone] -= 1
+                self.ring[r] = np.nan
+            d = pos - self.ref[slots]
+            self.s1[slots] += d
+            self.s2[slots] += d * d
+            self.n[slots] += 1
+            self.ring[r, slots] = pos
+
+    def variances_um2(self, ids: Iterable[int], min_samples: int = 20) -> np.ndarray:
+        """Position variance per axis (mean of x and y) over the window (um^2); NaN if too few samples."""
+        slots = np.array([self.slot_of.get(int(i), -1) for i in ids], np.int64)
+        out = np.full(len(slots), np.nan)
+        known = slots >= 0
+        sl = slots[known]
+        n = self.n[sl].astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = ((self.s2[sl] - self.s1[sl] ** 2 / n[:, None]) / (n[:, None] - 1)).mean(axis=1)
+        var[n < min_samples] = np.nan
+        out[known] = np.maximum(var, 0.0)
+        return out
 
     def variance_um2(self, pid: int, min_samples: int = 20) -> float:
         """Position variance per axis (mean of x and y) over the window (um^2); NaN if too few samples."""
-        d = self.tracks.get(pid)
-        if d is None or len(d) < min_samples:
-            return float("nan")
-        a = np.asarray(d)
-        return float(a.var(axis=0, ddof=1).mean())
+        return float(self.variances_um2([pid], min_samples)[0])
 
     def rows(self, terms: Iterable[Any], kT_pN_um: float) -> list[tuple]:
         """One row per tracked particle of the newest record (see :data:`COLUMNS`)."""
@@ -79,20 +148,24 @@ class ParticleStats:
         if rec is None:
             return []
         centres, labels = trap_centres(terms)
-        out = []
-        forces = np.asarray(rec.forces_pN, dtype=float).reshape(-1, 2) if len(rec.forces_pN) else None
-        for i, (pid, p) in enumerate(zip(np.asarray(rec.ids).tolist(), np.asarray(rec.positions_um))):
-            f = forces[i] if forces is not None and i < len(forces) else (np.nan, np.nan)
-            if len(centres):
-                dist = np.hypot(*(centres - p).T)
-                j = int(np.argmin(dist))
-                trap, d = labels[j], float(dist[j])
-            else:
-                trap, d = "-", float("nan")
-            var = self.variance_um2(pid)
-            k = kT_pN_um / var if var > 0 else float("nan")
-            out.append((int(pid), float(p[0]), float(p[1]), float(f[0]), float(f[1]), trap, d, var, k))
-        return out
+        ids = np.asarray(rec.ids, dtype=np.int64).reshape(-1)
+        pos = np.asarray(rec.positions_um, dtype=float).reshape(-1, 2)
+        n = len(ids)
+        f = np.full((n, 2), np.nan)
+        forces = np.asarray(rec.forces_pN, dtype=float).reshape(-1, 2)
+        f[:min(n, len(forces))] = forces[:n]
+        if len(centres) and n:
+            dist = np.hypot(pos[:, None, 0] - centres[None, :, 0], pos[:, None, 1] - centres[None, :, 1])
+            j = np.argmin(dist, axis=1)
+            d = dist[np.arange(n), j]
+            traps = [labels[k] for k in j.tolist()]
+        else:
+            d, traps = np.full(n, np.nan), ["-"] * n
+        var = self.variances_um2(ids)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            k = np.where(var > 0, kT_pN_um / var, np.nan)
+        return list(zip(ids.tolist(), pos[:, 0].tolist(), pos[:, 1].tolist(), f[:, 0].tolist(), f[:, 1].tolist(),
+                        traps, d.tolist(), var.tolist(), k.tolist()))
 
 
 def _fmt(v: Any) -> str:
@@ -101,18 +174,58 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+class ParticleModel(QtCore.QAbstractTableModel):
+    """The rows as a table model: a refresh replaces the rows and signals one ``dataChanged``
+    (the view repaints only the rows it shows; no item objects per cell)."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.rows: list[tuple] = []
+
+    def rowCount(self, parent=QtCore.QModelIndex()) -> int:  # noqa: N802 (Qt API)
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent=QtCore.QModelIndex()) -> int:  # noqa: N802 (Qt API)
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def data(self, index, role=QtCore.Qt.ItemDataRole.DisplayRole):
+        if role == QtCore.Qt.ItemDataRole.DisplayRole and index.isValid():
+            return _fmt(self.rows[index.row()][index.column()])
+        if role == QtCore.Qt.ItemDataRole.TextAlignmentRole and index.column() != 5:
+            return int(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    def headerData(self, section, orientation, role=QtCore.Qt.ItemDataRole.DisplayRole):  # noqa: N802
+        if role == QtCore.Qt.ItemDataRole.DisplayRole and orientation == QtCore.Qt.Orientation.Horizontal:
+            return COLUMNS[section]
+        return None
+
+    def set_rows(self, rows: list[tuple]) -> None:
+        if len(rows) != len(self.rows):
+            self.beginResetModel()
+            self.rows = rows
+            self.endResetModel()
+        else:
+            self.rows = rows
+            if rows:
+                self.dataChanged.emit(self.index(0, 0), self.index(len(rows) - 1, len(COLUMNS) - 1),
+                                      [QtCore.Qt.ItemDataRole.DisplayRole])
+
+
 class ParticlePanel(QtWidgets.QWidget):
-    """The table; refreshed at a few hertz by the window (drawing 100 rows costs a few ms)."""
+    """The table; refreshed at a few hertz by the window, only while it is visible."""
 
     def __init__(self, kT_pN_um: float, parent=None) -> None:
         super().__init__(parent)
         self.kT = kT_pN_um
         self.stats = ParticleStats()
-        self.table = QtWidgets.QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(list(COLUMNS))
+        self.model = ParticleModel(self)
+        self.table = QtWidgets.QTableView()
+        self.table.setModel(self.model)
         self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 4)
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.summary = QtWidgets.QLabel("")
+        self.summary = QtWidgets.QLineEdit("", readOnly=True, frame=False)  # no re-layout on each change
         lay = QtWidgets.QVBoxLayout(self)
         lay.addWidget(self.summary)
         lay.addWidget(self.table, 1)
@@ -124,22 +237,10 @@ class ParticlePanel(QtWidgets.QWidget):
     def refresh(self, terms: Iterable[Any]) -> None:
         rows = self.stats.rows(terms, self.kT)
         self.last_rows = rows
-        t = self.table
-        t.setUpdatesEnabled(False)
-        try:
-            if t.rowCount() != len(rows):
-                t.setRowCount(len(rows))
-            for r, row in enumerate(rows):
-                for c, v in enumerate(row):
-                    text = _fmt(v)
-                    item = t.item(r, c)
-                    if item is None:
-                        t.setItem(r, c, QtWidgets.QTableWidgetItem(text))
-                    elif item.text() != text:
-                        item.setText(text)
-        finally:
-            t.setUpdatesEnabled(True)
+        self.model.set_rows(rows)
         ks = np.array([row[-1] for row in rows], dtype=float)
         ks = ks[np.isfinite(ks)]
-        self.summary.setText(f"{len(rows)} particles tracked" + (
-            f"; median stiffness from the variance {np.median(ks):.4g} pN/um" if len(ks) else ""))
+        text = f"{len(rows)} particles tracked" + (
+            f"; median stiffness from the variance {np.median(ks):.4g} pN/um" if len(ks) else "")
+        if self.summary.text() != text:
+            self.summary.setText(text)

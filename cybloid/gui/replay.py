@@ -1,13 +1,18 @@
 """Replay mode: a recorded session played through the same dashboard.
 
-:class:`ReplaySource` holds the session's records and a play position (frames, float);
-the GUI timer advances it by wall time x speed. It offers the same two calls as the live
-worker: ``latest()`` (newest record, with its image when stored) and ``drain()`` (records
-passed since the last call).
+:class:`ReplaySource` holds a play position over the session's records (on lab time); the GUI
+timer advances it by wall time x speed. It offers the same two calls as the live worker:
+``latest()`` (newest record, with its image when stored) and ``drain()`` (records passed since
+the last call). Records are read on demand (:class:`RecordBlocks`): only the frame times and
+the force-program changes are read up front, and a few blocks of records are kept in memory,
+so an hour-long session replays in the memory of a few seconds of it.
 """
 
 from __future__ import annotations
 
+import collections
+import itertools
+import json
 import time
 from typing import Any
 
@@ -19,28 +24,121 @@ from cybloid.errors import SessionError
 SPEEDS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 
 
+class RecordBlocks:
+    """A session's records by position, read on demand in blocks of ``block`` records.
+
+    Reading goes forward through the session's record stream (``session.records()``); the
+    ``kept`` most recently used blocks stay in memory. A block before the stream's position
+    (a seek back) restarts the stream.
+    """
+
+    def __init__(self, session: Any, n: int, block: int = 512, kept: int = 8) -> None:
+        self.session = session
+        self.n = int(n)
+        self.block = int(block)
+        self.kept = int(kept)
+        self._blocks: collections.OrderedDict[int, list] = collections.OrderedDict()
+        self._stream = None
+        self._row = 0
+        self.restarts = 0
+
+    def _read_block(self, b: int) -> list:
+        got = self._blocks.get(b)
+        if got is not None:
+            self._blocks.move_to_end(b)
+            return got
+        start = b * self.block
+        if self._stream is None or self._row > start:
+            self._stream = iter(self.session.records())
+            self._row = 0
+            self.restarts += 1
+        for _ in itertools.islice(self._stream, start - self._row):  # skip to the block
+            pass
+        self._row = start
+        got = list(itertools.islice(self._stream, self.block))
+        self._row += len(got)
+        self._blocks[b] = got
+        while len(self._blocks) > self.kept:
+            self._blocks.popitem(last=False)
+        return got
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k: Any):
+        if isinstance(k, slice):
+            lo, hi, _ = k.indices(self.n)
+            out: list = []
+            while lo < hi:
+                blk = self._read_block(lo // self.block)
+                off = lo % self.block
+                take = blk[off:off + (hi - lo)]
+                if not take:
+                    break
+                out.extend(take)
+                lo += len(take)
+            return out
+        k = int(k)
+        if k < 0:
+            k += self.n
+        blk = self._read_block(k // self.block)
+        return blk[k % self.block]
+
+    @property
+    def records_in_memory(self) -> int:
+        return sum(len(b) for b in self._blocks.values())
+
+
+def _program_changes(events_per_record) -> list[tuple[int, dict]]:
+    """(record position, program) of the recorded 'program' events (after set_term/remove_term/set_param)."""
+    out = []
+    for k, events in enumerate(events_per_record):
+        for ev in events or []:
+            if isinstance(ev, dict) and ev.get("kind") == "program" and isinstance(ev.get("program"), dict):
+                out.append((k, ev["program"]))
+    return out
+
+
+def _scan(session: Any) -> tuple[np.ndarray, list[tuple[int, dict]]]:
+    """Exposure-middle times of every record and the program changes, without keeping the records.
+
+    A session with columns (``frame_times_s``, ``iter_batches``) is read two columns at a time;
+    any other (duck-typed) session is streamed once through ``records()``.
+    """
+    if hasattr(session, "frame_times_s") and hasattr(session, "iter_batches"):
+        t = np.asarray(session.frame_times_s, dtype=float)
+
+        def events():
+            for batch in session.iter_batches(["events_json"]):
+                for text in batch.column("events_json").to_pylist():
+                    yield json.loads(text) if text else None
+
+        return t, _program_changes(events())
+    times: list[float] = []
+    evs: list = []
+    for r in session.records():
+        times.append(r.t_exposure_mid)
+        evs.append(getattr(r, "events", None))
+    return np.asarray(times, dtype=float), _program_changes(evs)
+
+
 class ReplaySource:
     """Play position over a session's records (GUI thread only)."""
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, block: int = 512) -> None:
         self.session = session
-        self.records = list(session.records())
-        if not self.records:
+        t_s, self.program_changes = _scan(session)
+        self.n = len(t_s)
+        if not self.n:
             raise SessionError(f"{getattr(session, 'path', 'session')}: no frame records to replay")
-        self.n = len(self.records)
+        self.records = RecordBlocks(session, self.n, block=block)
         fp = getattr(session, "frame_period_s", None)
         self.frame_period_s = float(fp) if fp and np.isfinite(fp) else 0.01
         # play on lab time: the play head is a time, frames are found by their exposure time
-        self.t_s = np.array([r.t_exposure_mid for r in self.records], dtype=float)
+        self.t_s = t_s
         if not np.all(np.isfinite(self.t_s)) or np.any(np.diff(self.t_s) <= 0):
             self.t_s = np.arange(self.n) * self.frame_period_s  # damaged clock: fall back to frame count
         self.lab_t = float(self.t_s[0])
-        # force program over time: the recorded 'program' events (after each set_term/remove_term/set_param)
-        self.program_changes: list[tuple[int, dict]] = []
-        for k, r in enumerate(self.records):
-            for ev in getattr(r, "events", None) or []:
-                if isinstance(ev, dict) and ev.get("kind") == "program" and isinstance(ev.get("program"), dict):
-                    self.program_changes.append((k, ev["program"]))
         self.position = 0.0
         self.speed = 1.0
         self.playing = False
@@ -152,11 +250,7 @@ class ReplayBar(QtWidgets.QWidget):
             self.source.seek(v)
 
     def toggle(self) -> None:
-        if self.source.playing:
-            self.source.pause()
-        else:
-            self.source.play()
-        self.refresh()
+        (self.pause if self.source.playing else self.play)()
 
     def play(self) -> None:
         self.source.play()

@@ -31,6 +31,13 @@ class TrapTool:
         self.last_action_t: float | None = None
         """``time.perf_counter()`` of the last change (for the click-to-spot-table latency)."""
 
+    def warm_up(self) -> None:
+        """Compile the trap term's kernels now (at start), not on the first click: a first
+        ``HarmonicTrap.warm_up()`` in a process costs seconds (Numba), later ones microseconds."""
+        from cybloid.forces import HarmonicTrap
+
+        HarmonicTrap(np.zeros((1, 2))).warm_up()
+
     def _centres(self) -> list[tuple[str, np.ndarray]]:
         from cybloid.gui.forcepanel import term_centres
 

@@ -314,6 +314,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self._switch_interval = sys.getswitchinterval()
             sys.setswitchinterval(min(self._switch_interval, GIL_SWITCH_INTERVAL_S))
         if self.worker is not None:
+            self.trap_tool.warm_up()
             self.worker.start()
             log.info("dashboard: %s lab running (%s)", self.worker.lab.hardware.name,
                      "simulated" if self.worker.lab.hardware.is_simulated else "hardware")
@@ -469,7 +470,8 @@ class MainWindow(QtWidgets.QMainWindow):
                     cam_drop = getattr(self.worker.lab.camera, "dropped", None)
                     if cam_drop is not None:
                         self.diagnostics.extra["camera dropped"] = f"{cam_drop:7d}"
-                self.diagnostics.redraw(series=k % 32 == 0, histogram=k % 32 == 16)
+                shown = self.diagnostics.isVisible()  # plots only while the tab is shown; alarms always
+                self.diagnostics.redraw(series=shown and k % 32 == 0, histogram=shown and k % 32 == 16)
             elif k % 8 == 4:
                 for panel in (self.force, self.protocol, self.recording, self.hardware, self.camera):
                     if panel is not None and (panel is not self.camera or k % 32 == 4):

@@ -52,6 +52,7 @@ import pandas as pd
 from cybloid.tracking import locate_kernels as K
 
 COLUMNS = ["y", "x", "mass", "size", "ecc", "signal", "raw_mass", "ep"]
+_COLUMN_INDEX = pd.Index(COLUMNS)  # built once: a string index costs more than the frame's data
 
 
 class LocateParams:
@@ -272,11 +273,13 @@ def _finish(pr: Prepared, p: LocateParams, coords: np.ndarray, img: np.ndarray, 
     res, corner = K.refine_centroid(img, roff, p.radius, coords, p.max_iterations, 0.6)
     # trackpy characterises every refined feature, then drops; the characteristics do not
     # take part in the merging or the mass cut, so only the survivors are characterised here
-    keep = np.ones(len(res), bool)
-    if p.separation > 0:
-        keep = ~close_to_drop(res[:, :2].copy(), p.separation, res[:, 2].copy())
-    keep &= res[:, 2] / pr.scale > p.minmass
+    # a feature above minmass can only be merged into a brighter one, also above minmass: the
+    # mass cut first gives trackpy's survivors with fewer pairs to test
+    keep = res[:, 2] / pr.scale > p.minmass
     res, corner = res[keep], corner[keep]
+    if p.separation > 0 and len(res):
+        keep = ~close_to_drop(res[:, :2].copy(), p.separation, res[:, 2].copy())
+        res, corner = res[keep], corner[keep]
     ch = K.characterize(pr.raw, img, roff, p.radius, corner, res[:, 2].copy())
     out = np.full((len(res), 8), np.nan)
     out[:, :3] = res
@@ -334,7 +337,7 @@ def locate(raw_image: np.ndarray, diameter: int, minmass: float | None = None, m
     arr = locate_array(np.asarray(raw_image), p)
     if len(arr) == 0 and p.characterize:
         warnings.warn("no features found", UserWarning, stacklevel=2)
-    df = pd.DataFrame(arr, columns=COLUMNS)
+    df = pd.DataFrame(arr, columns=_COLUMN_INDEX, copy=False)
     if not p.characterize:
         df = df[["y", "x", "mass"]]
     return df

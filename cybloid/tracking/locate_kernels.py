@@ -394,6 +394,7 @@ def refine_centroid(img, roff, radius, coords, max_iter, shift_thresh):
     n = coords.shape[0]
     res = np.zeros((n, 3))
     corner = np.zeros((n, 2), np.int64)
+    flat = img.reshape(h * w)
     span = mask_spans(radius)
     ylo = radius
     xlo = radius
@@ -412,11 +413,11 @@ def refine_centroid(img, roff, radius, coords, max_iter, shift_thresh):
             for b in range(2 * radius + 1):
                 hw = span[b]
                 a0 = radius - hw
-                seg = img[sy - roff + b, sx + a0:sx + radius + hw + 1]
+                base = np.uint64((sy - roff + b) * w + sx + a0)  # unsigned: no wrap-around test
                 rs = 0
                 rx = 0
-                for a in range(seg.shape[0]):
-                    v = seg[a]
+                for a in range(2 * hw + 1):
+                    v = flat[base + np.uint64(a)]
                     rs += v
                     rx += v * a
                 ay += rs * b
@@ -457,6 +458,9 @@ def characterize(raw, img, roff, radius, corner, mass):
     order (row-major), so the floating-point sums are its sums."""
     n = corner.shape[0]
     out = np.zeros((n, 4))
+    w = img.shape[1]
+    flat = img.reshape(img.shape[0] * w)
+    rflat = raw.reshape(raw.shape[0] * w)
     span = mask_spans(radius)
     m = 0
     for b in range(2 * radius + 1):
@@ -479,17 +483,17 @@ def characterize(raw, img, roff, radius, corner, mass):
             hw = span[b]
             dy2 = (b - radius) * (b - radius)
             a0 = radius - hw
-            seg = img[sy - roff + b, sx + a0:sx + radius + hw + 1]
-            rseg = raw[sy + b, sx + a0:sx + radius + hw + 1]
-            for a in range(seg.shape[0]):
-                v = seg[a]
+            base = np.uint64((sy - roff + b) * w + sx + a0)  # unsigned: no wrap-around test
+            rbase = np.uint64((sy + b) * w + sx + a0)
+            for a in range(2 * hw + 1):
+                v = flat[base + np.uint64(a)]
                 dx = a - hw
                 rg += (dx * dx + dy2) * v
                 e1 += cm[t + a] * v
                 e2 += sm[t + a] * v
-                rawm += rseg[a]
+                rawm += rflat[rbase + np.uint64(a)]
                 sig = max(sig, v)
-            t += seg.shape[0]
+            t += 2 * hw + 1
         centre = img[sy - roff + radius, sx + radius]
         ms = mass[f]
         out[f, 0] = math.sqrt(rg / ms)

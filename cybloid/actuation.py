@@ -30,8 +30,9 @@ with two spots at +-45 degrees from its direction, each at the offset ``d*`` whe
 exactly, so a displacement changes the force only to second order (0.8 % RMS at 0.07 um
 instead of 7 %). It costs beam: the pair gives ``2 cos(45) F(d*) / F_max = 2 exp(-1/2)
 = 1.21`` times one spot's force for twice its beam time (61 % efficiency). When the pairs'
-shares would add up to more than 1, or ``d*`` lies beyond the laser's range, the frame
-falls back to single spots at ``w``. ``layout="single"`` always uses one spot.
+shares would add up to more than 1, ``d*`` lies beyond the laser's range, or the steering
+device's table cannot hold two spots per particle (``max_spots``), the frame falls back to
+single spots at ``w``. ``layout="single"`` always uses one spot.
 
 Curvature correction: what remains is second order. A particle displaced at random by ``s``
 per axis from the spots' reference point feels on average ``1 + c s^2`` of the programmed
@@ -234,6 +235,8 @@ class Actuator:
         self.velocity_smoothing = float(velocity_smoothing)
         self.max_lead_um = float(max_lead_um)
         self.curvature_correction = bool(curvature_correction)
+        self.max_spots: int | None = None
+        """Most spots the steering device holds in one table (None: no limit); pairs are used only if they fit."""
         self._curv: dict[tuple, float] = {}
         self.gain = 1.0
         """Factor the last table's shares were multiplied by (curvature correction; 1: none)."""
@@ -372,7 +375,8 @@ class Actuator:
         self.last_layout = "single"
         self.gain = 1.0
         s2 = self.displacement_var_um2() if (self.curvature_correction and self.predict) else float("nan")
-        if self.layout == "pair" and self.mode == "duty":
+        fits = self.max_spots is None or 2 * len(idx) <= self.max_spots
+        if self.layout == "pair" and self.mode == "duty" and fits:
             d_pair, f_pair = pair_offset(fc)
             if d_pair < fc.range_um and f_pair > 0:
                 g = self._gain("pair", s2)

@@ -90,6 +90,7 @@ class FeedbackLoop:
         self.actuator = Actuator(lab.calibration, lab.limits, lab.profile.fov_um,
                                  power_frac=laser_power_frac(lab.laser),
                                  frame_period_s=lab.frame_period_s)
+        self.actuator.max_spots = getattr(lab.steering, "max_spots", None)  # spot pairs only if the table fits
         self.sinks: list[Sink] = []
         self.keep_images = keep_images
         wall = bool(lab.clock.realtime) or not lab.hardware.is_simulated

@@ -87,6 +87,14 @@ def test_pairs_fall_back_to_single_spots_when_the_beam_or_the_range_is_short(cal
     assert pair_offset(wide.force_curve)[0] > 4.0
     t2, _, _ = act2.spots(pos[:1], np.array([[1.0, 0.0]]), np.ones(1, bool), np.arange(1))
     assert act2.last_layout == "single" and len(t2) == 1
+    # a steering device that holds fewer spots than two per particle
+    act3 = Actuator(cal, Limits(max_force_pN=20.0), (100.0, 100.0))
+    act3.max_spots = 3
+    t3, _, _ = act3.spots(pos, np.array([[1.0, 0.0], [0.0, 1.0]]), np.ones(2, bool), np.arange(2))
+    assert act3.last_layout == "single" and len(t3) == 2
+    act3.max_spots = 4
+    t3, _, _ = act3.spots(pos, np.array([[1.0, 0.0], [0.0, 1.0]]), np.ones(2, bool), np.arange(2))
+    assert act3.last_layout == "pair" and len(t3) == 4
     with pytest.raises(ParameterError, match="layout"):
         Actuator(cal, Limits(), (100.0, 100.0), layout="triple")
 

@@ -198,18 +198,20 @@ def test_adding_a_term_never_silently_replaces_one(live, qtbot):
     qtbot.waitUntil(lambda: live.worker.loop.program.terms["trap"] is second, timeout=5000)
 
 
-def test_cli_gui_runs_a_protocol_and_writes_a_screenshot(tmp_path):
-    png = tmp_path / "shot.png"
+def test_cli_gui_screenshots_with_and_without_a_protocol(tmp_path):
+    """``cybloid gui --quit-after`` and ``--run ... --after``: a screenshot, then a clean exit, laser off."""
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    proc = subprocess.run([sys.executable, "-m", "cybloid", "gui", "--run", "harmonic-trap", "-p", "traps=4",
-                           "-p", "duration=30", "--screenshot", str(png), "--after", "3",
-                           "--set", "camera.width_px=128", "--set", "camera.height_px=128",
-                           "--record-dir", str(tmp_path / "s")],
-                          env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert png.stat().st_size > 5000
-    assert "protocol harmonic-trap started" in proc.stderr
-    assert "laser off" in proc.stderr
+    small = ["--set", "camera.width_px=128", "--set", "camera.height_px=128", "--record-dir", str(tmp_path / "s")]
+    runs = {"plain": ["--quit-after", "2"],
+            "protocol": ["--run", "harmonic-trap", "-p", "traps=4", "-p", "duration=30", "--after", "3"]}
+    for name, args in runs.items():
+        png = tmp_path / f"{name}.png"
+        proc = subprocess.run([sys.executable, "-m", "cybloid", "gui", *args, "--screenshot", str(png), *small],
+                              env=env, capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert png.stat().st_size > 5000
+        assert "laser off" in proc.stderr
+        assert ("protocol harmonic-trap started" in proc.stderr) == (name == "protocol")
     # a bad parameter is refused before any window opens
     bad = subprocess.run([sys.executable, "-m", "cybloid", "gui", "--run", "harmonic-trap", "-p", "traps=-3",
                           "--screenshot", str(tmp_path / "x.png")], env=env, capture_output=True, text=True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtWidgets
 
 from cybloid.gui.safety import (LaserOffButton, confirm_high_power, confirm_threshold_mW,  # noqa: F401 (re-export)
                                 default_power_mW, usable_max_power_mW)

@@ -12,6 +12,7 @@ from typing import Any, Callable
 from PySide6 import QtWidgets
 
 from cybloid.errors import CybloidError
+from cybloid.gui.widgets import vstack
 from cybloid.protocol.dryrun import dry_run
 from cybloid.protocol.loader import LabInfo, LoadedProtocol, bundled_protocols, load_protocol
 
@@ -77,17 +78,8 @@ class ProtocolPanel(QtWidgets.QWidget):
         self.message = QtWidgets.QLabel("")
         self.message.setWordWrap(True)
 
-        lay = QtWidgets.QVBoxLayout(self)
-        lay.addLayout(top)
-        lay.addWidget(self.doc)
-        lay.addWidget(self.form_box)
-        lay.addWidget(self.fresh)
-        lay.addWidget(self.record)
-        lay.addLayout(btns)
-        lay.addWidget(self.progress)
-        lay.addWidget(self.step_label)
-        lay.addWidget(self.message)
-        lay.addStretch(1)
+        vstack(self, top, self.doc, self.form_box, self.fresh, self.record, btns, self.progress, self.step_label,
+               self.message)
         if self.choice.count():
             self.load(self.choice.currentText())
         self.refresh()

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from PySide6 import QtWidgets
 
 from cybloid.errors import CybloidError
+from cybloid.gui.widgets import hbox, vstack
 from cybloid.record import FrameRecord
 
 log = logging.getLogger(__name__)
@@ -122,22 +123,11 @@ class RecordingPanel(QtWidgets.QWidget):
         self.disk = QtWidgets.QLabel("")
         self.message = QtWidgets.QLabel("")
         self.message.setWordWrap(True)
-        lay = QtWidgets.QVBoxLayout(self)
-        lay.addWidget(QtWidgets.QLabel("destination (a new session directory is created inside)"))
-        lay.addLayout(row)
         opts = QtWidgets.QFormLayout()
         opts.addRow("images of every N-th frame", self.every)
         opts.addRow("", self.tracks_only)
-        lay.addLayout(opts)
-        lay.addWidget(self.estimate)
-        b = QtWidgets.QHBoxLayout()
-        b.addWidget(self.start_btn)
-        b.addWidget(self.stop_btn)
-        lay.addLayout(b)
-        lay.addWidget(self.status)
-        lay.addWidget(self.disk)
-        lay.addWidget(self.message)
-        lay.addStretch(1)
+        vstack(self, QtWidgets.QLabel("destination (a new session directory is created inside)"), row, opts,
+               self.estimate, hbox(self.start_btn, self.stop_btn), self.status, self.disk, self.message)
         self._update_estimate()
         self.refresh()
 

@@ -11,3 +11,28 @@ def set_text(widget: Any, text: str) -> bool:
         return False
     widget.setText(text)
     return True
+
+
+def vstack(parent: Any, *items: Any, stretch: bool = True) -> Any:
+    """A vertical layout on ``parent`` holding ``items`` (widgets or layouts) in order, then a stretch."""
+    from PySide6 import QtWidgets
+
+    lay = QtWidgets.QVBoxLayout(parent)
+    for item in items:
+        if isinstance(item, QtWidgets.QLayout):
+            lay.addLayout(item)
+        else:
+            lay.addWidget(item)
+    if stretch:
+        lay.addStretch(1)
+    return lay
+
+
+def hbox(*widgets: Any) -> Any:
+    """A horizontal layout holding ``widgets``."""
+    from PySide6 import QtWidgets
+
+    lay = QtWidgets.QHBoxLayout()
+    for w in widgets:
+        lay.addWidget(w)
+    return lay

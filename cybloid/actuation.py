@@ -200,6 +200,37 @@ def place_spot_pairs(pos, force, power_frac, d_pair, f_pair, max_force, xmin, ym
     return spots, share, sat
 
 
+@numba.njit(cache=True)
+def pair_share_total(force, power_frac, f_pair, max_force):
+    """Sum of the beam shares spot pairs would need for these forces (pN); inf if none is possible."""
+    cap = power_frac * f_pair * 2.0 * math.cos(math.pi / 4)
+    total = 0.0
+    for i in range(force.shape[0]):
+        f = math.sqrt(force[i, 0] * force[i, 0] + force[i, 1] * force[i, 1])
+        if not math.isfinite(f) or f <= 0.0:
+            continue
+        if cap <= 0.0:
+            return math.inf
+        total += 2.0 * min(f, max_force) / cap
+    return total
+
+
+@numba.njit(cache=True)
+def innovation_sum(pos, prev, vel, T, cap):
+    """Sum of squared innovations ``pos - prev - vel T`` over axes and particles with finite
+    values and an innovation shorter than ``cap`` (a mis-linked identity is not motion); count."""
+    total = 0.0
+    count = 0
+    for i in range(pos.shape[0]):
+        dx = pos[i, 0] - prev[i, 0] - vel[i, 0] * T
+        dy = pos[i, 1] - prev[i, 1] - vel[i, 1] * T
+        d2 = dx * dx + dy * dy
+        if math.isfinite(d2) and d2 < cap * cap:
+            total += d2
+            count += 1
+    return total, count
+
+
 def pair_offset(curve) -> tuple[float, float]:
     """Offset ``d*`` (um) maximising ``d F(d)`` on the force curve and the full-beam force there (pN).
 
@@ -284,13 +315,13 @@ class Actuator:
             return float("nan")
         return self._q_um2 * (self.calibration.latency_s + 0.5 * T) / T
 
-    def _learn_motion(self, innovation: np.ndarray) -> None:
-        """Update the unpredicted-motion variance from this frame's innovations (um)."""
-        inn = innovation[np.isfinite(innovation).all(axis=1)]
-        inn = inn[np.hypot(inn[:, 0], inn[:, 1]) < self.max_lead_um]  # a mis-linked identity is not motion
-        if len(inn) == 0:
+    def _learn_motion(self, pos: np.ndarray, prev: np.ndarray, vel: np.ndarray) -> None:
+        """Update the unpredicted-motion variance from this frame's innovations
+        ``pos - (prev + vel T)`` (um)."""
+        total, count = innovation_sum(pos, prev, vel, float(self.frame_period_s), self.max_lead_um)
+        if count == 0:
             return
-        q = float(np.mean(inn**2))
+        q = total / (2 * count)
         self._q_um2 = q if not math.isfinite(self._q_um2) else self._q_um2 + MOTION_SMOOTHING * (q - self._q_um2)
 
     def _predicted(self, positions_um: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -303,7 +334,7 @@ class Actuator:
         if len(ids) and len(ids) == len(self._ids) and np.array_equal(ids, self._ids):
             # the usual case: the same particles in the same order as last frame
             vel = a * ((pos - self._pos) / T) + (1 - a) * self._vel
-            self._learn_motion(pos - self._pos - self._vel * T)
+            self._learn_motion(pos, self._pos, self._vel)
         elif len(self._ids) and len(ids):
             order = np.argsort(self._ids)
             sid = self._ids[order]
@@ -312,7 +343,7 @@ class Actuator:
             src = order[k[hit]]
             step = (pos[hit] - self._pos[src]) / T
             vel[hit] = a * step + (1 - a) * self._vel[src]
-            self._learn_motion(pos[hit] - self._pos[src] - self._vel[src] * T)
+            self._learn_motion(pos[hit], self._pos[src], self._vel[src])
         bad = ~np.isfinite(vel)
         if bad.any():
             vel[bad] = 0.0
@@ -380,9 +411,11 @@ class Actuator:
             d_pair, f_pair = pair_offset(fc)
             if d_pair < fc.range_um and f_pair > 0:
                 g = self._gain("pair", s2)
-                ps, psh, psat = place_spot_pairs(pos, frc, self.power_frac, d_pair, f_pair / g,
-                                                 self.limits.max_force_pN, m, m, w - m, h - m)
-                if psh.sum() <= 1.0 + 1e-12:  # the pairs fit the beam: use them
+                ps = None
+                if pair_share_total(frc, self.power_frac, f_pair / g, self.limits.max_force_pN) <= 1.0 + 1e-12:
+                    ps, psh, psat = place_spot_pairs(pos, frc, self.power_frac, d_pair, f_pair / g,
+                                                     self.limits.max_force_pN, m, m, w - m, h - m)
+                if ps is not None:  # the pairs fit the beam: use them
                     spots_um, share, sat = ps, psh, psat
                     ids_sel = np.repeat(ids_sel, 2)
                     self.last_layout = "pair"

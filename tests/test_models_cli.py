@@ -56,6 +56,22 @@ def test_train_pair_from_a_session_and_use_it_in_a_protocol(session, tmp_path, c
     assert _nn_distance(learned) == pytest.approx(8.0, abs=0.6)  # the programmed spacing
 
 
+def test_train_reports_per_symmetries_only_for_a_good_fit_and_the_calibration_check(session, tmp_path, capsys):
+    out = tmp_path / "p.pt"
+    assert main(["train", str(session), "--model", "pair", "--per-weight", "0.1", "--symmetry-steps", "3",
+                 "--per-fit-threshold", "0.001", "--calibrate", "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "no symmetry is reported" in text and "calibration check: pixel scale anisotropy" in text
+    _, meta = load_model(out)
+    per = meta["symmetries_per"]
+    assert per["method"].startswith("PER") and not per["fit_good"] and "violation" not in per
+    cal = meta["calibration"]
+    # an undistorted session of a programmed pair force: no distortion found
+    assert abs(cal["anisotropy"]) < 0.01 and abs(cal["shear"]) < 0.01 and cal["rel_rms_after"] <= cal["rel_rms_before"]
+    assert main(["train", str(session), "--per-weight", "-1", "--no-progress"]) == 2
+    assert "--per-weight must be >= 0" in capsys.readouterr().err
+
+
 def test_train_frame_averaged_model(session, tmp_path):
     out = tmp_path / "fa.pt"
     assert main(["train", str(session), "--model", "frame-averaged", "--epochs", "2", "--max-samples", "1000",

@@ -96,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
         raise ParameterError(f"--threads must be >= 1, got {args.threads}")
     if args.epochs < 0 or args.patience < 1 or args.max_frames < 1:
         raise ParameterError("--epochs must be >= 0, --patience and --max-frames >= 1")
+    if (args.per_weight is not None and not args.per_weight >= 0) or not args.per_fit_threshold > 0 \
+            or args.symmetry_steps < 1:
+        raise ParameterError("--per-weight must be >= 0, --per-fit-threshold > 0 and --symmetry-steps >= 1")
     torch.set_num_threads(args.threads)  # a command-line process: set once for its lifetime
     trajs = from_sessions(args.sessions, skip_s=args.skip)
     ref = reference_pair(trajs[0].metadata)

@@ -62,9 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--symmetries", action="store_true", help="the same as --per-weight 1")
     p.add_argument("--symmetry-steps", type=int, default=800, metavar="N",
                    help="training steps of the PER model (default 800)")
-    p.add_argument("--calibrate", action="store_true",
-                   help="calibration check: jointly fit a pair force and a det-1 distortion of the camera-to-sample "
-                   "map (anisotropy, shear, rotation) and report it")
+    p.add_argument("--calibrate", nargs="?", const="pair", choices=["pair", "many-body"],
+                   help="calibration check: jointly fit a force model and a det-1 distortion of the camera-to-sample "
+                   "map (anisotropy, shear, rotation) and report it; pair (default: exact, fast) or many-body "
+                   "(alternating with the E2 many-body model, for data a pair force does not fit; slower)")
     p.add_argument("--report", metavar="PNG", help="validation plot (default: next to the model file)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -174,6 +175,13 @@ def _checks(args: argparse.Namespace, trajs: list, cutoff: float) -> dict:
         cal = calibrate_pair(trajs, cutoff, seed=args.seed)
         print("  " + cal.line())
         out["calibration"] = cal.to_dict()
+        if args.calibrate == "many-body":
+            from cybloid.models.affine import calibrate_many_body
+
+            mb = calibrate_many_body(trajs, cutoff, epochs=min(args.epochs, 10), hidden=args.hidden,
+                                     max_frames=min(args.max_frames, 120), seed=args.seed, log=print)
+            print("  " + mb.line())
+            out["calibration"] = mb.to_dict()
     return out
 
 

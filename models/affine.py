@@ -40,6 +40,11 @@ from cybloid.models.pair import RadialPair, fit_pair
 from cybloid.models.samples import Samples
 
 
+# starting generators (a, b, c) of the fit: no distortion and 5 % strains along x and along the
+# diagonal (a square crystal has a local minimum at the wrong strain axis from zero alone)
+STARTS = ((0.0, 0.0, 0.0), (0.05, 0.0, 0.0), (-0.05, 0.0, 0.0), (0.0, 0.05, 0.0), (0.0, -0.05, 0.0))
+
+
 def strain_matrix(a: float, b: float, c: float = 0.0) -> np.ndarray:
     """``exp([[a, b - c], [b + c, -a]])`` (det 1), closed form (``G^2 = (a^2 + b^2 - c^2) I``)."""
     g = np.array([[a, b - c], [b + c, -a]], float)
@@ -105,11 +110,13 @@ def _warped(s: Samples, p: np.ndarray, cutoff: float) -> Samples:
 
 
 def calibrate_pair(trajs: list[Trajectory], cutoff_um: float, *, rotation: bool = True, n_knots: int = 32,
-                   smoothing: float = 1e-3, max_samples: int = 20000, k_max: int = 32, seed: int = 0) -> Calibration:
+                   smoothing: float = 1e-3, max_samples: int = 20000, k_max: int = 32, seed: int = 0,
+                   starts: tuple[tuple[float, float, float], ...] = STARTS) -> Calibration:
     """Jointly fit a pair force and the det-1 distortion (a, b[, c]) to the applied forces of ``trajs``.
 
     Neighbour tables are built to 1.2 x the cutoff so that pairs the distortion moves across
     the cutoff are still seen; the pair force is zero beyond the cutoff after the warp.
+    ``starts``: starting generators (a, b, c); the solution with the smallest residual wins.
     """
     from scipy.optimize import least_squares
 
@@ -142,7 +149,9 @@ def calibrate_pair(trajs: list[Trajectory], cutoff_um: float, *, rotation: bool 
         return ((f - y) / den).ravel()
 
     before = float(np.sqrt((resid(np.zeros(npar)) ** 2).sum()))
-    sol = least_squares(resid, np.zeros(npar), diff_step=1e-3, x_scale=0.05, max_nfev=80)
+    sols = [least_squares(resid, np.asarray(x0[:npar], float), diff_step=1e-3, x_scale=0.05, max_nfev=80)
+            for x0 in starts]
+    sol = min(sols, key=lambda r: r.cost)
     p = full(sol.x)
     after = float(np.sqrt((resid(sol.x) ** 2).sum()))  # leaves the model at the solution
     nums = distortion_numbers(*p)
@@ -177,6 +186,7 @@ class ManyBodyCalibration:
 
 def calibrate_many_body(trajs: list[Trajectory], cutoff_um: float, *, symmetry: str = "E2", rounds: int = 2,
                         epochs: int = 10, hidden: int = 32, max_frames: int = 120, seed: int = 0,
+                        starts: tuple[tuple[float, float, float], ...] = STARTS,
                         log=None) -> ManyBodyCalibration:
     """Joint fit of the distortion and a many-body model by block coordinate descent.
 
@@ -193,7 +203,7 @@ def calibrate_many_body(trajs: list[Trajectory], cutoff_um: float, *, symmetry: 
     from cybloid.models.selection import time_block_split
     from cybloid.models.training import train
 
-    pair = calibrate_pair(trajs, cutoff_um, seed=seed)
+    pair = calibrate_pair(trajs, cutoff_um, seed=seed, starts=starts)
     fit_t, valid_t = time_block_split(trajs, 0.2)
     ft = frames_from(fit_t, max_frames, seed)
     fv = frames_from(valid_t, max_frames // 2, seed)

@@ -218,3 +218,13 @@ def test_cli_gui_screenshots_with_and_without_a_protocol(tmp_path):
                          timeout=120)
     assert bad.returncode == 2 and "traps" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_laser_is_preset_to_the_safe_power_while_off(live, qtbot):
+    """A protocol switches the laser on at the power the laser holds: the dashboard presets the safe one."""
+    from cybloid.gui.safety import default_power_mW
+
+    lab = live.worker.lab
+    assert not lab.laser.is_on
+    assert lab.laser.power_mW() == pytest.approx(default_power_mW(lab))
+    assert lab.laser.power_mW() < lab.laser.max_power_mW

@@ -95,6 +95,10 @@ class HardwarePanel(QtWidgets.QWidget):
         self.power = QtWidgets.QDoubleSpinBox(minimum=0.0, maximum=usable_max_power_mW(lab),
                                               decimals=1, singleStep=5.0, suffix=" mW")
         self.power.setValue(default_power_mW(lab))  # safe preset: 10% of the usable maximum
+        if not lab.laser.is_on:
+            # the laser (off) is set to it too: a protocol started from the dashboard switches on at
+            # this power, not at the laser's own default (its maximum on the simulated lab)
+            worker.set_power(self.power.value())
         self.power.setToolTip(f"clamped to the hardware limit {lim:g} mW; above "
                               f"{confirm_threshold_mW(lab):.1f} mW switching on asks for a confirmation")
         self.confirm = confirm_high_power  # replaceable in tests

@@ -3,8 +3,9 @@
 Per-frame latency p50/p99 of the hot-path tracker (FastTracker) for N=100 at 512x512 and N=1000 at
 1024x1024 on simulated frames, with RMS localisation error vs truth, identity swaps and the error vs
 signal-to-noise; baseline: trackpy.locate + trackpy Linker on every frame (a reference: not the
-same work, no speed-up). Then the compiled locate against trackpy.locate (same options, like for like) on realistic simulated bright-field and dense fields (N=600 at
-424x640, truth) and on a user video (--video PATH).
+same work, no speed-up). Then the compiled locate against trackpy.locate (same options, like for
+like) on realistic simulated bright-field and dense fields (N=600 at 424x640, truth) and on a
+user video (--video PATH).
 
 Frames come from the simulated lab (default profile, N particles in a W x W image), rendered
 in chunks before they are tracked so that simulation time is never counted. Both trackers see

@@ -139,6 +139,16 @@ def test_integration_does_not_depend_on_how_it_is_cut():
     for t in (1, 2, 50, 51, 177, 300):
         b.advance_to(t)
     np.testing.assert_array_equal(a.pos, b.pos)
+    # with laser spots (their neighbour lists are kept across calls) and a table change between
+    for w in (a, b):
+        w.laser_on = True
+        w.schedule_spots(350, w.positions_fov_um()[:20] + [0.9, 0.0], np.full(20, 0.05))
+        w.schedule_spots(420, w.positions_fov_um()[10:30] - [0.0, 0.7], np.full(20, 0.05))
+    a.advance_to(600)
+    for t in (301, 349, 351, 352, 400, 419, 421, 599, 600):
+        b.advance_to(t)
+    assert np.any(a.spot_force_sum != 0)
+    np.testing.assert_array_equal(a.pos, b.pos)
 
 
 @pytest.mark.slow

@@ -172,37 +172,3 @@ def test_camera_panel_is_read_only_for_a_camera_without_live_settings(qtbot):
     assert "exposure 3.000 ms" in panel.readback.text() and "gain 2 dB" in panel.readback.text()
     assert "read back" in panel.note.text()
     assert panel.apply_gain(5.0) is None
-
-
-@pytest.mark.gui
-def test_roi_dragged_with_the_mouse_on_the_image(live, qtbot):
-    """A real mouse drag (press, moves with the button held, release) on the image sets the ROI."""
-    from PySide6 import QtCore, QtGui, QtWidgets
-
-    live.resize(1400, 900)
-    qtbot.waitUntil(lambda: live.live.frames_shown >= 3, timeout=30000)
-    live.live.fit_view()
-    qtbot.wait(100)
-    live.live.roi_tool_box.setChecked(True)
-    px = live.live.pixel_size_um
-    vp = live.live.glw.viewport()
-
-    def at(x_px, y_px):
-        scene = live.live.vb.mapViewToScene(QtCore.QPointF(x_px * px, y_px * px))
-        return QtCore.QPointF(live.live.glw.mapFromScene(scene))
-
-    def send(kind, pos, buttons):
-        button = QtCore.Qt.MouseButton.LeftButton if kind != QtCore.QEvent.Type.MouseMove else \
-            QtCore.Qt.MouseButton.NoButton
-        ev = QtGui.QMouseEvent(kind, pos, vp.mapToGlobal(pos), button, buttons, QtCore.Qt.KeyboardModifier.NoModifier)
-        QtWidgets.QApplication.sendEvent(vp, ev)
-
-    held = QtCore.Qt.MouseButton.LeftButton
-    send(QtCore.QEvent.Type.MouseButtonPress, at(20, 30), held)
-    for k in range(1, 11):
-        send(QtCore.QEvent.Type.MouseMove, at(20 + 6 * k, 30 + 5 * k), held)
-        qtbot.wait(10)
-    send(QtCore.QEvent.Type.MouseButtonRelease, at(80, 80), QtCore.Qt.MouseButton.NoButton)
-    qtbot.waitUntil(lambda: live.worker.lab.camera.roi_px is not None, timeout=10000)
-    x, y, w, h = live.worker.lab.camera.settings()["roi"]
-    assert abs(x - 20) <= 2 and abs(y - 30) <= 2 and abs(x + w - 80) <= 2 and abs(y + h - 80) <= 2

@@ -149,12 +149,17 @@ def _view_to_widget(live, x_um, y_um):
     return live.live.glw.mapFromScene(scene)
 
 
-def test_click_places_trap_drag_moves_right_click_removes_undo(live, qtbot):
+def _with_tool(live, qtbot, box):
+    """The window large, the image fitted, the tool of ``box`` holding the mouse."""
     live.resize(1400, 900)
     qtbot.waitUntil(lambda: live.live.frames_shown >= 3, timeout=30000)
     live.live.fit_view()
     qtbot.wait(100)
-    live.live.trap_tool_box.setChecked(True)
+    box.setChecked(True)
+
+
+def test_click_places_trap_drag_moves_right_click_removes_undo(live, qtbot):
+    _with_tool(live, qtbot, live.live.trap_tool_box)
     prog = live.worker.loop.program
     # a real mouse click on the image, at (10, 12) um
     qtbot.mouseClick(live.live.glw.viewport(), QtCore.Qt.MouseButton.LeftButton,
@@ -268,3 +273,32 @@ def test_replay_reads_records_on_demand():
     src.seek(10)
     assert src.latest().index == 10 and src.records.restarts == restarts + 1
     assert len(made) < 2 * 5000  # streamed, never materialised all at once
+
+
+def test_roi_dragged_with_the_mouse_on_the_image(live, qtbot):
+    """A real mouse drag (press, moves with the button held, release) on the image sets the ROI."""
+    from PySide6 import QtGui
+
+    _with_tool(live, qtbot, live.live.roi_tool_box)
+    px = live.live.pixel_size_um
+    vp = live.live.glw.viewport()
+
+    def at(x_px, y_px):
+        scene = live.live.vb.mapViewToScene(QtCore.QPointF(x_px * px, y_px * px))
+        return QtCore.QPointF(live.live.glw.mapFromScene(scene))
+
+    def send(kind, pos, buttons):
+        button = QtCore.Qt.MouseButton.LeftButton if kind != QtCore.QEvent.Type.MouseMove else \
+            QtCore.Qt.MouseButton.NoButton
+        ev = QtGui.QMouseEvent(kind, pos, vp.mapToGlobal(pos), button, buttons, QtCore.Qt.KeyboardModifier.NoModifier)
+        QtWidgets.QApplication.sendEvent(vp, ev)
+
+    held = QtCore.Qt.MouseButton.LeftButton
+    send(QtCore.QEvent.Type.MouseButtonPress, at(20, 30), held)
+    for k in range(1, 11):
+        send(QtCore.QEvent.Type.MouseMove, at(20 + 6 * k, 30 + 5 * k), held)
+        qtbot.wait(10)
+    send(QtCore.QEvent.Type.MouseButtonRelease, at(80, 80), QtCore.Qt.MouseButton.NoButton)
+    qtbot.waitUntil(lambda: live.worker.lab.camera.roi_px is not None, timeout=10000)
+    x, y, w, h = live.worker.lab.camera.settings()["roi"]
+    assert abs(x - 20) <= 2 and abs(y - 30) <= 2 and abs(x + w - 80) <= 2 and abs(y + h - 80) <= 2

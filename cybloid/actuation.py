@@ -85,6 +85,31 @@ MAX_GAIN = 1.1
 
 
 @numba.njit(cache=True)
+def _clipped_force(fx, fy, max_force):
+    """``(fx, fy, |f|, flag)`` (pN): the force limited to ``max_force`` (flag 1), or flag 4 when
+    it is not finite (the caller then places no force)."""
+    f = math.sqrt(fx * fx + fy * fy)
+    if not math.isfinite(f):
+        return fx, fy, f, np.uint8(4)
+    if f > max_force:
+        return fx * max_force / f, fy * max_force / f, max_force, np.uint8(1)
+    return fx, fy, f, np.uint8(0)
+
+
+@numba.njit(cache=True)
+def _clamp_to_field(spots, per_particle, sat, xmin, ymin, xmax, ymax):
+    """Clamp spots (um) into the field in place; flag 2 on the owning particle
+    (``per_particle`` spots each, consecutive rows)."""
+    for k in range(spots.shape[0]):
+        x = min(max(spots[k, 0], xmin), xmax)
+        y = min(max(spots[k, 1], ymin), ymax)
+        if x != spots[k, 0] or y != spots[k, 1]:
+            sat[k // per_particle] |= 2
+            spots[k, 0] = x
+            spots[k, 1] = y
+
+
+@numba.njit(cache=True)
 def place_spots(pos, force, duty_mode, power_frac, fmax, w, max_force, xmin, ymin, xmax, ymax):
     """Spot positions (um), beam shares and saturation flags for each particle.
 
@@ -99,17 +124,10 @@ def place_spots(pos, force, duty_mode, power_frac, fmax, w, max_force, xmin, ymi
     for i in range(n):
         spots[i, 0] = pos[i, 0]
         spots[i, 1] = pos[i, 1]
-        fx = force[i, 0]
-        fy = force[i, 1]
-        f = math.sqrt(fx * fx + fy * fy)
-        if not math.isfinite(f):
-            sat[i] |= 4
+        fx, fy, f, flag = _clipped_force(force[i, 0], force[i, 1], max_force)
+        sat[i] |= flag
+        if flag & 4:
             continue
-        if f > max_force:
-            sat[i] |= 1
-            fx *= max_force / f
-            fy *= max_force / f
-            f = max_force
         if not duty_mode:
             share[i] = eq
         if f <= 0.0:
@@ -137,13 +155,7 @@ def place_spots(pos, force, duty_mode, power_frac, fmax, w, max_force, xmin, ymi
                 share[i] /= total
                 if share[i] > 0:
                     sat[i] |= 1
-    for i in range(n):
-        x = min(max(spots[i, 0], xmin), xmax)
-        y = min(max(spots[i, 1], ymin), ymax)
-        if x != spots[i, 0] or y != spots[i, 1]:
-            sat[i] |= 2
-            spots[i, 0] = x
-            spots[i, 1] = y
+    _clamp_to_field(spots, 1, sat, xmin, ymin, xmax, ymax)
     return spots, share, sat
 
 
@@ -163,17 +175,10 @@ def place_spot_pairs(pos, force, power_frac, d_pair, f_pair, max_force, xmin, ym
         for j in range(2):
             spots[2 * i + j, 0] = pos[i, 0]
             spots[2 * i + j, 1] = pos[i, 1]
-        fx = force[i, 0]
-        fy = force[i, 1]
-        f = math.sqrt(fx * fx + fy * fy)
-        if not math.isfinite(f):
-            sat[i] |= 4
+        fx, fy, f, flag = _clipped_force(force[i, 0], force[i, 1], max_force)
+        sat[i] |= flag
+        if flag & 4:
             continue
-        if f > max_force:
-            sat[i] |= 1
-            fx *= max_force / f
-            fy *= max_force / f
-            f = max_force
         if f <= 0.0:
             continue
         if cap <= 0.0:
@@ -190,13 +195,7 @@ def place_spot_pairs(pos, force, power_frac, d_pair, f_pair, max_force, xmin, ym
             spots[2 * i + j, 0] = pos[i, 0] + d_pair * ex
             spots[2 * i + j, 1] = pos[i, 1] + d_pair * ey
             share[2 * i + j] = s
-    for k in range(2 * n):
-        x = min(max(spots[k, 0], xmin), xmax)
-        y = min(max(spots[k, 1], ymin), ymax)
-        if x != spots[k, 0] or y != spots[k, 1]:
-            sat[k // 2] |= 2
-            spots[k, 0] = x
-            spots[k, 1] = y
+    _clamp_to_field(spots, 2, sat, xmin, ymin, xmax, ymax)
     return spots, share, sat
 
 

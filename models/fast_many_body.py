@@ -313,6 +313,23 @@ def _moments_back(gr, gi, w, zr, zi, src, gzr, gzi):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _radial_back(g_w, env, denv, out_r, gr, w_out, pre, sig):
+    """Back through one radial filter ``w = env(r) * silu_net(rbf)``: adds dE/dr of the envelope
+    to ``gr`` (per edge) and returns the gradient at the filter's hidden layer."""
+    ne, c = g_w.shape
+    g_out = np.empty((ne, c))
+    for e in range(ne):
+        acc = 0.0
+        for cc in range(c):
+            g_out[e, cc] = g_w[e, cc] * env[e]
+            acc += g_w[e, cc] * out_r[e, cc]
+        gr[e] += acc * denv[e]
+    g_a = _mm(g_out, w_out)
+    _silu_back(g_a, pre, sig)
+    return g_a
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _graph_forces(pos, offs, nb, ws, wo, bs, centres, width, cutoff, orders, pa, pb, sa, sb, chiral,
                   energy_scale, force_scale, pair_knots, pair_values, nc_outputs):
     """Forces (N, 2) pN and the total energy (pN um) for one configuration with CSR neighbours."""
@@ -425,15 +442,7 @@ def _graph_forces(pos, offs, nb, ws, wo, bs, centres, width, cutoff, orders, pa,
     gzi = np.zeros(ne)
     gr_ = np.zeros(ne)
     g_w2 = _moments_back(g2r, g2i, w2, zr, zi, src, gzr, gzi)
-    g_out2 = np.empty((ne, c))
-    for e in range(ne):
-        acc = 0.0
-        for cc in range(c):
-            g_out2[e, cc] = g_w2[e, cc] * env[e]
-            acc += g_w2[e, cc] * out_r2[e, cc]
-        gr_[e] += acc * denv[e]
-    g_a2 = _mm(g_out2, ws[_R2B])
-    _silu_back(g_a2, pre_r2, sig_r2)
+    g_a2 = _radial_back(g_w2, env, denv, out_r2, gr_, ws[_R2B], pre_r2, sig_r2)
     g_rbf = _mm(g_a2, ws[_R2A_RBF])
     g_hw = np.zeros((n, m2))
     for e in range(ne):
@@ -450,15 +459,7 @@ def _graph_forces(pos, offs, nb, ws, wo, bs, centres, width, cutoff, orders, pa,
     g_inv1 = _mm(g_n1, ws[_N1A])
     g1r, g1i = _invariants_back(g_inv1, a1r, a1i, pa, pb, sa, sb, chiral)
     g_w1 = _moments_back(g1r, g1i, w1, zr, zi, src, gzr, gzi)
-    g_out1 = np.empty((ne, c))
-    for e in range(ne):
-        acc = 0.0
-        for cc in range(c):
-            g_out1[e, cc] = g_w1[e, cc] * env[e]
-            acc += g_w1[e, cc] * out_r1[e, cc]
-        gr_[e] += acc * denv[e]
-    g_a1 = _mm(g_out1, ws[_R1B])
-    _silu_back(g_a1, pre_r1, sig_r1)
+    g_a1 = _radial_back(g_w1, env, denv, out_r1, gr_, ws[_R1B], pre_r1, sig_r1)
     g_rbf1 = _mm(g_a1, ws[_R1A])
     forces = np.zeros((n, 2))
     for e in range(ne):

@@ -6,6 +6,17 @@ import pytest
 
 
 @pytest.fixture
+def torch_one_thread():
+    """Run a test with torch on one thread (small models: threads only add overhead), then restore."""
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+@pytest.fixture
 def small_lab_overrides():
     """A small field of view keeps simulated frames cheap."""
     return {"camera.width_px": 128, "camera.height_px": 128}

@@ -22,3 +22,22 @@ def run_protocol(name, values, overrides, seed=0, **lab_options):
         lab.close()
     assert summary.status == "done" and not summary.laser_on_at_end
     return proto, lab, vals, records
+
+
+def run_frames(lab, loop, n_frames):
+    """Warm ``loop`` up, switch the laser on and step ``n_frames`` frames; return the records.
+
+    The laser is switched off and the loop and lab are closed whatever happens.
+    """
+    records = []
+    loop.add_sink(records.append)
+    try:
+        loop.warm_up()
+        lab.laser.on()
+        for _ in range(n_frames):
+            loop.step()
+    finally:
+        lab.safe_off()
+        loop.close()
+        lab.close()
+    return records

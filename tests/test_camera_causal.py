@@ -22,6 +22,7 @@ from cybloid.loop import FeedbackLoop
 from cybloid.profile import load_lab_profile
 from cybloid.sim.camera import SimCamera
 from cybloid.sim.world import SimWorld
+from protocol_runs import run_frames
 
 SMALL = {"camera.width_px": 128, "camera.height_px": 128, "simulation.hard_core": False}
 
@@ -62,16 +63,7 @@ def test_loop_latency_with_a_readout_longer_than_period_minus_exposure():
     prog = ForceProgram()
     prog.set_term("trap", HarmonicTrap([[12.8, 12.8]], stiffness=0.2))
     loop = FeedbackLoop(lab, program=prog, keep_images=False)
-    recs = []
-    loop.add_sink(recs.append)
-    try:
-        loop.warm_up()
-        lab.laser.on()
-        for _ in range(30):
-            loop.step()
-    finally:
-        loop.close()
-        lab.close()
+    recs = run_frames(lab, loop, 30)
     p = lab.profile
     truth = p.camera.exposure_s / 2 + 0.012 + p.latency.processing_s + p.latency.actuation_s
     lat = np.array([r.latency_s for r in recs if len(r.spots)])

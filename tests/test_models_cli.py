@@ -11,6 +11,7 @@ from cybloid.cli import main  # noqa: E402
 from cybloid.models import ModelError, load_model  # noqa: E402
 from cybloid.models.simulate import record_session  # noqa: E402
 from cybloid.recording import open_recorder, open_session  # noqa: E402
+from protocol_runs import run_frames  # noqa: E402
 
 SMALL = {"camera.width_px": 160, "camera.height_px": 160}
 CRYSTAL = {"particles": 9, "gather": 0.0, "duration": 5.0}
@@ -110,17 +111,7 @@ def test_learn_a_programmed_yukawa_force_from_loop_records():
     loop = FeedbackLoop(lab, keep_images=False)
     term = YukawaPair(amplitude=100.0, kappa=0.5, cutoff=10.0)
     loop.program.set_term("yukawa", term)
-    records = []
-    loop.add_sink(records.append)
-    try:
-        loop.warm_up()
-        lab.laser.on()
-        for _ in range(200):
-            loop.step()
-    finally:
-        lab.safe_off()
-        loop.close()
-        lab.close()
+    records = run_frames(lab, loop, 200)
     traj = from_records(records, gamma=lab.profile.gamma, kT=lab.profile.kT)
     assert traj.particle_frames > 2000
     res = train([traj], "pair", cutoff_um=10.0, reference=radial_force(term, lab.profile.kT), progress=False)

@@ -14,12 +14,7 @@ from cybloid.models.many_body import ManyBody  # noqa: E402
 from cybloid.models.terms import LearnedManyBody, learned_term  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _rot(a):

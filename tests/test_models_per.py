@@ -10,12 +10,7 @@ from cybloid.models import synthetic as sy  # noqa: E402
 from cybloid.models.per import Dihedral, PERModel, fit_per, project  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_dihedral_group_and_its_regular_representation():

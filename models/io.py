@@ -4,7 +4,7 @@ A model file (``.pt``) holds one dictionary::
 
     format      "cybloid-model"
     version     FORMAT_VERSION (an int); files of another version are refused
-    kind        "pair", "frame-averaged" or "many-body"
+    kind        "pair", "frame-averaged", "many-body" or "oriented-pair"
     hyper       constructor arguments (cutoff, knots, hidden size, dimension, ...; a many-body
                 model with an external term also ``external`` and its normalisation)
     state_dict  tensors
@@ -29,11 +29,12 @@ from cybloid import __version__
 from cybloid.models.errors import ModelError
 from cybloid.models.frame_averaged import FrameAveraged
 from cybloid.models.many_body import ManyBody
+from cybloid.models.orientation import OrientedPair
 from cybloid.models.pair import RadialPair
 
 FORMAT = "cybloid-model"
 FORMAT_VERSION = 1
-KINDS = {"pair": RadialPair, "frame-averaged": FrameAveraged, "many-body": ManyBody}
+KINDS = {"pair": RadialPair, "frame-averaged": FrameAveraged, "many-body": ManyBody, "oriented-pair": OrientedPair}
 SUFFIX = ".pt"
 
 

@@ -311,13 +311,14 @@ def test_particle_jumping_beyond_its_window_keeps_its_identity():
 
 
 def test_warm_up_compiles_every_hot_path_kernel():
+    from cybloid.tracking import hotpath as H
     from cybloid.tracking import refine as R
 
     lab = open_lab(seed=1, overrides={**SMALL, "particles.count": 12, "arena.margin_um": 5.0})
     t = default_tracker(lab)
     t.warm_up()
     kernels = [R.refine_gauss, R.neighbour_lists, R.edge_candidates, R.assess, R.make_flags, R.close_pairs,
-               R.has_close]
+               R.has_close, H.steady_frame, H.touch_windows]
     before = [len(k.signatures) for k in kernels]
     for i in range(12):
         if i == 6:

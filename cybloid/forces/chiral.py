@@ -23,7 +23,7 @@ from cybloid.forces.base import ForceContext, ForceTerm
 from cybloid.params import Param
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def transverse_forces(pos, usable, amplitude, cutoff, out):
     """Add the transverse pair forces (pN) to ``out`` (each pair once, equal and opposite)."""
     n = pos.shape[0]

@@ -156,7 +156,7 @@ class Delayed(ForceTerm):
         return {"term": "Delayed", **self.values.as_dict(), "inner": self.inner.describe()}
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def self_delayed_forces(pos, past, ok, stiffness, radius, out):
     """Trap (radius 0) or ring of ``radius`` centred on each particle's own past position."""
     for i in range(pos.shape[0]):
@@ -209,7 +209,7 @@ class DelayedSelf(ForceTerm):
         self_delayed_forces(np.zeros((1, 2)), np.ones((1, 2)), np.ones(1, np.bool_), 1.0, 1.0, np.zeros((1, 2)))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def puller_forces(pos, ids, usable, past, past_ids, stiffness, radius, cutoff, w_self, w_others, pull_only, out):
     """Each particle is pulled towards a ring of ``radius`` around every past position within ``cutoff``."""
     m = past.shape[0]

@@ -34,7 +34,7 @@ def _angle_g(c, m):
     return (1.0 - c * c) * q * q, -2.0 * c * q * q + (1.0 - c * c) * 2.0 * q * 8.0 * c
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def three_body_forces(pos, usable, epsilon, cutoff, m, out):
     """Add the angular three-body forces (pN) to ``out``; return the energy (pN um)."""
     n = pos.shape[0]

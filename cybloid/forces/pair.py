@@ -76,7 +76,7 @@ def _radial(kind, r, p0, p1, p2, tf, tu, tr0, tdr):
     return f0 + df * s, tu[i + 1] + tdr * (f0 * (1.0 - s) + 0.5 * df * (1.0 - s * s))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def pair_forces(pos, usable, kind, p0, p1, p2, cutoff, tf, tu, tr0, tdr, out):
     """Add pair forces (pN) into ``out``; return the total energy (pN um), shifted to 0 at the cutoff.
 

@@ -20,7 +20,7 @@ from cybloid.params import Param
 KT_DEFAULT = 4.11e-3
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def ring_forces(pos, usable, cx, cy, stiffness, radius, max_force, out):
     """Annular potential U = stiffness/2 (|r - c| - radius)^2: add forces, return energy.
 
@@ -49,7 +49,7 @@ def ring_forces(pos, usable, cx, cy, stiffness, radius, max_force, out):
     return e
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def bias_forces(pos, usable, fx, fy, out):
     """Constant force (pN): add it, return the energy -F.r."""
     e = 0.0
@@ -62,7 +62,7 @@ def bias_forces(pos, usable, fx, fy, out):
     return e
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def grid_forces(pos, usable, u, x0, y0, h, out):
     """Bilinear potential from grid ``u`` (ny, nx, pN um; u[j, i] at (x0 + i h, y0 + j h)).
 

@@ -40,6 +40,11 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from cybloid.tracking.base import Tracks
+from cybloid.tracking.hotpath import (CANDIDATES, N_PARAMS, P_BACKGROUND, P_BAND, P_CLOSE, P_CONTACT, P_DRIFT_PX,
+                                      P_JUMP, P_MASS_PER_AMP, P_MAX_ECC, P_MAX_ITER, P_MAX_MASS, P_MAX_OUT,
+                                      P_MAX_STEP, P_MIN_AMP, P_MIN_SEP, P_OUTSIDE, P_R0, P_R1, P_RADIUS, P_REACH,
+                                      P_SHIFT_PX, P_SIGMA, P_SIZE_HI, P_SIZE_LO, P_SWEEPS, P_THRESHOLD, P_TOL, STEADY,
+                                      steady_frame)
 from cybloid.tracking.link import assign, estimate_shift
 from cybloid.tracking.refine import (ST_OK, assess, close_pairs, edge_candidates, has_close, make_flags,
                                      neighbour_lists, refine_gauss)
@@ -106,6 +111,10 @@ class FastTracker:
         ``trackpy.locate_brightfield_ring`` with this diameter); particles without a usable ring
         keep the Gaussian-window position. Costs milliseconds per frame, not microseconds.
     """
+
+    steady_path = True
+    """Track frames without an acquisition in one compiled call (:mod:`cybloid.tracking.hotpath`);
+    False: the general path for every frame (the same results, slower; for tests)."""
 
     def __init__(self, diameter_px: int = 13, minmass: float | None = None, sigma_px: float | None = None,
                  reacquire_every: int = 500, memory: int = 5, max_step_px: float | None = None,
@@ -186,6 +195,7 @@ class FastTracker:
         self.last_shift_px: np.ndarray | None = None
         self._started = False
         self._scan_row = 0  # first row of the next scan band
+        self._par = np.zeros(N_PARAMS)
 
     @property
     def _mass_per_amp(self) -> float:
@@ -200,10 +210,11 @@ class FastTracker:
         saved = (self.fixed_minmass, self.fixed_sigma, self.fixed_background)
         try:
             self.fixed_minmass, self.fixed_sigma, self.fixed_background = 1000.0, 2.0, 100.0
-            self.reset()
-            img = base.astype(np.uint16)
-            for _ in range(3):
-                self.update(img, 0)
+            for dtype in (np.float32, np.uint16):  # steady frames of both kinds of image
+                self.reset()
+                img = base.astype(dtype)
+                for _ in range(3):
+                    self.update(img, 0)
             self._measure_sigma(img, np.array([[31.0, 31.0]]))
             xy = np.array([[31.0, 31.0], [36.0, 31.0]])
             nbs, nbi = neighbour_lists(xy, 10.0)
@@ -377,17 +388,37 @@ class FastTracker:
         n = len(self._ids)
         mpa = self._mass_per_amp
         min_amp = self.minmass / mpa
-        pred = self._xy + self._drift if self._drift.any() else self._xy.copy()
-        xy = pred.copy()
-        amp = self._amp.copy()
         use_nb = self._missing == 0
-        size, ecc, vis, st, nbs, nbi = self._refine(image, xy, amp, self._all[:n], use_nb)
-        found, newly_lost, n_prev, n_both, mdx, mdy = assess(xy, pred, amp, st, self._missing, min_amp, w, h)
-        med = np.zeros(2)
         shifted = False
-        if n_both >= 3 and math.hypot(mdx, mdy) > 0.25 * self.drift_px:
-            both = found & (self._missing == 0)
-            med = np.median(xy[both] - pred[both], axis=0)
+        cand = None
+        if reason is None and n and self.steady_path:
+            # no acquisition due: one compiled call does the whole frame unless it turns out unsteady
+            r0, r1 = self._scan_band(h)
+            xy, pred, amp = np.empty((n, 2)), np.empty((n, 2)), np.empty(n)
+            size, ecc, vis, st, mass = np.empty(n), np.empty(n), np.empty(n), np.empty(n, np.int8), np.empty(n, np.float32)
+            code, found, newly_lost, n_prev, n_both, med, nbs, nbi, cand, flags = steady_frame(
+                image, self._xy, self._amp, self._missing, self._drift, self._steady_params(min_amp, r0, r1),
+                xy, pred, amp, size, ecc, vis, st, mass)
+            if code == STEADY:
+                self._since_acq += 1
+                self.last_acquisition = None
+                d = self._drift + med
+                speed = math.hypot(d[0], d[1])
+                self._drift = d if self.drift_px < speed <= 4.0 * self.radius else np.zeros(2)
+                return self._finish(xy, amp, mass, size, ecc, flags, found, pred)
+            if code != CANDIDATES:
+                cand = None
+        else:
+            r0 = r1 = None
+            pred = self._xy + self._drift if self._drift.any() else self._xy.copy()
+            xy = pred.copy()
+            amp = self._amp.copy()
+            size, ecc, vis, st, nbs, nbi = self._refine(image, xy, amp, self._all[:n], use_nb)
+            found, newly_lost, n_prev, n_both, mdx, mdy = assess(xy, pred, amp, st, self._missing, min_amp, w, h)
+            med = np.zeros(2)
+            if n_both >= 3 and math.hypot(mdx, mdy) > 0.25 * self.drift_px:
+                both = found & (self._missing == 0)
+                med = np.median(xy[both] - pred[both], axis=0)
         if reason is None and n_prev >= 3 and ((n_prev - n_both) > 0.5 * n_prev or math.hypot(*med) > self.shift_px):
             reason = "shift"
         if reason is None and newly_lost.any():
@@ -414,13 +445,15 @@ class FastTracker:
         else:
             self._since_acq += 1
         band = int(math.ceil(self.radius)) if self.edge_watch else 0
-        r0, r1 = self._scan_band(h)
-        if band or r1 > r0:
+        if r0 is None:
+            r0, r1 = self._scan_band(h)
+        if cand is not None:  # found by steady_frame (nothing lost, no acquisition: the same search)
+            det = cand
+        elif band or r1 > r0:
             # trackpy ignores features within its margin of the edge: watch the border band; and
             # search one band of rows for particles appearing inside the image
-            thr = self.background + max(6.0 * (self.noise or 0.0), 0.5 * min_amp)
             cover = xy if det is None or len(det) == 0 else np.concatenate([xy, det])
-            cand = edge_candidates(image, band, thr, cover, self.radius, 64, r0, r1)
+            cand = edge_candidates(image, band, self._edge_threshold(min_amp), cover, self.radius, 64, r0, r1)
             if len(cand):
                 det = cand if det is None or len(det) == 0 else np.concatenate([det, cand])
         self.last_acquisition = reason
@@ -454,6 +487,28 @@ class FastTracker:
         flags = make_flags(xy, pred, found, new, size, ecc, vis, mass, self.size_range[0] * s, self.size_range[1] * s,
                            self.max_ecc, 0.8 * self._max_step, max_mass, shifted, nbs, nbi, float(self.diameter_px))
         return self._finish(xy, amp, mass, size, ecc, flags, found, pred)
+
+    def _edge_threshold(self, min_amp: float) -> float:
+        """Pixel value (ADU) above which the edge watch and scan band look for new particles."""
+        return self.background + max(6.0 * (self.noise or 0.0), 0.5 * min_amp)
+
+    def _steady_params(self, min_amp: float, r0: int, r1: int) -> np.ndarray:
+        """The settings vector of :func:`cybloid.tracking.hotpath.steady_frame`."""
+        p = self._par
+        s = self.sigma_px
+        p[P_SIGMA], p[P_RADIUS], p[P_BACKGROUND] = s, self.radius, self.background
+        p[P_MAX_ITER], p[P_TOL], p[P_MAX_STEP] = self.max_iter, self.tol_px, self._max_step
+        p[P_OUTSIDE], p[P_REACH] = self.outside_sigmas * s, self.radius + 3.0 * s + 2.0
+        p[P_SWEEPS], p[P_CLOSE], p[P_MIN_AMP] = self.sweeps, 4.5 * s, min_amp
+        p[P_DRIFT_PX], p[P_SHIFT_PX] = self.drift_px, self.shift_px
+        p[P_BAND] = int(math.ceil(self.radius)) if self.edge_watch else 0
+        p[P_THRESHOLD], p[P_R0], p[P_R1], p[P_MAX_OUT] = self._edge_threshold(min_amp), r0, r1, 64
+        p[P_MIN_SEP], p[P_MASS_PER_AMP] = self.min_sep_px, self._mass_per_amp
+        p[P_SIZE_LO], p[P_SIZE_HI] = self.size_range[0] * s, self.size_range[1] * s
+        p[P_MAX_ECC], p[P_JUMP] = self.max_ecc, 0.8 * self._max_step
+        p[P_MAX_MASS] = self.max_mass_ratio * self._mass_ref if self._mass_ref else np.inf
+        p[P_CONTACT] = float(self.diameter_px)
+        return p
 
     def _scan_band(self, h: int) -> tuple[int, int]:
         """This frame's rows of the rotating scan (empty when ``scan_frames`` is 0)."""

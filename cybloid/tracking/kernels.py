@@ -6,7 +6,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def refine_com(image, xy, radius, background, max_iter, tol):
     """Refine positions by the centre of mass in a circular window.
 

@@ -109,7 +109,7 @@ class LocateParams:
 
 
 # ---------------------------------------------------------------------------------------- kernels
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def close_to_drop(yx, sep, mass):
     """trackpy's ``where_close``: of every pair closer than ``sep`` the dimmer is dropped (on a
     tie, the one with the larger y + x); returns a boolean drop mask."""

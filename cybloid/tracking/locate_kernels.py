@@ -30,7 +30,7 @@ def gauss_taps(sigma: float, truncate: float = 4.0) -> np.ndarray:
     return _taps(float(sigma), float(truncate))
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, nogil=True, fastmath=True)
 def _max_row(row, m):
     """``max(m, max(row))`` (vectorised; rows hold no NaN)."""
     for i in range(row.shape[0]):
@@ -38,7 +38,7 @@ def _max_row(row, m):
     return m
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def bandpass(raw, j0, j1, k, size, threshold, is_int, out):
     """Band-pass rows ``j0..j1`` of ``raw`` into ``out`` (float64, thresholded; before integer
     scaling; ``out`` has at least ``j1 - j0`` rows and is the caller's, so that no frame pays for
@@ -141,7 +141,7 @@ def bandpass(raw, j0, j1, k, size, threshold, is_int, out):
     return vmax
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def scale_histogram(bp, factor, vmax, out, count):
     """``out = min(floor(factor * bp), vmax)`` where ``bp > 0``, else 0 (trackpy's conversion to
     the integer pixel type; ``out`` is an integer image); with ``count``, returns the histogram
@@ -179,7 +179,7 @@ def scale_histogram(bp, factor, vmax, out, count):
     return hist
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def percentile_from_histogram(hist, percentile):
     """``np.percentile`` (linear interpolation) of the non-zero values counted in ``hist``
     (``hist[v]`` = pixels of value v); nan if there are none."""
@@ -207,7 +207,7 @@ def percentile_from_histogram(hist, percentile):
     return vlo + frac * (vhi - vlo)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _row_max(src, box, lo, pad, dst):
     """Running maximum of ``src`` over ``-lo .. box - 1 - lo`` (outside: 0) into ``dst``.
 
@@ -227,7 +227,7 @@ def _row_max(src, box, lo, pad, dst):
             dst[i] = v if v > dst[i] else dst[i]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _emit(flag, i0, i1, row, out, n):
     """Append ``(row, i)`` to ``out`` for every set ``flag[i]``, ``i0 <= i < i1``."""
     for i in range(i0, i1):
@@ -238,7 +238,7 @@ def _emit(flag, i0, i1, row, out, n):
     return n
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def maxima(img, thr, box, margin, r0, r1, roff):
     """Pixels equal to the maximum of their ``box`` (rows and columns ``-(box-1)//2 ..
     box//2``, outside the image counts as 0), above ``thr``, at least ``margin`` from the left
@@ -293,7 +293,7 @@ def maxima(img, thr, box, margin, r0, r1, roff):
     return out[:n].copy()
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def mask_spans(radius):
     """Half-width of the circular mask ``dx^2 + dy^2 <= radius^2`` on each row ``dy``."""
     span = np.empty(2 * radius + 1, np.int64)
@@ -305,7 +305,7 @@ def mask_spans(radius):
     return span
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _row_count(row, off, dst):
     """``dst[k]`` = non-zero pixels of ``row`` left of position ``k - off`` (a prefix count,
     padded by ``off`` on both sides)."""
@@ -320,7 +320,7 @@ def _row_count(row, off, dst):
         dst[k] = c
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, nogil=True, fastmath=True)
 def _accumulate_free(rw, hit, s, s2, n):
     """Sum, sum of squares and count of ``rw`` where not ``hit`` (branch-free, vectorised;
     exact for integer pixels, whose sums are exact in any order)."""
@@ -333,7 +333,7 @@ def _accumulate_free(rw, hit, s, s2, n):
     return s, s2, n
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def noise(bp, raw, radius):
     """Mean and standard deviation of raw pixels farther than the circular mask from every
     non-zero band-passed pixel (trackpy's ``measure_noise``); nan when there are none.
@@ -374,7 +374,7 @@ def noise(bp, raw, radius):
     return mean, math.sqrt(max(s2 / n - mean * mean, 0.0))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def refine_centroid(img, roff, radius, coords, max_iter, shift_thresh):
     """trackpy's centroid refinement; ``img`` (integer-valued) row 0 is image row ``roff``.
 
@@ -450,7 +450,7 @@ def refine_centroid(img, roff, radius, coords, max_iter, shift_thresh):
     return res, corner
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def characterize(raw, img, roff, radius, corner, mass):
     """trackpy's ``size`` (radius of gyration), ``ecc``, ``signal`` (brightest pixel) and
     ``raw_mass`` in the circular masks whose windows start at ``corner`` (image row, column;

@@ -34,7 +34,7 @@ ST_OUTSIDE = 3
 """The centre is beyond the image by more than the allowed margin (left the field of view)."""
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def neighbour_lists(xy, reach):
     """Pairs closer than ``reach`` (px), from the shared cell list (:mod:`cybloid.cells`).
 
@@ -50,7 +50,7 @@ def neighbour_lists(xy, reach):
     return neighbour_list(xy, np.ones(n, np.bool_), reach)
 
 
-@numba.njit(cache=True, fastmath=True, inline="always")
+@numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
 def _axis_weights(d, inv, cstep, lo, hi, g_out, gd_out, gdd_out):
     """Gaussian weights ``g = exp(-d^2 inv)`` along one window axis (``d`` = offset of its first
     pixel from the estimate, one pixel further per entry; exponentials by recurrence) into
@@ -77,7 +77,7 @@ def _axis_weights(d, inv, cstep, lo, hi, g_out, gd_out, gdd_out):
     return s2, s2d, s2dd, sall
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, nogil=True, fastmath=True)
 def refine_gauss(image, xy, amp, todo, sigma, radius, background, max_iter, tol, max_step, outside,
                  nb_start, nb_idx, use_nb, size, ecc, vis, status):
     """Refine positions ``xy[k]`` for ``k`` in ``todo`` in place (Gauss-Seidel over neighbours).
@@ -288,7 +288,7 @@ def refine_gauss(image, xy, amp, todo, sigma, radius, background, max_iter, tol,
     return 0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _edge_pixel(image, j, i, out, n, cover_xy, cr2):
     """Append pixel (i, j) to ``out`` if it is a 3x3 local maximum covered by nothing."""
     h, w = image.shape
@@ -310,7 +310,7 @@ def _edge_pixel(image, j, i, out, n, cover_xy, cr2):
     return n + 1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def edge_candidates(image, band, threshold, cover_xy, cover_r, max_out, r0=0, r1=0):
     """Bright local maxima in the image's border band (and in rows ``r0..r1``) not covered by a
     known particle.
@@ -338,26 +338,48 @@ def edge_candidates(image, band, threshold, cover_xy, cover_r, max_out, r0=0, r1
     cr2 = cover_r * cover_r
     band = min(band, (h + 1) // 2, (w + 1) // 2)
     for j in range(h):
-        row = image[j]
         if j < band or j >= h - band or r0 <= j < r1:
-            for i in range(w):
-                if row[i] > threshold:
+            n = _edge_span(image, j, 0, w, threshold, out, n, max_out, cover_xy, cr2)
+        elif band:
+            for i in range(band):
+                if image[j, i] > threshold:
                     n = _edge_pixel(image, j, i, out, n, cover_xy, cr2)
                     if n >= max_out:
                         return out[:n].copy()
-        else:
-            for i in range(band):
-                if row[i] > threshold:
-                    n = _edge_pixel(image, j, i, out, n, cover_xy, cr2)
             for i in range(w - band, w):
-                if row[i] > threshold:
+                if image[j, i] > threshold:
                     n = _edge_pixel(image, j, i, out, n, cover_xy, cr2)
-            if n >= max_out:
-                return out[:n].copy()
+                    if n >= max_out:
+                        return out[:n].copy()
+        if n >= max_out:
+            return out[:n].copy()
     return out[:n].copy()
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True, inline="always")
+def _edge_span(image, j, i0, i1, threshold, out, n, stop, cover_xy, cr2):
+    """:func:`_edge_pixel` for every pixel of row ``j``, columns ``i0..i1``, above ``threshold``, in
+    order, until ``n`` reaches ``stop``. Blocks of 32 pixels none of which exceeds the threshold
+    are skipped after a branch-free (vectorised) count: the same pixels are visited as by a plain
+    loop, at a fraction of its cost."""
+    row = image[j]
+    for c in range(i0, i1, 32):
+        e = min(c + 32, i1)
+        seg = row[c:e]
+        hit = 0
+        for i in range(seg.shape[0]):  # bare counter on a slice: no wrap-around test, vectorised
+            hit += seg[i] > threshold
+        if hit == 0:
+            continue
+        for i in range(c, e):
+            if row[i] > threshold:
+                n = _edge_pixel(image, j, i, out, n, cover_xy, cr2)
+                if n >= stop:
+                    return n
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
 def assess(xy, pred, amp, status, missing, min_amp, w, h):
     """Per-frame bookkeeping after refinement.
 
@@ -399,7 +421,7 @@ def assess(xy, pred, amp, status, missing, min_amp, w, h):
     return found, newly, n_prev, n_both, sx, sy
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def make_flags(xy, pred, found, new, size, ecc, vis, mass, size_lo, size_hi, max_ecc, jump_px, max_mass,
                shifted, nb_start, nb_idx, contact_px):
     """Quality flags (see :mod:`cybloid.tracking.base`) of one frame's particles."""
@@ -434,7 +456,7 @@ def make_flags(xy, pred, found, new, size, ecc, vis, mass, size_lo, size_hi, max
     return flags
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def has_close(xy, nb_start, nb_idx, dist, later_only):
     """Boolean mask: particle has a neighbour closer than ``dist`` (px); with ``later_only``, only
     neighbours of higher index count (those refined after it in a Gauss-Seidel sweep)."""
@@ -450,7 +472,7 @@ def has_close(xy, nb_start, nb_idx, dist, later_only):
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def close_pairs(xy, ok, nb_start, nb_idx, min_sep):
     """Pairs (k < j) of ``ok`` particles closer than ``min_sep`` (px), from the neighbour lists."""
     out = np.empty((nb_idx.shape[0], 2), np.int64)

@@ -31,7 +31,7 @@ import numpy as np
 from cybloid.tracking.locate import close_to_drop
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always")
 def _b4(t):
     """Centred quartic B-spline."""
     t = abs(t)
@@ -44,7 +44,7 @@ def _b4(t):
     return 0.0
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always")
 def _mirror(j, n):
     if n == 1:
         return 0
@@ -53,7 +53,7 @@ def _mirror(j, n):
     return j if j < n else period - j
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _sample(coef, y, x):
     """Quartic-spline interpolation from prefiltered coefficients (mirror border); nan outside
     the image's pixel centres (as ``scipy.ndimage.map_coordinates(order=4, mode='constant')``)."""
@@ -83,7 +83,7 @@ def _sample(coef, y, x):
     return acc
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _pct(vals, n, q):
     """Linear-interpolated percentile ``q`` of ``vals[:n]`` (sorted in place)."""
     v = np.sort(vals[:n])
@@ -93,7 +93,7 @@ def _pct(vals, n, q):
     return v[lo] + (pos - lo) * (v[hi] - v[lo])
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _one(coef, yc, xc, R, r0, r1, threshold, bright_left_factor, min_frac, max_r_dev):
     """One attempt; returns (ok, r, xc, yc)."""
     nth = int(2 * np.pi * R / 0.25)
@@ -209,7 +209,7 @@ def _one(coef, yc, xc, R, r0, r1, threshold, bright_left_factor, min_frac, max_r
     return True, r, u[0], u[1]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def refine_rings(coef, xy, R, threshold, bright_left_factor, min_frac, max_r_dev, max_ev):
     """Ring centres of the particles starting at ``xy`` (px, (x, y)).
 

@@ -177,13 +177,16 @@ class OrientedPair(nn.Module):
 
     kind = "oriented-pair"
 
-    def __init__(self, r_min: float, cutoff: float, hidden: int = 48, torque: bool = False) -> None:
+    def __init__(self, r_min: float, cutoff: float, hidden: int = 48, torque: bool = False, dim: int = 2) -> None:
         super().__init__()
+        if dim != 2:
+            raise ModelError(f"oriented pair model: 2D only (one orientation angle per particle), got dim={dim}")
         if not (0 < r_min < cutoff):
             raise ModelError(f"oriented pair model: need 0 < r_min < cutoff, got r_min={r_min} um, cutoff={cutoff} um")
         if hidden < 1:
             raise ModelError(f"oriented pair model: hidden width must be >= 1, got {hidden}")
-        self.hyper = {"r_min": float(r_min), "cutoff": float(cutoff), "hidden": int(hidden), "torque": bool(torque)}
+        self.hyper = {"r_min": float(r_min), "cutoff": float(cutoff), "hidden": int(hidden), "torque": bool(torque),
+                      "dim": 2}
         self.net = _mlp([N_ATTRIBUTES, hidden, hidden, hidden, 3 if torque else 2])
 
     @property

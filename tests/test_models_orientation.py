@@ -151,3 +151,14 @@ def test_missing_orientations_and_bad_frames_are_model_errors():
         OrientedPair(7.0, CUTOFF_UM)
     with pytest.raises(ModelError, match="unknown term"):
         OrientedForceLaw(terms=("magnetic",))
+    with pytest.raises(ModelError, match="2D only"):
+        OrientedPair(2.0, CUTOFF_UM, dim=3)
+
+
+def test_oriented_model_file_is_refused_as_a_loop_force_term(tmp_path):
+    from cybloid.models.terms import learned_term
+
+    path = save_model(OrientedPair(2.0, CUTOFF_UM, hidden=8), tmp_path / "o.pt")
+    term = learned_term(path)
+    with pytest.raises(ModelError, match="needs particle orientations"):
+        term.warm_up()

@@ -395,7 +395,8 @@ class FastTracker:
             # no acquisition due: one compiled call does the whole frame unless it turns out unsteady
             r0, r1 = self._scan_band(h)
             xy, pred, amp = np.empty((n, 2)), np.empty((n, 2)), np.empty(n)
-            size, ecc, vis, st, mass = np.empty(n), np.empty(n), np.empty(n), np.empty(n, np.int8), np.empty(n, np.float32)
+            size, ecc, vis = np.empty(n), np.empty(n), np.empty(n)
+            st, mass = np.empty(n, np.int8), np.empty(n, np.float32)
             code, found, newly_lost, n_prev, n_both, med, nbs, nbi, cand, flags = steady_frame(
                 image, self._xy, self._amp, self._missing, self._drift, self._steady_params(min_amp, r0, r1),
                 xy, pred, amp, size, ecc, vis, st, mass)

@@ -397,8 +397,10 @@ class FastTracker:
             xy, pred, amp = np.empty((n, 2)), np.empty((n, 2)), np.empty(n)
             size, ecc, vis = np.empty(n), np.empty(n), np.empty(n)
             st, mass = np.empty(n, np.int8), np.empty(n, np.float32)
+            missing = self._missing.copy()  # the general path needs the old state if the frame is not steady
+            state_xy, state_amp = self._xy.copy(), self._amp.copy()
             code, found, newly_lost, n_prev, n_both, med, nbs, nbi, cand, flags = steady_frame(
-                image, self._xy, self._amp, self._missing, self._drift, self._steady_params(min_amp, r0, r1),
+                image, state_xy, state_amp, missing, self._drift, self._steady_params(min_amp, r0, r1),
                 xy, pred, amp, size, ecc, vis, st, mass)
             if code == STEADY:
                 self._since_acq += 1
@@ -406,7 +408,12 @@ class FastTracker:
                 d = self._drift + med
                 speed = math.hypot(d[0], d[1])
                 self._drift = d if self.drift_px < speed <= 4.0 * self.radius else np.zeros(2)
-                return self._finish(xy, amp, mass, size, ecc, flags, found, pred)
+                if missing.max(initial=0) > self.memory:  # identities to forget: the general ending
+                    return self._finish(xy, amp, mass, size, ecc, flags, found, pred)
+                self._xy, self._amp, self._missing = state_xy, state_amp, missing
+                self.frames += 1
+                return Tracks(self._ids.copy(), state_xy.copy(), mass, flags, size.astype(np.float32),
+                              ecc.astype(np.float32))
             if code != CANDIDATES:
                 cand = None
         else:

@@ -61,9 +61,10 @@ def steady_frame(image, xy_prev, amp_prev, missing, drift, par, xy, pred, amp, s
     ----------
     image : 2D array (C-contiguous)
     xy_prev, amp_prev : float64 (N, 2), (N,)
-        Last positions (px) and amplitudes (ADU) of the known particles.
+        Last positions (px) and amplitudes (ADU) of the known particles; for a steady frame
+        overwritten with this frame's (the prediction and 0 where not found).
     missing : int64 (N,)
-        Frames each particle has been missing.
+        Frames each particle has been missing; updated for a steady frame.
     drift : float64 (2,)
         Predicted field motion (px per frame).
     par : float64 (N_PARAMS,)
@@ -171,4 +172,16 @@ def steady_frame(image, xy_prev, amp_prev, missing, drift, par, xy, pred, amp, s
     flags = make_flags(xy, pred, found, np.zeros(n, np.bool_), size, ecc, vis, mass64, par[P_SIZE_LO],
                        par[P_SIZE_HI], par[P_MAX_ECC], par[P_JUMP], par[P_MAX_MASS], False, nbs, nbi,
                        par[P_CONTACT])
+    # the next frame's state and the output arrays (LOST particles stay at their prediction)
+    for k in range(n):
+        if found[k]:
+            xy_prev[k, 0] = xy[k, 0]
+            xy_prev[k, 1] = xy[k, 1]
+            amp_prev[k] = amp[k]
+            missing[k] = 0
+        else:
+            xy_prev[k, 0] = pred[k, 0]
+            xy_prev[k, 1] = pred[k, 1]
+            amp_prev[k] = 0.0
+            missing[k] += 1
     return STEADY, found, newly, n_prev, n_both, med, nbs, nbi, no_cand, flags

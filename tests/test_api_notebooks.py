@@ -17,7 +17,9 @@ def execute(name: str, tmp_path: Path):
     nb = nbformat.read(EXAMPLES / name, as_version=4)
     nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}}).execute()
-    return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    # a cell's stream outputs are its stdout cut into messages anywhere: joined as they were printed
+    return "\n".join("".join(o.get("text", "") for o in c.get("outputs", []))
+                     for c in nb.cells if c.cell_type == "code")
 
 
 @pytest.mark.slow

@@ -139,6 +139,25 @@ def test_ctrl_c_turns_laser_off(tmp_path):
     assert runner.state == "aborted"
 
 
+def test_stop_signal_wrapped_by_compiled_code_still_exits_as_that_signal(tmp_path):
+    """A SIGTERM whose exception is raised inside Numba's dispatcher glue surfaces as a SystemError:
+    the run still ends as stopped by SIGTERM (exit code 143), with the laser off."""
+    proto, lab, loop, vals = _open(tmp_path, LONG)
+    runner = ProtocolRunner(loop, proto, vals)
+
+    def progress(elapsed, total, step):
+        if elapsed > 0.3:
+            runner.stop_signal = 15  # what stop_on_signals' handler records before raising
+            raise SystemError("CPUDispatcher(<function integrate>) returned a result with an exception set")
+
+    runner.on_progress = progress
+    with pytest.raises(Aborted, match="SIGTERM") as info:
+        runner.run()
+    assert info.value.exit_code == 143
+    assert not lab.laser.is_on and lab.steering.blanked
+    assert runner.state == "aborted"
+
+
 def test_abort_from_another_thread_turns_laser_off(tmp_path):
     proto, lab, loop, vals = _open(tmp_path, LONG)
     runner = ProtocolRunner(loop, proto, vals)

@@ -72,6 +72,8 @@ def stop_on_signals(runner: "ProtocolRunner | None" = None) -> Iterator[list[int
         if runner is not None and runner.state in ("aborted", "failed", "done", "stopping"):
             log.warning("%s received after the run ended; finishing the clean-up", signal.Signals(signum).name)
             return
+        if runner is not None:
+            runner.stop_signal = signum
         raise StopSignal(signum)
 
     old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
@@ -175,6 +177,7 @@ class ProtocolRunner:
         self.metadata = dict(metadata or {})
         self.link_wait_s = float(link_wait_s)
         self.state = "idle"
+        self.stop_signal: int | None = None  # the stop signal that ended the run (set by stop_on_signals)
         self.current_step = ""
         self.elapsed_s = 0.0
         self.estimate: DryRunReport | None = None
@@ -415,9 +418,16 @@ class ProtocolRunner:
             summary.error = str(exc) or SIGNAL_TEXT["SIGINT"]
             error = exc
         except BaseException as exc:
-            summary.status = "failed"
-            summary.error = str(exc) or type(exc).__name__
-            error = exc
+            if self.stop_signal is not None:
+                # the signal's exception was raised inside compiled code's Python glue (e.g. Numba's
+                # dispatcher), which wraps it (SystemError): still a stop by that signal
+                error = StopSignal(self.stop_signal)
+                summary.status = "aborted"
+                summary.error = str(error)
+            else:
+                summary.status = "failed"
+                summary.error = str(exc) or type(exc).__name__
+                error = exc
         finally:
             with _signals_blocked():
                 self.state = "stopping"

@@ -12,7 +12,7 @@ def test_steady_path_is_bit_identical_to_the_general_path():
     lab = open_lab(seed=5, overrides={"camera.width_px": 128, "camera.height_px": 128, "particles.count": 30,
                                       "arena.margin_um": 0.0})
     fast, general = default_tracker(lab), default_tracker(lab)
-    general.steady_path = False
+    fast.steady_path, general.steady_path = True, False
     steady = events = 0
     for i in range(60):
         if i == 20:

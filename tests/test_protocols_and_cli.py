@@ -158,6 +158,26 @@ def test_stop_signal_wrapped_by_compiled_code_still_exits_as_that_signal(tmp_pat
     assert runner.state == "aborted"
 
 
+def test_ctrl_c_wrapped_by_compiled_code_is_still_an_interrupt(tmp_path):
+    """Ctrl-C (the kernel's interrupt button) raised inside Numba's dispatcher glue arrives as a
+    SystemError caused by the KeyboardInterrupt: the run ends aborted, the laser off."""
+    proto, lab, loop, vals = _open(tmp_path, LONG)
+
+    def progress(elapsed, total, step):
+        if elapsed > 0.3:
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as exc:
+                raise SystemError("returned a result with an exception set") from exc
+
+    runner = ProtocolRunner(loop, proto, vals, on_progress=progress)
+    with pytest.raises(Aborted, match="Ctrl-C") as info:
+        runner.run()
+    assert info.value.exit_code == 130
+    assert not lab.laser.is_on and lab.steering.blanked
+    assert runner.state == "aborted"
+
+
 def test_abort_from_another_thread_turns_laser_off(tmp_path):
     proto, lab, loop, vals = _open(tmp_path, LONG)
     runner = ProtocolRunner(loop, proto, vals)

@@ -55,6 +55,18 @@ class StopSignal(KeyboardInterrupt):
         return 128 + self.signum
 
 
+def _interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt (Ctrl-C, a stop signal) that caused ``exc``, if any (its cause chain)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 @contextlib.contextmanager
 def stop_on_signals(runner: "ProtocolRunner | None" = None) -> Iterator[list[int]]:
     """SIGINT, SIGTERM and SIGHUP stop a run like Ctrl-C (main thread only; elsewhere a no-op).
@@ -418,12 +430,13 @@ class ProtocolRunner:
             summary.error = str(exc) or SIGNAL_TEXT["SIGINT"]
             error = exc
         except BaseException as exc:
-            if self.stop_signal is not None:
+            interrupt = _interrupt_behind(exc)
+            if self.stop_signal is not None or interrupt is not None:
                 # the signal's exception was raised inside compiled code's Python glue (e.g. Numba's
                 # dispatcher), which wraps it (SystemError): still a stop by that signal
-                error = StopSignal(self.stop_signal)
+                error = StopSignal(self.stop_signal) if self.stop_signal is not None else interrupt
                 summary.status = "aborted"
-                summary.error = str(error)
+                summary.error = str(error) or SIGNAL_TEXT["SIGINT"]
             else:
                 summary.status = "failed"
                 summary.error = str(exc) or type(exc).__name__

@@ -139,41 +139,25 @@ def test_ctrl_c_turns_laser_off(tmp_path):
     assert runner.state == "aborted"
 
 
-def test_stop_signal_wrapped_by_compiled_code_still_exits_as_that_signal(tmp_path):
-    """A SIGTERM whose exception is raised inside Numba's dispatcher glue surfaces as a SystemError:
-    the run still ends as stopped by SIGTERM (exit code 143), with the laser off."""
+@pytest.mark.parametrize("stop_signal,match,code", [(15, "SIGTERM", 143), (None, "Ctrl-C", 130)])
+def test_an_interrupt_wrapped_by_compiled_code_still_stops_the_run(tmp_path, stop_signal, match, code):
+    """A stop signal or Ctrl-C whose exception is raised inside Numba's dispatcher glue surfaces as a
+    SystemError (caused by the KeyboardInterrupt): the run still ends as that stop, laser off."""
     proto, lab, loop, vals = _open(tmp_path, LONG)
     runner = ProtocolRunner(loop, proto, vals)
 
     def progress(elapsed, total, step):
         if elapsed > 0.3:
-            runner.stop_signal = 15  # what stop_on_signals' handler records before raising
-            raise SystemError("CPUDispatcher(<function integrate>) returned a result with an exception set")
-
-    runner.on_progress = progress
-    with pytest.raises(Aborted, match="SIGTERM") as info:
-        runner.run()
-    assert info.value.exit_code == 143
-    assert not lab.laser.is_on and lab.steering.blanked
-    assert runner.state == "aborted"
-
-
-def test_ctrl_c_wrapped_by_compiled_code_is_still_an_interrupt(tmp_path):
-    """Ctrl-C (the kernel's interrupt button) raised inside Numba's dispatcher glue arrives as a
-    SystemError caused by the KeyboardInterrupt: the run ends aborted, the laser off."""
-    proto, lab, loop, vals = _open(tmp_path, LONG)
-
-    def progress(elapsed, total, step):
-        if elapsed > 0.3:
+            runner.stop_signal = stop_signal  # what stop_on_signals' handler records before raising
             try:
                 raise KeyboardInterrupt
             except KeyboardInterrupt as exc:
-                raise SystemError("returned a result with an exception set") from exc
+                raise SystemError("CPUDispatcher(integrate) returned a result with an exception set") from exc
 
-    runner = ProtocolRunner(loop, proto, vals, on_progress=progress)
-    with pytest.raises(Aborted, match="Ctrl-C") as info:
+    runner.on_progress = progress
+    with pytest.raises(Aborted, match=match) as info:
         runner.run()
-    assert info.value.exit_code == 130
+    assert info.value.exit_code == code
     assert not lab.laser.is_on and lab.steering.blanked
     assert runner.state == "aborted"
 

@@ -84,7 +84,7 @@ MAX_GAIN = 1.1
 """Largest share correction for the force curve's curvature."""
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _clipped_force(fx, fy, max_force):
     """``(fx, fy, |f|, flag)`` (pN): the force limited to ``max_force`` (flag 1), or flag 4 when
     it is not finite (the caller then places no force)."""
@@ -96,7 +96,7 @@ def _clipped_force(fx, fy, max_force):
     return fx, fy, f, np.uint8(0)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _clamp_to_field(spots, per_particle, sat, xmin, ymin, xmax, ymax):
     """Clamp spots (um) into the field in place; flag 2 on the owning particle
     (``per_particle`` spots each, consecutive rows)."""
@@ -109,7 +109,7 @@ def _clamp_to_field(spots, per_particle, sat, xmin, ymin, xmax, ymax):
             spots[k, 1] = y
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def place_spots(pos, force, duty_mode, power_frac, fmax, w, max_force, xmin, ymin, xmax, ymax):
     """Spot positions (um), beam shares and saturation flags for each particle.
 
@@ -159,7 +159,7 @@ def place_spots(pos, force, duty_mode, power_frac, fmax, w, max_force, xmin, ymi
     return spots, share, sat
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def place_spot_pairs(pos, force, power_frac, d_pair, f_pair, max_force, xmin, ymin, xmax, ymax):
     """Two spots per particle at +-45 degrees from the force, at offset ``d_pair`` (um) where
     the full-beam force is ``f_pair`` (pN): spots (2n,2) (particle i owns rows 2i, 2i+1),
@@ -199,7 +199,7 @@ def place_spot_pairs(pos, force, power_frac, d_pair, f_pair, max_force, xmin, ym
     return spots, share, sat
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def pair_share_total(force, power_frac, f_pair, max_force):
     """Sum of the beam shares spot pairs would need for these forces (pN); inf if none is possible."""
     cap = power_frac * f_pair * 2.0 * math.cos(math.pi / 4)
@@ -214,7 +214,7 @@ def pair_share_total(force, power_frac, f_pair, max_force):
     return total
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def innovation_sum(pos, prev, vel, T, cap):
     """Sum of squared innovations ``pos - prev - vel T`` over axes and particles with finite
     values and an innovation shorter than ``cap`` (a mis-linked identity is not motion); count."""
@@ -228,6 +228,68 @@ def innovation_sum(pos, prev, vel, T, cap):
             total += d2
             count += 1
     return total, count
+
+
+@numba.njit(cache=True, nogil=True)
+def predict_same_ids(pos, prev, prev_vel, a, T, lead_s, max_lead):
+    """Velocity update and predicted positions when the particles are those of the last frame,
+    in the same order (the usual case).
+
+    Returns ``(vel, predicted, innovation total, innovation count, all positions finite)``:
+    ``vel = a (pos - prev) / T + (1 - a) prev_vel`` (0 where not finite), ``predicted = pos +
+    vel lead_s`` with the lead capped at ``max_lead`` (um), and :func:`innovation_sum` of
+    ``pos - prev - prev_vel T`` (innovations shorter than ``max_lead``)."""
+    n = pos.shape[0]
+    vel = np.empty((n, 2))
+    pred = np.empty((n, 2))
+    total = 0.0
+    count = 0
+    all_finite = True
+    b = 1 - a
+    for i in range(n):
+        dx = pos[i, 0] - prev[i, 0] - prev_vel[i, 0] * T
+        dy = pos[i, 1] - prev[i, 1] - prev_vel[i, 1] * T
+        d2 = dx * dx + dy * dy
+        if math.isfinite(d2) and d2 < max_lead * max_lead:
+            total += d2
+            count += 1
+        for k in range(2):
+            v = a * ((pos[i, k] - prev[i, k]) / T) + b * prev_vel[i, k]
+            vel[i, k] = v if math.isfinite(v) else 0.0
+        if not (math.isfinite(pos[i, 0]) and math.isfinite(pos[i, 1])):
+            all_finite = False
+        lx = vel[i, 0] * lead_s
+        ly = vel[i, 1] * lead_s
+        size = math.hypot(lx, ly)
+        if size > max_lead:
+            r = max_lead / size
+            lx *= r
+            ly *= r
+        pred[i, 0] = pos[i, 0] + lx
+        pred[i, 1] = pos[i, 1] + ly
+    return vel, pred, total, count, all_finite
+
+
+@numba.njit(cache=True, nogil=True)
+def kept_spots(spots, share, ids, per_particle):
+    """The spots with a share > 0: positions (um), shares (float32) and the identity of the
+    particle each belongs to (``per_particle`` consecutive spots per identity in ``ids``)."""
+    m = 0
+    for k in range(share.shape[0]):
+        if share[k] > 0:
+            m += 1
+    out = np.empty((m, 2))
+    out_share = np.empty(m, np.float32)
+    out_ids = np.empty(m, np.int64)
+    j = 0
+    for k in range(share.shape[0]):
+        if share[k] > 0:
+            out[j, 0] = spots[k, 0]
+            out[j, 1] = spots[k, 1]
+            out_share[j] = np.float32(share[k])
+            out_ids[j] = ids[k // per_particle]
+            j += 1
+    return out, out_share, out_ids
 
 
 def pair_offset(curve) -> tuple[float, float]:
@@ -268,6 +330,8 @@ class Actuator:
         self.max_spots: int | None = None
         """Most spots the steering device holds in one table (None: no limit); pairs are used only if they fit."""
         self._curv: dict[tuple, float] = {}
+        self._pair_for = None  # the force curve whose pair offset is kept in _pair
+        self._pair = (0.0, 0.0)
         self.gain = 1.0
         """Factor the last table's shares were multiplied by (curvature correction; 1: none)."""
         self.reset()
@@ -318,6 +382,10 @@ class Actuator:
         """Update the unpredicted-motion variance from this frame's innovations
         ``pos - (prev + vel T)`` (um)."""
         total, count = innovation_sum(pos, prev, vel, float(self.frame_period_s), self.max_lead_um)
+        self._learn_from(total, count)
+
+    def _learn_from(self, total: float, count: int) -> None:
+        """Update the unpredicted-motion variance from a sum of ``count`` squared innovations (um^2)."""
         if count == 0:
             return
         q = total / (2 * count)
@@ -326,15 +394,23 @@ class Actuator:
     def _predicted(self, positions_um: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Positions ``latency + T/2`` ahead from smoothed velocities (um); updates the estimates."""
         T = self.frame_period_s
-        pos = np.asarray(positions_um, float)
+        pos = np.ascontiguousarray(positions_um, float)
         ids = np.asarray(ids, np.int64)
-        vel = np.zeros_like(pos)
         a = self.velocity_smoothing
+        lead_s = self.calibration.latency_s + 0.5 * T
         if len(ids) and len(ids) == len(self._ids) and np.array_equal(ids, self._ids):
-            # the usual case: the same particles in the same order as last frame
-            vel = a * ((pos - self._pos) / T) + (1 - a) * self._vel
-            self._learn_motion(pos, self._pos, self._vel)
-        elif len(self._ids) and len(ids):
+            # the usual case: the same particles in the same order as last frame (one compiled call)
+            vel, pred, total, count, all_finite = predict_same_ids(pos, self._pos, self._vel, a, float(T), lead_s,
+                                                                   self.max_lead_um)
+            self._learn_from(total, count)
+            if all_finite:
+                self._ids, self._pos, self._vel = ids.copy(), pos.copy(), vel
+            else:
+                ok = np.isfinite(pos).all(axis=1)
+                self._ids, self._pos, self._vel = ids[ok], pos[ok], vel[ok]
+            return pred
+        vel = np.zeros_like(pos)
+        if len(self._ids) and len(ids):
             order = np.argsort(self._ids)
             sid = self._ids[order]
             k = np.clip(np.searchsorted(sid, ids), 0, len(sid) - 1)
@@ -351,7 +427,7 @@ class Actuator:
             self._ids, self._pos, self._vel = ids.copy(), pos.copy(), vel
         else:
             self._ids, self._pos, self._vel = ids[ok], pos[ok], vel[ok]
-        lead = vel * (self.calibration.latency_s + 0.5 * T)
+        lead = vel * lead_s
         # a mis-linked identity must not throw its spot far away: cap the lead
         size = np.hypot(lead[:, 0], lead[:, 1])
         big = size > self.max_lead_um
@@ -369,6 +445,13 @@ class Actuator:
             c = self._curv[key] = self.curvature(layout)
         return float(min(max(1.0 / (1.0 + c * s2_um2), 1.0 / MAX_GAIN), MAX_GAIN))
 
+    def _pair_offset(self, curve) -> tuple[float, float]:
+        """:func:`pair_offset` of ``curve``, kept while the calibration's curve stays the same object."""
+        if self._pair_for is not curve:
+            self._pair = pair_offset(curve)
+            self._pair_for = curve
+        return self._pair
+
     def warm_up(self) -> None:
         """Compile the placement kernels (both layouts) before the first frame."""
         layout = self.layout
@@ -379,6 +462,9 @@ class Actuator:
         finally:
             self.layout = layout
             self.last_layout = "single"
+        z = np.zeros((1, 2))
+        predict_same_ids(z, z, z, 0.5, 0.01, 0.01, 1.0)
+        kept_spots(z, np.ones(1), np.zeros(1, np.int64), 1)
         self.reset()
 
     def spots(self, positions_um: np.ndarray, forces_pN: np.ndarray, active: np.ndarray,
@@ -390,33 +476,42 @@ class Actuator:
         """
         if self.predict and self.frame_period_s:
             positions_um = self._predicted(positions_um, ids)
-        idx = np.flatnonzero(active)
-        sat_all = np.zeros(len(positions_um), np.uint8)
-        if len(idx) == 0:
-            return SpotTable.empty(), np.zeros((0, 2)), sat_all
+        n = len(positions_um)
+        active = np.asarray(active, np.bool_)
+        sat_all = np.zeros(n, np.uint8)
+        every = n > 0 and bool(active.all())
+        if every:  # the usual case: no selection to copy
+            idx = None
+            pos = np.ascontiguousarray(positions_um, dtype=float)
+            frc = np.ascontiguousarray(forces_pN, dtype=float)
+            ids_sel = np.asarray(ids, np.int64)
+        else:
+            idx = np.flatnonzero(active)
+            if len(idx) == 0:
+                return SpotTable.empty(), np.zeros((0, 2)), sat_all
+            pos = np.ascontiguousarray(positions_um[idx], dtype=float)
+            frc = np.ascontiguousarray(forces_pN[idx], dtype=float)
+            ids_sel = np.asarray(ids, np.int64)[idx]
+        n_sel = pos.shape[0]
         cal = self.calibration
         fc = cal.force_curve
         m = self.limits.safe_margin_um
         w, h = self.fov_um
-        pos = np.ascontiguousarray(positions_um[idx], dtype=float)
-        frc = np.ascontiguousarray(forces_pN[idx], dtype=float)
-        ids_sel = ids[idx]
         spots_um = None
+        per = 1
         self.last_layout = "single"
         self.gain = 1.0
         s2 = self.displacement_var_um2() if (self.curvature_correction and self.predict) else float("nan")
-        fits = self.max_spots is None or 2 * len(idx) <= self.max_spots
+        fits = self.max_spots is None or 2 * n_sel <= self.max_spots
         if self.layout == "pair" and self.mode == "duty" and fits:
-            d_pair, f_pair = pair_offset(fc)
+            d_pair, f_pair = self._pair_offset(fc)
             if d_pair < fc.range_um and f_pair > 0:
                 g = self._gain("pair", s2)
-                ps = None
                 if pair_share_total(frc, self.power_frac, f_pair / g, self.limits.max_force_pN) <= 1.0 + 1e-12:
-                    ps, psh, psat = place_spot_pairs(pos, frc, self.power_frac, d_pair, f_pair / g,
-                                                     self.limits.max_force_pN, m, m, w - m, h - m)
-                if ps is not None:  # the pairs fit the beam: use them
-                    spots_um, share, sat = ps, psh, psat
-                    ids_sel = np.repeat(ids_sel, 2)
+                    # the pairs fit the beam: use them
+                    spots_um, share, sat = place_spot_pairs(pos, frc, self.power_frac, d_pair, f_pair / g,
+                                                            self.limits.max_force_pN, m, m, w - m, h - m)
+                    per = 2
                     self.last_layout = "pair"
                     self.gain = g
         if spots_um is None:
@@ -425,9 +520,11 @@ class Actuator:
                                                fc.max_force_pN / g, fc.offset_at_max_um, self.limits.max_force_pN,
                                                m, m, w - m, h - m)
             self.gain = g
-        sat_all[idx] = sat
-        keep = share > 0
-        spots_um = spots_um[keep]
+        if idx is None:
+            sat_all = sat
+        else:
+            sat_all[idx] = sat
+        spots_um, share32, targets = kept_spots(spots_um, share, ids_sel, per)
         su = cal.um_to_steer(spots_um) if len(spots_um) else np.zeros((0, 2))
-        table = SpotTable(su[:, 0], su[:, 1], share[keep].astype(np.float32), ids_sel[keep], self.power_frac)
+        table = SpotTable(su[:, 0], su[:, 1], share32, targets, self.power_frac)
         return table, spots_um, sat_all

@@ -2,7 +2,30 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
+
+
+@numba.njit(cache=True, nogil=True)
+def _store_row(pos, row, slots, xy, usable, use_mask, last_seen, count):
+    """Write one frame into row ``row`` of ``pos`` (depth, slots, 2): every slot unknown (NaN),
+    then each identity's position (NaN where not usable); mark the slots seen at ``count``."""
+    nan = np.nan
+    for s in range(pos.shape[1]):
+        pos[row, s, 0] = nan
+        pos[row, s, 1] = nan
+    for k in range(slots.shape[0]):
+        s = slots[k]
+        if use_mask and not usable[k]:
+            pos[row, s, 0] = nan
+            pos[row, s, 1] = nan
+        else:
+            pos[row, s, 0] = xy[k, 0]
+            pos[row, s, 1] = xy[k, 1]
+        last_seen[s] = count
+
+
+_NO_MASK = np.zeros(0, np.bool_)
 
 
 class History:
@@ -24,6 +47,16 @@ class History:
         self._last_seen = np.full(slots, -(1 << 62), np.int64)
         self._free: list[int] = list(range(slots - 1, -1, -1))
         self.count = 0  # frames pushed
+        # the identities of the last lookup that created slots, as bytes, and their slots: a frame
+        # with the same identities in the same order (the usual case) needs no dictionary look-ups
+        self._known_ids = b""
+        self._known_slots = np.zeros(0, np.int64)
+
+    @staticmethod
+    def warm_up() -> None:
+        """Compile the history's kernel (never inside the hot path)."""
+        _store_row(np.zeros((1, 1, 2)), 0, np.zeros(1, np.int64), np.zeros((1, 2)), np.ones(1, np.bool_), True,
+                   np.zeros(1, np.int64), 0)
 
     def _grow(self) -> None:
         old = self._pos.shape[1]
@@ -34,6 +67,18 @@ class History:
         self._free.extend(range(2 * old - 1, old - 1, -1))
 
     def _slots(self, ids: np.ndarray, create: bool) -> np.ndarray:
+        """Slot of each identity (int64 ids); new slots if ``create``, else -1 for unknown ones.
+
+        The result must not be modified (it may be the cached array of the last call)."""
+        key = ids.tobytes()
+        if key == self._known_ids:  # slots only change in a creating call, which refreshes this
+            return self._known_slots
+        out = self._lookup(ids, create)
+        if create:
+            self._known_ids, self._known_slots = key, out
+        return out
+
+    def _lookup(self, ids: np.ndarray, create: bool) -> np.ndarray:
         out = np.empty(len(ids), np.int64)
         for k, i in enumerate(ids.tolist()):
             s = self._slot_of.get(i)
@@ -48,6 +93,9 @@ class History:
                 s = self._free.pop()
                 self._pos[:, s] = np.nan
                 self._slot_of[i] = s
+            if create:
+                # seen now: a recycle later in this same call must not take this identity's slot
+                self._last_seen[s] = self.count
             out[k] = s
         return out
 
@@ -59,13 +107,14 @@ class History:
     def push(self, frame_index: int, t_s: float, ids: np.ndarray, xy_um: np.ndarray, usable: np.ndarray | None = None) -> None:
         """Store the positions of one frame; unusable positions are stored as unknown."""
         row = self.count % self.depth
-        self._pos[row] = np.nan
-        slots = self._slots(np.asarray(ids, np.int64), create=True)
-        xy = np.asarray(xy_um, float)
-        if usable is not None:
-            xy = np.where(np.asarray(usable, bool)[:, None], xy, np.nan)
-        self._pos[row, slots] = xy
-        self._last_seen[slots] = self.count
+        slots = self._slots(np.ascontiguousarray(ids, np.int64), create=True)
+        xy = np.ascontiguousarray(xy_um, float).reshape(-1, 2)
+        use = usable is not None
+        mask = np.ascontiguousarray(usable, np.bool_) if use else _NO_MASK
+        if xy.shape[0] != len(slots) or (use and mask.shape[0] != len(slots)):
+            raise ValueError(f"History.push: {len(slots)} ids but {xy.shape[0]} positions"
+                             + (f" and {mask.shape[0]} usable flags" if use else ""))
+        _store_row(self._pos, row, slots, xy, mask, use, self._last_seen, self.count)
         self._t[row] = t_s
         self._frame[row] = frame_index
         self.count += 1
@@ -77,7 +126,7 @@ class History:
         if lag < 0 or lag >= min(self.depth, self.count):
             return out
         row = (self.count - 1 - lag) % self.depth
-        slots = self._slots(ids, create=False)
+        slots = self._slots(np.ascontiguousarray(ids), create=False)
         ok = slots >= 0
         out[ok] = self._pos[row, slots[ok]]
         return out

@@ -113,8 +113,8 @@ class FeedbackLoop:
             cam_warm()
         self.tracker.warm_up()
         self.actuator.warm_up()
-        for term in self.program.terms.values():
-            term.warm_up()
+        self.history.warm_up()
+        self.program.warm_up()
         self._warm = True
 
     def add_sink(self, sink: Sink) -> None:

@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable
 
+import numba
 import numpy as np
 
 from cybloid.errors import ParameterError
 from cybloid.history import History
 from cybloid.params import Param, Values
+
+
+@numba.njit(cache=True, nogil=True)
+def finish_forces(out, usable):
+    """Zero and flag (returned ``bad``) the rows of ``out`` (N,2, pN) that are not finite, then
+    zero the rows that are not ``usable`` (in place)."""
+    n = out.shape[0]
+    bad = np.zeros(n, np.bool_)
+    for i in range(n):
+        if not (math.isfinite(out[i, 0]) and math.isfinite(out[i, 1])):
+            bad[i] = True
+            out[i, 0] = 0.0
+            out[i, 1] = 0.0
+        if not usable[i]:
+            out[i, 0] = 0.0
+            out[i, 1] = 0.0
+    return bad
 
 
 @dataclass
@@ -94,6 +113,12 @@ class ForceProgram:
     def __bool__(self) -> bool:
         return bool(self.terms)
 
+    def warm_up(self) -> None:
+        """Compile the program's own kernel and its terms' (never inside the hot path)."""
+        finish_forces(np.zeros((1, 2)), np.ones(1, np.bool_))
+        for term in self.terms.values():
+            term.warm_up()
+
     def set_term(self, name: str, term: ForceTerm) -> None:
         if not isinstance(term, ForceTerm):
             raise ParameterError(f"force term '{name}' must be a ForceTerm, got {type(term).__name__}")
@@ -120,10 +145,10 @@ class ForceProgram:
         out = np.zeros((n, 2))
         for term in self.terms.values():
             term.add_forces(ctx, out)
-        bad = ~np.isfinite(out).all(axis=1)
-        if bad.any():
-            out[bad] = 0.0
-        out[~ctx.usable] = 0.0
+        usable = np.ascontiguousarray(ctx.usable, np.bool_)
+        if usable.shape != (n,):
+            raise ValueError(f"ForceContext: {n} positions but usable has shape {usable.shape}")
+        bad = finish_forces(out, usable)
         return out, bad
 
     def describe(self) -> dict[str, Any]:

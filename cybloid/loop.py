@@ -13,6 +13,7 @@ import math
 import time
 from typing import Any, Callable
 
+import numba
 import numpy as np
 
 from cybloid.actuation import SAT_NAN, Actuator
@@ -28,6 +29,26 @@ from cybloid.watchdog import Watchdog
 log = logging.getLogger(__name__)
 
 Sink = Callable[[FrameRecord], Any]
+
+
+@numba.njit(cache=True, nogil=True)
+def frame_flags(track_flags, sat, bad):
+    """Mark non-finite forces in the saturation flags (``sat |= SAT_NAN`` where ``bad``) and
+    return the record flags this frame's particles raise (lost, saturated, non-finite force)."""
+    flags = 0
+    for i in range(track_flags.shape[0]):
+        if track_flags[i] & TRACK_LOST:
+            flags |= FLAG_LOST
+            break
+    for i in range(bad.shape[0]):
+        if bad[i]:
+            sat[i] |= SAT_NAN
+            flags |= FLAG_NAN_FORCE
+    for i in range(sat.shape[0]):
+        if sat[i] & 3:
+            flags |= FLAG_SATURATED
+            break
+    return flags
 
 
 def laser_power_frac(laser) -> float:
@@ -113,6 +134,7 @@ class FeedbackLoop:
             cam_warm()
         self.tracker.warm_up()
         self.actuator.warm_up()
+        frame_flags(np.zeros(1, np.uint8), np.zeros(1, np.uint8), np.zeros(1, np.bool_))
         self.history.warm_up()
         self.program.warm_up()
         self._warm = True
@@ -161,7 +183,6 @@ class FeedbackLoop:
             self.actuator.power_frac = laser_power_frac(lab.laser)
             active = usable & ~bad
             table, _, sat = self.actuator.spots(positions, forces, active, tracks.ids)
-            sat[bad] |= SAT_NAN
         else:
             table, sat = SpotTable.empty(), np.zeros(len(positions), np.uint8)
         t5 = pc()
@@ -174,12 +195,7 @@ class FeedbackLoop:
                    "forces": (t4 - t3) * 1e3, "actuate": (t5 - t4) * 1e3, "send": (t6 - t5) * 1e3}
         if (t6 - t1) > lab.frame_period_s:
             flags |= FLAG_DEADLINE
-        if np.any(tracks.flags & TRACK_LOST):
-            flags |= FLAG_LOST
-        if np.any(sat & 3):
-            flags |= FLAG_SATURATED
-        if bad.any():
-            flags |= FLAG_NAN_FORCE
+        flags |= frame_flags(np.ascontiguousarray(tracks.flags, np.uint8), sat, bad)
         if not laser_on:
             flags |= FLAG_LASER_OFF
         if frame.dropped_before:

@@ -127,3 +127,41 @@ def test_one_call_prediction_equals_the_general_path(cal):
         assert fast._q_um2 == pytest.approx(slow._q_um2, rel=1e-12, nan_ok=True)
         assert fast.last_layout == slow.last_layout
     assert used_fast >= 30  # the fast path was exercised
+
+
+def test_harmonic_trap_with_binned_centres_matches_the_per_frame_search():
+    """Centres binned once give the nearest-centre forces of a fresh cell-list search every
+    frame (ties, particles outside every capture radius, unusable and NaN positions, a changed
+    radius, new centres), and the closed form -k (r - c)."""
+    from cybloid.forces import HarmonicTrap
+    from cybloid.forces.external import harmonic_nearest_centre
+
+    rng = np.random.default_rng(5)
+    centres = rng.uniform(0, 50, (30, 2))
+    centres[1] = centres[0] + [4.0, 0.0]  # a particle midway between two centres: the lower index wins
+    trap = HarmonicTrap(centres, stiffness=0.3, capture_radius=3.0)
+    trap.warm_up()
+    with pytest.raises(ValueError):
+        trap.centres_um[0, 0] = 1.0  # centres are replaced, not edited in place
+    for radius in (3.0, 0.5, 40.0):
+        trap.set(capture_radius=radius)
+        pos = np.concatenate([rng.uniform(-5, 55, (200, 2)), centres[:1] + [2.0, 0.0], [[np.nan, 1.0]]])
+        usable = rng.uniform(size=len(pos)) > 0.1
+        usable[-2:] = True
+        ctx = ForceContext(np.arange(len(pos)), pos, usable, History(2), 0.0, 0.01)
+        got = np.zeros((len(pos), 2))
+        trap.add_forces(ctx, got)
+        want = np.zeros((len(pos), 2))
+        harmonic_nearest_centre(pos, usable, trap.centres_um, 0.3, radius, want)
+        np.testing.assert_array_equal(got, want)
+        # closed form for the midway particle: pulled to centre 0 (the lower index)
+        d = np.hypot(*(pos[-2] - centres[1]))
+        if radius > d:
+            np.testing.assert_allclose(got[-2], -0.3 * (pos[-2] - centres[0]))
+        assert not got[~usable].any() and not got[-1].any()
+    moved = HarmonicTrap(centres + 1.0, stiffness=0.3, capture_radius=40.0)
+    out = np.zeros((len(pos), 2))
+    moved.add_forces(ctx, out)
+    want = np.zeros((len(pos), 2))
+    harmonic_nearest_centre(pos, usable, centres + 1.0, 0.3, 40.0, want)
+    np.testing.assert_array_equal(out, want)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
-from cybloid.cells import nearest_within
+from cybloid.cells import bin_all, cell_of, grid_around, nearest_within, neighbour_cells
 from cybloid.errors import ParameterError
 from cybloid.forces.base import ForceContext, ForceTerm
 from cybloid.params import Param
@@ -26,6 +28,40 @@ def harmonic_nearest_centre(pos, usable, centres, stiffness, capture_um, out):
             out[i, 1] -= stiffness * (pos[i, 1] - centres[j, 1])
 
 
+@numba.njit(cache=True, nogil=True)
+def harmonic_binned_centres(pos, usable, centres, grid, start, order, stiffness, capture_um, out):
+    """:func:`harmonic_nearest_centre` with the centres already binned (``grid``, ``start``,
+    ``order`` from :func:`cybloid.cells.grid_around` with cells ``capture_um`` wide and
+    :func:`cybloid.cells.bin_all`): the same nearest centre (ties to the lower index), the same
+    force, without rebinning fixed centres every frame."""
+    if centres.shape[0] == 0:
+        return
+    c2 = capture_um * capture_um
+    cells = np.empty(9, np.int64)
+    for i in range(pos.shape[0]):
+        x = pos[i, 0]
+        y = pos[i, 1]
+        if not usable[i] or not (math.isfinite(x) and math.isfinite(y)):
+            continue
+        cx, cy = cell_of(grid, x, y)
+        best = math.inf
+        bj = -1
+        for q in range(neighbour_cells(grid, cx, cy, False, cells)):
+            c = cells[q]
+            for k in range(start[c], start[c + 1]):
+                j = order[k]
+                dx = centres[j, 0] - x
+                dy = centres[j, 1] - y
+                if dx * dx + dy * dy < c2:
+                    d = math.sqrt(dx * dx + dy * dy)
+                    if d < best or (d == best and j < bj):
+                        best = d
+                        bj = j
+        if bj >= 0:
+            out[i, 0] -= stiffness * (x - centres[bj, 0])
+            out[i, 1] -= stiffness * (y - centres[bj, 1])
+
+
 class HarmonicTrap(ForceTerm):
     """Harmonic traps ``U = stiffness/2 |r - c|^2`` at fixed centres (field-of-view um).
 
@@ -41,17 +77,36 @@ class HarmonicTrap(ForceTerm):
 
     def __init__(self, centres_um, **values) -> None:
         super().__init__(**values)
-        c = np.asarray(centres_um, dtype=float).reshape(-1, 2)
+        c = np.array(centres_um, dtype=float).reshape(-1, 2)
         if not np.all(np.isfinite(c)):
             raise ParameterError("HarmonicTrap: trap centres must be finite numbers (um)")
+        c.flags.writeable = False  # binned once (below): move traps by giving new centres
         self.centres_um = c
+        self._binned: tuple | None = None
+
+    def _bins(self) -> tuple:
+        """The centres binned on a grid of ``capture_radius`` cells, rebuilt when the centres
+        (a new array) or the radius change."""
+        b = self._binned
+        cap = float(self.capture_radius)
+        if b is None or b[0] is not self.centres_um or b[1] != cap:
+            c = np.ascontiguousarray(self.centres_um)
+            grid = grid_around(c, np.ones(len(c), np.bool_), cap)
+            start, order = bin_all(c, grid)
+            b = self._binned = (self.centres_um, cap, c, grid, start, order)
+        return b
 
     def add_forces(self, ctx: ForceContext, out: np.ndarray) -> None:
-        harmonic_nearest_centre(ctx.positions_um, ctx.usable, self.centres_um, float(self.stiffness),
-                                float(self.capture_radius), out)
+        _, cap, c, grid, start, order = self._bins()
+        harmonic_binned_centres(np.ascontiguousarray(ctx.positions_um, float), np.asarray(ctx.usable, np.bool_), c,
+                                grid, start, order, float(self.stiffness), cap, out)
 
     def warm_up(self) -> None:
-        harmonic_nearest_centre(np.zeros((1, 2)), np.ones(1, np.bool_), np.zeros((1, 2)), 1.0, 1.0, np.zeros((1, 2)))
+        z = np.zeros((1, 2))
+        harmonic_nearest_centre(z, np.ones(1, np.bool_), z, 1.0, 1.0, np.zeros((1, 2)))
+        self._bins()
+        _, cap, c, grid, start, order = self._bins()
+        harmonic_binned_centres(z + 1e9, np.zeros(1, np.bool_), c, grid, start, order, 1.0, cap, np.zeros((1, 2)))
 
     def describe(self):
         return {**super().describe(), "centres_um": self.centres_um.tolist()}

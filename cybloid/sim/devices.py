@@ -22,8 +22,14 @@ class SimSteering:
     def send(self, table: SpotTable, t_sent: float) -> SteeringAck:
         lat = self.world.profile.latency.actuation_s
         tick = self.world.ticks(t_sent + lat)
-        su = np.stack([table.x_su, table.y_su], axis=1).astype(float)
-        spots = self.truth.steer_to_um(su) if len(table) else np.zeros((0, 2))
+        n = len(table)
+        if n:
+            su = np.empty((n, 2))
+            su[:, 0] = table.x_su
+            su[:, 1] = table.y_su
+            spots = self.truth.steer_to_um(su)
+        else:
+            spots = np.zeros((0, 2))
         self.world.schedule_spots(tick, spots, table.share.astype(float))
         self.tables_sent += 1
         self.blanked = len(table) == 0

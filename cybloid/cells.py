@@ -133,19 +133,22 @@ def counting_sort(keys, nkeys):
     Returns ``(start[nkeys + 1], order)``: the indices with key ``c`` are
     ``order[start[c]:start[c + 1]]``, ascending.
     """
+    # one array of nkeys + 1 counters and no copy of it: large temporaries cost page faults
     counts = np.zeros(nkeys + 1, np.int64)
     for i in range(keys.shape[0]):
         if keys[i] >= 0:
-            counts[keys[i] + 1] += 1
-    for c in range(nkeys):
-        counts[c + 1] += counts[c]
-    fill = counts[:-1].copy()
-    order = np.empty(counts[nkeys], np.int64)
-    for i in range(keys.shape[0]):
+            counts[keys[i]] += 1
+    total = 0
+    for c in range(nkeys):  # counts[c] becomes the end of key c's run
+        total += counts[c]
+        counts[c] = total
+    order = np.empty(total, np.int64)
+    for i in range(keys.shape[0] - 1, -1, -1):  # backwards: each run fills from its end, ascending
         c = keys[i]
         if c >= 0:
-            order[fill[c]] = i
-            fill[c] += 1
+            counts[c] -= 1
+            order[counts[c]] = i
+    counts[nkeys] = total  # counts[c] is now the start of key c's run
     return counts, order
 
 
@@ -207,9 +210,17 @@ def neighbour_cells(grid, cx, cy, periodic, out):
     xlo, xhi = _span(cx, ncx, periodic)
     k = 0
     for oy in range(ylo, yhi + 1):
-        gy = (cy + oy) % ncy
+        gy = cy + oy  # offsets are -1, 0, 1: wrap by a compare (an integer modulo costs ~20x more)
+        if gy < 0:
+            gy += ncy
+        elif gy >= ncy:
+            gy -= ncy
         for ox in range(xlo, xhi + 1):
-            gx = (cx + ox) % ncx
+            gx = cx + ox
+            if gx < 0:
+                gx += ncx
+            elif gx >= ncx:
+                gx -= ncx
             out[k] = gy * ncx + gx
             k += 1
     return k
@@ -244,6 +255,48 @@ def half_stencil_cell(grid, cx, cy, k):
 def wrap_delta(d, length):
     """Minimum-image separation of ``d`` on a periodic axis of ``length``."""
     return d - length * round(d / length)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def row_runs(grid, cx, cy, periodic, out):
+    """The cells of :func:`neighbour_cells` as runs of consecutive flat indices, row by row.
+
+    Writes ``(first, last + 1)`` of each run into ``out[2 k], out[2 k + 1]`` (``out`` holds
+    >= 12) and returns the number of runs: one per row of the 3x3 block, two where a periodic
+    row wraps around. The points of a run of cells are one slice of a :func:`bin_all` order
+    (``start[first]:start[last + 1]``), which replaces nine short loops by three.
+    """
+    ncx = grid[4]
+    ncy = grid[5]
+    ylo, yhi = _span(cy, ncy, periodic)
+    xlo, xhi = _span(cx, ncx, periodic)
+    a = cx + xlo
+    b = cx + xhi
+    k = 0
+    for oy in range(ylo, yhi + 1):
+        gy = cy + oy
+        if gy < 0:
+            gy += ncy
+        elif gy >= ncy:
+            gy -= ncy
+        row = gy * ncx
+        if a < 0:  # periodic, wraps on the low side: the row's last cell, then from 0
+            out[2 * k] = row + a + ncx
+            out[2 * k + 1] = row + ncx
+            out[2 * k + 2] = row
+            out[2 * k + 3] = row + b + 1
+            k += 2
+        elif b >= ncx:  # periodic, wraps on the high side
+            out[2 * k] = row + a
+            out[2 * k + 1] = row + ncx
+            out[2 * k + 2] = row
+            out[2 * k + 3] = row + b - ncx + 1
+            k += 2
+        else:
+            out[2 * k] = row + a
+            out[2 * k + 1] = row + b + 1
+            k += 1
+    return k
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -308,10 +361,43 @@ def pair_list(pos, usable, cutoff):
 def pair_list_box(pos, box, cutoff, periodic):
     """All pairs closer than ``cutoff`` in a box, minimum image if ``periodic``; each once.
 
+    The cells are at least ``cutoff`` wide and, for sparse points, wider: no more than about
+    ``4 N + 16`` of them (binning costs per cell, a sparse grid mostly visits empty cells).
     Returns ``(pi, pj, count)`` with ``pi[k] < pj[k]`` (see :func:`pair_list`).
     """
-    grid = grid_for_box(box, cutoff, periodic)
-    return _pairs(pos, np.empty(0, np.bool_), False, grid, periodic, box[2] - box[0], box[3] - box[1], cutoff)
+    n = pos.shape[0]
+    lx = box[2] - box[0]
+    ly = box[3] - box[1]
+    cell = max(cutoff, math.sqrt(max(lx, 1e-9) * max(ly, 1e-9) / (4.0 * n + 16.0)))
+    grid = grid_for_box(box, cell, periodic)
+    start, order = bin_all(pos, grid)
+    xs = np.empty(n)
+    ys = np.empty(n)
+    for k in range(n):
+        xs[k] = pos[order[k], 0]
+        ys[k] = pos[order[k], 1]
+    c2 = cutoff * cutoff
+    runs = np.empty(12, np.int64)
+    pi = np.empty(2 * n + 16, np.int64)
+    pj = np.empty(2 * n + 16, np.int64)
+    cnt = 0
+    for i in range(n):
+        x = pos[i, 0]
+        y = pos[i, 1]
+        cx, cy = cell_of(grid, x, y)
+        for r in range(row_runs(grid, cx, cy, periodic, runs)):
+            for k in range(start[runs[2 * r]], start[runs[2 * r + 1]]):
+                j = order[k]
+                if j <= i:
+                    continue
+                dx = xs[k] - x
+                dy = ys[k] - y
+                if periodic:
+                    dx = wrap_delta(dx, lx)
+                    dy = wrap_delta(dy, ly)
+                if dx * dx + dy * dy < c2:
+                    pi, pj, cnt = _push_pair(pi, pj, cnt, i, j)
+    return pi, pj, cnt
 
 
 @numba.njit(cache=True, nogil=True)
@@ -347,8 +433,10 @@ def within_lists(pos, others, cutoff):
     """For each of ``pos`` (N, 2), the points of ``others`` (M, 2) closer than ``cutoff``.
 
     ``others`` are binned on a :func:`grid_around` grid; each point of ``pos`` looks at its
-    cell and the eight around it. Returns CSR ``(offsets[N + 1], indices)``: the indices into
-    ``others`` near point ``i`` are ``indices[offsets[i]:offsets[i + 1]]``.
+    cell and the eight around it (three runs of cells, :func:`row_runs`). Returns CSR
+    ``(offsets[N + 1], indices)``: the indices into ``others`` near point ``i`` are
+    ``indices[offsets[i]:offsets[i + 1]]``, in the order of their cells (row by row) and
+    ascending within a cell.
     """
     n = pos.shape[0]
     m = others.shape[0]
@@ -357,31 +445,32 @@ def within_lists(pos, others, cutoff):
         return offs, np.zeros(0, np.int64)
     grid = grid_around(others, np.ones(m, np.bool_), cutoff)
     start, order = bin_all(others, grid)
-    cells = np.empty(9, np.int64)
+    xs = np.empty(m)
+    ys = np.empty(m)
+    for k in range(m):
+        xs[k] = others[order[k], 0]
+        ys[k] = others[order[k], 1]
+    runs = np.empty(12, np.int64)
     c2 = cutoff * cutoff
-    lst = np.empty(0, np.int64)
-    fill = offs[:n].copy()
-    for rep in range(2):  # count, then fill
-        if rep == 1:
-            for i in range(n):
-                offs[i + 1] += offs[i]
-            lst = np.empty(offs[n], np.int64)
-            fill = offs[:n].copy()
-        for i in range(n):
-            cx, cy = cell_of(grid, pos[i, 0], pos[i, 1])
-            for q in range(neighbour_cells(grid, cx, cy, False, cells)):
-                c = cells[q]
-                for k in range(start[c], start[c + 1]):
-                    j = order[k]
-                    dx = others[j, 0] - pos[i, 0]
-                    dy = others[j, 1] - pos[i, 1]
-                    if dx * dx + dy * dy < c2:
-                        if rep == 0:
-                            offs[i + 1] += 1
-                        else:
-                            lst[fill[i]] = j
-                            fill[i] += 1
-    return offs, lst
+    lst = np.empty(2 * n + 16, np.int64)
+    cnt = 0
+    for i in range(n):
+        x = pos[i, 0]
+        y = pos[i, 1]
+        cx, cy = cell_of(grid, x, y)
+        for r in range(row_runs(grid, cx, cy, False, runs)):
+            for k in range(start[runs[2 * r]], start[runs[2 * r + 1]]):
+                dx = xs[k] - x
+                dy = ys[k] - y
+                if dx * dx + dy * dy < c2:
+                    if cnt == lst.shape[0]:
+                        grown = np.empty(2 * cnt + 16, np.int64)
+                        grown[:cnt] = lst[:cnt]
+                        lst = grown
+                    lst[cnt] = order[k]
+                    cnt += 1
+        offs[i + 1] = cnt
+    return offs, lst[:cnt]
 
 
 @numba.njit(cache=True, nogil=True)

@@ -24,6 +24,21 @@ def gradient_force_pN(d_um: float, max_force_pN: float, w_um: float, range_um: f
     return max_force_pN * u * math.exp(0.5 - 0.5 * u * u)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def gradient_force_per_offset(r2_um2: float, max_force_pN: float, w_um: float, range_um: float) -> float:
+    """``F(d) / d`` (pN/um) of a full-beam spot at squared offset ``r2_um2 = d^2``.
+
+    ``F(d) / d = (F_max / w) exp(1/2 - d^2 / (2 w^2))``: multiplied by the offset vector
+    (spot minus particle) it gives the force vector, with no square root or division per
+    spot (the Brownian dynamics' inner loop). Zero at and beyond ``range_um``, as
+    :func:`gradient_force_pN`.
+    """
+    if r2_um2 >= range_um * range_um:
+        return 0.0
+    inv_w = 1.0 / w_um
+    return max_force_pN * inv_w * math.exp(0.5 - 0.5 * r2_um2 * inv_w * inv_w)
+
+
 @numba.njit(cache=True)
 def invert_rising_branch(frac: float) -> float:
     """Return u = d/w in [0, 1] with u exp((1 - u^2)/2) = frac, for frac in [0, 1].

@@ -25,7 +25,7 @@ import numba
 import numpy as np
 
 from cybloid.cells import nearest_within, pair_list_box, within_lists, wrap_delta
-from cybloid.forcecurve import gradient_force_pN
+from cybloid.forcecurve import gradient_force_per_offset
 from cybloid.sim.pixels import _GOLDEN, mix64, zig_normal
 
 SKIN_UM = 0.5
@@ -42,16 +42,84 @@ def _delta(pos, i, j, periodic, lx, ly):
     return dx, dy
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _beyond(x, y, ref, i, lim2, periodic, lx, ly):
+    """Whether ``(x, y)`` is more than ``sqrt(lim2)`` from ``ref[i]``."""
+    dx = x - ref[i, 0]
+    dy = y - ref[i, 1]
+    if periodic:
+        dx = wrap_delta(dx, lx)
+        dy = wrap_delta(dy, ly)
+    return dx * dx + dy * dy > lim2
+
+
 @numba.njit(cache=True, nogil=True)
-def _moved_beyond(pos, ref, half2, periodic, lx, ly):
-    """Whether some particle has moved more than ``sqrt(half2)`` from ``ref`` (stops at the first)."""
+def _sweep(pos, tkey, amp, mdt, ext_force, has_ext, spots, spot_f, w, range_um, so, sl, with_spots, spot_force_sum,
+           box, periodic, ref, half2, check_pairs, sref, skin2):
+    """One Euler-Maruyama step of every particle: spot forces, thermal noise, walls.
+
+    Returns the OR of the list flags of the new positions: 1 if a particle moved more than
+    ``sqrt(half2)`` from where the pair list was built (``ref``), 2 if more than
+    ``sqrt(skin2)`` from where the spot lists were (``sref``). Each particle's step reads
+    and writes its own state only (the order of the particles does not matter). Written
+    out in one loop on purpose: the same body behind an inlined helper ran 1.5-1.8x slower.
+    """
+    flags = 0
+    xmin, ymin, xmax, ymax = box[0], box[1], box[2], box[3]
+    lx = xmax - xmin
+    ly = ymax - ymin
     for i in range(pos.shape[0]):
-        dx = pos[i, 0] - ref[i, 0]
-        dy = pos[i, 1] - ref[i, 1]
+        px = pos[i, 0]
+        py = pos[i, 1]
+        fx = 0.0
+        fy = 0.0
+        if has_ext:
+            fx = ext_force[i, 0]
+            fy = ext_force[i, 1]
+        if with_spots and so[i + 1] > so[i]:
+            sx = 0.0
+            sy = 0.0
+            for q in range(so[i], so[i + 1]):
+                j = sl[q]
+                dx = spots[j, 0] - px
+                dy = spots[j, 1] - py
+                # F(d) d_vec / d without a square root; zero beyond the range
+                g = gradient_force_per_offset(dx * dx + dy * dy, spot_f[j], w, range_um)
+                sx += g * dx
+                sy += g * dy
+            spot_force_sum[i, 0] += sx
+            spot_force_sum[i, 1] += sy
+            fx += sx
+            fy += sy
+        c = tkey + np.uint64(2 * i) * _GOLDEN
+        x = px + mdt * fx + amp * zig_normal(mix64(c))
+        y = py + mdt * fy + amp * zig_normal(mix64(c + _GOLDEN))
         if periodic:
-            dx = wrap_delta(dx, lx)
-            dy = wrap_delta(dy, ly)
-        if dx * dx + dy * dy > half2:
+            x = xmin + (x - xmin) % lx
+            y = ymin + (y - ymin) % ly
+        else:
+            if x < xmin:
+                x = 2 * xmin - x
+            elif x > xmax:
+                x = 2 * xmax - x
+            if y < ymin:
+                y = 2 * ymin - y
+            elif y > ymax:
+                y = 2 * ymax - y
+        pos[i, 0] = x
+        pos[i, 1] = y
+        if check_pairs and _beyond(x, y, ref, i, half2, periodic, lx, ly):
+            flags |= 1
+        if with_spots and _beyond(x, y, sref, i, skin2, periodic, lx, ly):
+            flags |= 2
+    return flags
+
+
+@numba.njit(cache=True, nogil=True)
+def _moved_beyond(pos, ref, lim2, periodic, lx, ly):
+    """Whether some particle has moved more than ``sqrt(lim2)`` from ``ref`` (stops at the first)."""
+    for i in range(pos.shape[0]):
+        if _beyond(pos[i, 0], pos[i, 1], ref, i, lim2, periodic, lx, ly):
             return True
     return False
 
@@ -70,66 +138,46 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
     accumulates the laser force on each particle, summed over steps (the realised force,
     for diagnostics).
 
+    Each step moves every particle (:func:`_sweep`: the spot forces, the noise, the walls,
+    and whether it has left its lists' validity), then pushes overlapping pairs apart in the
+    pair list's order (Gauss-Seidel, sequential), then rebuilds a list if a particle has left
+    its validity: the pair list at half the skin (two particles each within ``skin / 2`` of
+    where it was built cannot have come closer than ``diameter`` unless listed), the spot
+    lists at the whole skin (the spots stay put). The rebuild decisions depend only on the
+    positions, so a run does not depend on how it is cut into calls.
+
     Returns ``(pi, pj, npairs, rebuilds, so, sl, sref)``; ``ref`` is updated in place.
     """
     n = pos.shape[0]
     ns = spots.shape[0]
     amp = math.sqrt(2.0 * diffusion * dt)
-    xmin, ymin, xmax, ymax = box[0], box[1], box[2], box[3]
-    lx = xmax - xmin
-    ly = ymax - ymin
+    lx = box[2] - box[0]
+    ly = box[3] - box[1]
     half2 = 0.25 * skin * skin
+    skin2 = skin * skin
     d2min = diameter * diameter
     pairs = hard_core and n > 1
+    with_spots = ns > 0
+    has_ext = False  # usually none: then the step does not read the array
+    for i in range(n):
+        if ext_force[i, 0] != 0.0 or ext_force[i, 1] != 0.0:
+            has_ext = True
+            break
     rebuilds = 0
+    # positions may have been set from outside since the last call: check the lists once
     if pairs and (npairs < 0 or _moved_beyond(pos, ref, half2, periodic, lx, ly)):
         pi, pj, npairs = pair_list_box(pos, box, diameter + skin, periodic)
         ref[:, :] = pos
         rebuilds += 1
-    if ns > 0:
-        if so.shape[0] != n + 1 or sref.shape[0] != n or _moved_beyond(pos, sref, half2, periodic, lx, ly):
+    if with_spots:
+        if so.shape[0] != n + 1 or sref.shape[0] != n or _moved_beyond(pos, sref, skin2, periodic, lx, ly):
             so, sl = within_lists(pos, spots, range_um + skin)
             sref = pos.copy()
     mdt = mobility * dt
     for step in range(nsteps):
         tkey = mix64(key + np.uint64(tick0 + step) * _GOLDEN)
-        for i in range(n):
-            fx = ext_force[i, 0]
-            fy = ext_force[i, 1]
-            if ns > 0 and so[i + 1] > so[i]:
-                lx_f = 0.0
-                ly_f = 0.0
-                for q in range(so[i], so[i + 1]):
-                    j = sl[q]
-                    dx = spots[j, 0] - pos[i, 0]
-                    dy = spots[j, 1] - pos[i, 1]
-                    d = math.sqrt(dx * dx + dy * dy)
-                    if d <= 0.0 or d >= range_um:
-                        continue
-                    f = spot_f[j] * gradient_force_pN(d, 1.0, w, range_um) / d
-                    lx_f += f * dx
-                    ly_f += f * dy
-                spot_force_sum[i, 0] += lx_f
-                spot_force_sum[i, 1] += ly_f
-                fx += lx_f
-                fy += ly_f
-            c = tkey + np.uint64(2 * i) * _GOLDEN
-            x = pos[i, 0] + mdt * fx + amp * zig_normal(mix64(c))
-            y = pos[i, 1] + mdt * fy + amp * zig_normal(mix64(c + _GOLDEN))
-            if periodic:
-                x = xmin + (x - xmin) % lx
-                y = ymin + (y - ymin) % ly
-            else:
-                if x < xmin:
-                    x = 2 * xmin - x
-                elif x > xmax:
-                    x = 2 * xmax - x
-                if y < ymin:
-                    y = 2 * ymin - y
-                elif y > ymax:
-                    y = 2 * ymax - y
-            pos[i, 0] = x
-            pos[i, 1] = y
+        flags = _sweep(pos, tkey, amp, mdt, ext_force, has_ext, spots, spot_f, w, range_um, so, sl, with_spots,
+                       spot_force_sum, box, periodic, ref, half2, pairs, sref, skin2)
         if pairs:
             for k in range(npairs):
                 i = pi[k]
@@ -144,11 +192,16 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
                 pos[i, 1] -= push * dy
                 pos[j, 0] += push * dx
                 pos[j, 1] += push * dy
-            if _moved_beyond(pos, ref, half2, periodic, lx, ly):
+                for m in (i, j):  # where the push left them
+                    if _beyond(pos[m, 0], pos[m, 1], ref, m, half2, periodic, lx, ly):
+                        flags |= 1
+                    if with_spots and _beyond(pos[m, 0], pos[m, 1], sref, m, skin2, periodic, lx, ly):
+                        flags |= 2
+            if flags & 1:
                 pi, pj, npairs = pair_list_box(pos, box, diameter + skin, periodic)
                 ref[:, :] = pos
                 rebuilds += 1
-        if ns > 0 and _moved_beyond(pos, sref, half2, periodic, lx, ly):
+        if with_spots and flags & 2:
             so, sl = within_lists(pos, spots, range_um + skin)
             sref[:, :] = pos
     return pi, pj, npairs, rebuilds, so, sl, sref

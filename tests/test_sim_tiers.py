@@ -77,7 +77,7 @@ def test_counter_based_pixels_follow_the_camera_noise_model():
         t = background_table(lam_bg, 3.0, 1.0, 4095)
         img = np.full((400, 400), signal, np.float32)
         out = np.empty(img.shape, np.uint16)
-        digitise_region(img, 0, 0, 400, key, lam_bg, 3.0, 1.0, 4095.0, t.cdf, t.guide, t.kmin, out)
+        digitise_region(img, 0, 0, 400, key, lam_bg, 3.0, 1.0, 4095.0, t.lut, t.thr, t.kmin, out)
         v = out.astype(float)
         lam = lam_bg + signal
         # an independent sampling of the model: Poisson (normal limit from 30 e-) + read noise,

@@ -35,7 +35,7 @@ from cybloid.errors import CybloidError
 
 from cybloid.frame import Frame
 from cybloid.profile import LabProfile
-from cybloid.sim.pixels import background_table, digitise_region, frame_key, render_region
+from cybloid.sim.pixels import BIN_PX, background_table, frame_key, prepare_scene, render_rect, signal_rect
 from cybloid.sim.world import SimWorld
 
 
@@ -311,11 +311,32 @@ class SimCamera:
             a = c.spot_photons * weight * power * share
             layers.append((s[:, 0].copy(), s[:, 1].copy(), np.asarray(a, float), self.spot_sigma_px))
 
+    def scene(self, layers: list) -> tuple:
+        """A frame's light sources (the layers of :meth:`_add_layers`) ready to be rendered
+        anywhere: :func:`cybloid.sim.pixels.prepare_scene`'s footprints, profiles and bins."""
+        if layers:
+            lx = np.concatenate([lay[0] for lay in layers]).astype(float)
+            ly = np.concatenate([lay[1] for lay in layers]).astype(float)
+            lamp = np.concatenate([np.asarray(lay[2], float) for lay in layers])
+        else:
+            lx = ly = lamp = np.zeros(0)
+        lsig = np.array([lay[3] for lay in layers], float)
+        lstart = np.zeros(len(layers) + 1, np.int64)
+        lstart[1:] = np.cumsum([len(lay[0]) for lay in layers])
+        return prepare_scene(self.height_px, self.width_px, lx, ly, lamp, lsig, lstart, BIN_PX)
+
+    def noise_args(self) -> tuple:
+        """The noise model's arguments of the pixel kernels: background (e-), read noise (e-),
+        gain (ADU/e-), largest value, and the background table's ``lut, thr, kmin``."""
+        c = self.profile.camera
+        t = self.table()
+        return (float(c.background_photons), float(c.read_noise_e), float(c.gain_adu_per_e), float(self._maxval),
+                t.lut, t.thr, t.kmin)
+
     def mean_signal(self, layers: list) -> np.ndarray:
         """The whole frame's mean signal (photoelectrons per pixel, float32), before noise."""
         img = np.zeros((self.height_px, self.width_px), np.float32)
-        for xs, ys, amp, sigma in layers:
-            render_region(img, 0, 0, self.height_px, self.width_px, xs, ys, amp, sigma)
+        signal_rect(img, 0, 0, self.height_px, self.width_px, *self.scene(layers), BIN_PX)
         return img
 
     def _full_frame(self, layers: list, key) -> np.ndarray:
@@ -328,23 +349,17 @@ class SimCamera:
                 out[:] = self._unread_grey()
                 out[y:y + h, x:x + w] = inside
             return out
-        c = self.profile.camera
-        t = self.table()
+        H, W = self.height_px, self.width_px
+        scene = self.scene(layers)
         if roi is None:
-            img = self.mean_signal(layers)
-            out = np.empty(img.shape, np.uint16)
-            digitise_region(img, 0, 0, self.width_px, key, float(c.background_photons), float(c.read_noise_e),
-                            float(c.gain_adu_per_e), float(self._maxval), t.cdf, t.guide, t.kmin, out)
+            out = np.empty((H, W), np.uint16)
+            render_rect(out, 0, H, 0, W, H, W, *scene, BIN_PX, key, *self.noise_args())
             return out
         # only the ROI is exposed, noised and read out; the same pixels as the whole frame's
         x, y, w, h = roi
-        img = np.zeros((h, w), np.float32)
-        for xs, ys, amp, sigma in layers:
-            render_region(img, y, x, self.height_px, self.width_px, xs, ys, amp, sigma)
-        out = np.full((self.height_px, self.width_px), self._unread_grey(), np.uint16)
+        out = np.full((H, W), self._unread_grey(), np.uint16)
         part = np.empty((h, w), np.uint16)
-        digitise_region(img, y, x, self.width_px, key, float(c.background_photons), float(c.read_noise_e),
-                        float(c.gain_adu_per_e), float(self._maxval), t.cdf, t.guide, t.kmin, part)
+        render_rect(part, y, y + h, x, x + w, H, W, *scene, BIN_PX, key, *self.noise_args())
         out[y:y + h, x:x + w] = part
         return out
 

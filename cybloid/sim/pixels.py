@@ -8,13 +8,19 @@ by seed and frame. Normal deviates come from one hash each by the ziggurat metho
 (:func:`zig_normal`), which the Brownian dynamics and the ``none`` tier's measurement model
 use too.
 
-Noise model (unchanged from the sequential camera): a pixel with mean signal ``s`` e- over a
-background ``b`` e- collects ``lam = s + b`` photoelectrons: Poisson below 30 e-, its normal
-limit ``N(lam, lam + read^2)`` above; read noise is normal; then gain, rounding and clipping
-to the bit depth. Pixels that receive no light from particles or spots (most of the frame)
-are drawn from the exact discrete distribution of the digitised background by table
-look-up (a guide table over its cumulative distribution), which is what makes the full
-frame cheap.
+Noise model: a pixel with mean signal ``s`` e- over a background ``b`` e- collects
+``lam = s + b`` photoelectrons: Poisson below 30 e-, its normal limit ``N(lam, lam + read^2)``
+above; read noise is normal; then gain, rounding and clipping to the bit depth.
+
+Cost. One 64-bit hash serves two neighbouring pixels (pixel ``idx`` of the frame, row-major,
+takes the low or high 32 bits of the hash of ``idx >> 1``). A pixel that receives no light
+from particles or spots (most of the frame) turns its 32-bit uniform into the exact discrete
+distribution of the digitised background by one table look-up (:class:`BackgroundTable`;
+each value's probability is exact to 2^-32). A lit pixel hashes the pair's hash once more
+for 64 bits of its own (a ziggurat normal). The mean signal is rendered bin by bin
+(:data:`BIN_PX` squares, :func:`prepare_scene`): each light source's footprint is a product
+of a row and a column profile tabulated once per frame, and every pixel adds its sources in
+the same order wherever it is rendered, so its value is the same.
 
 Pixel (row j, column i) is centred at (x=i, y=j), as in trackpy.
 """
@@ -124,17 +130,36 @@ def zig_normal(h):
     i = int(h & _MASK7)
     z = unit(h) * _ZX[i]
     if z < _ZX[i + 1]:
-        return -z if ((h >> _S7) & _ONE) == _ONE else z
+        # the sign as a factor, not a branch (an unpredictable branch costs more than the rest)
+        return z * (1.0 - 2.0 * float(np.int64((h >> _S7) & _ONE)))
     return _zig_slow(h)
 
 
-@numba.njit(cache=True, nogil=True)
-def _lit_pixel(signal, h, background, read_e, read_var, gain, maxval):
-    """Digitised value (ADU) of a pixel with mean signal ``signal`` e- and hash ``h``."""
+_LUT_BITS = 14
+"""Bits of a pixel's 32-bit uniform that index the background look-up table."""
+_LUT_SHIFT = np.uint64(32 - _LUT_BITS)
+_S32 = np.uint64(32)
+_LO32 = np.uint64(0xFFFFFFFF)
+_SALT0 = np.uint64(0x2545F4914F6CDD1D)
+_SALT1 = np.uint64(0x6A09E667F3BCC909)
+BIN_PX = 32
+"""Side of the square bins (px) in which a frame is rendered: the light sources are listed per
+bin, and a bin's mean signal is summed in a small buffer that stays in the cache."""
+PENDING = 1
+"""State of a pixel requested but not rendered yet (``lazy`` tier)."""
+RENDERED = 2
+"""State of a rendered pixel (``lazy`` tier)."""
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _lit_value(signal, hl, background, read_e, read_var, gain, maxval):
+    """Digitised value (ADU, float) of a pixel with mean signal ``signal`` e- and hash ``hl``."""
     lam = signal + background
-    u = unit(h)
-    if lam < 30.0:
+    if lam >= 30.0:
+        e = lam + math.sqrt(lam + read_var) * zig_normal(hl)
+    else:
         # Poisson by inversion, read noise from a second hash of the same counter
+        u = unit(hl)
         p = math.exp(-lam)
         c = p
         n = 0
@@ -142,175 +167,304 @@ def _lit_pixel(signal, h, background, read_e, read_var, gain, maxval):
             n += 1
             p *= lam / n
             c += p
-        e = n + read_e * zig_normal(mix64(h ^ _ALT))
-    else:
-        e = lam + math.sqrt(lam + read_var) * zig_normal(h)
+        e = n + read_e * zig_normal(mix64(hl ^ _ALT))
     a = math.floor(e * gain + 0.5)
     if a < 0.0:
         a = 0.0
     elif a > maxval:
         a = maxval
-    return np.uint16(a)
+    return a
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _digitise_row(sig, out, state, use_state, idx0, n, key, background, read_e, read_var, gain, maxval, lut, thr,
+                  kmin):
+    """``n`` pixels of one row starting at frame pixel ``idx0`` (row-major index): ``sig[i]``
+    is the mean signal (e-), ``out[i]`` gets the value. With ``use_state`` only the pixels
+    whose ``state[i]`` is :data:`PENDING` are done (and marked :data:`RENDERED`). Returns the
+    number of pixels done.
+
+    Pixel ``idx`` takes the low (even ``idx``) or high (odd) 32 bits of the hash of its pair
+    counter ``idx >> 1``: background-only, they index the :class:`BackgroundTable` (the value
+    ``kmin + k`` for ``thr[k-1] <= u < thr[k]``); a lit pixel hashes the pair's hash once more
+    (one salt per half) for 64 bits of its own."""
+    h = np.uint64(0)
+    done = 0
+    for i in range(n):
+        idx = idx0 + i
+        odd = idx & 1
+        if odd == 0 or i == 0:  # (hashed whether the pixel is wanted or not: a branch less)
+            h = mix64(key + np.uint64(idx >> 1) * _GOLDEN)
+        if use_state:
+            if state[i] != PENDING:
+                continue
+            state[i] = RENDERED
+        s = sig[i]
+        if s == 0.0:
+            u = (h >> _S32) if odd else (h & _LO32)
+            v = lut[u >> _LUT_SHIFT]
+            if v < 0:  # the table cell straddles two values: search the thresholds
+                k = -v - 1
+                while thr[k] <= np.int64(u):
+                    k += 1
+                v = kmin + k
+            out[i] = v
+        else:
+            hl = mix64(h + (_SALT1 if odd else _SALT0))
+            out[i] = _lit_value(s, hl, background, read_e, read_var, gain, maxval)
+        done += 1
+    return done
 
 
 @numba.njit(cache=True, nogil=True)
-def digitise_region(img, y0, x0, width, key, background, read_e, gain, maxval, cdf, guide, kmin, out):
-    """Noise and digitise ``img`` (the mean signal, e-, of the region whose top-left pixel is
-    (row ``y0``, column ``x0``) of a frame ``width`` px wide) into ``out`` (uint16, same shape)."""
+def digitise_region(img, y0, x0, width, key, background, read_e, gain, maxval, lut, thr, kmin, out):
+    """Noise and digitise ``img`` (the mean signal, e-, float32, of the region whose top-left
+    pixel is (row ``y0``, column ``x0``) of a frame ``width`` px wide) into ``out`` (uint16,
+    same shape). ``lut, thr, kmin``: the :class:`BackgroundTable`'s.
+
+    A pixel's value depends only on its mean signal, the key and its place in the frame, so
+    any region gives the same pixels as the whole frame."""
     h, w = img.shape
     read_var = read_e * read_e
+    dummy = np.zeros(1, np.uint8)
     for j in range(h):
-        base = np.uint64((y0 + j) * width + x0)
-        for i in range(w):
-            hh = mix64(key + (base + np.uint64(i)) * _GOLDEN)
-            sig = img[j, i]
-            if sig == 0.0:  # background only: exact table look-up
-                u = unit(hh)
-                k = guide[int(u * _GUIDE_SIZE)]
-                while cdf[k] <= u:
-                    k += 1
-                out[j, i] = np.uint16(kmin + k)
-            else:
-                out[j, i] = _lit_pixel(sig, hh, background, read_e, read_var, gain, maxval)
+        _digitise_row(img[j], out[j], dummy, False, np.int64(y0 + j) * width + x0, w, key, background, read_e,
+                      read_var, gain, maxval, lut, thr, kmin)
 
 
+# ---------------------------------------------------------------------- the scene of a frame
 @numba.njit(cache=True, nogil=True, inline="always")
 def _footprint(xc, yc, half, height, width):
     """Pixels ``(i0, i1, j0, j1)`` (inclusive, clipped to the frame) that a spot centred at
     ``(xc, yc)`` px covers: within ``half`` of the pixel holding its centre (one more on the
     high side); ``i1 < i0`` if none."""
-    if not (math.isfinite(xc) and math.isfinite(yc)):
+    if not (math.isfinite(xc) and math.isfinite(yc)) or abs(xc) > 1e9 or abs(yc) > 1e9:
         return 0, -1, 0, -1
     fx = int(math.floor(xc))
     fy = int(math.floor(yc))
     return max(fx - half, 0), min(fx + half + 1, width - 1), max(fy - half, 0), min(fy + half + 1, height - 1)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _add_spot(img, y0, x0, height, width, xc, yc, a, half, inv, gx, gy):
-    """Add one Gaussian spot (peak ``a``) to ``img``, the region whose top-left pixel is
-    (``y0``, ``x0``) of the frame, over the part of its footprint inside the region."""
-    rh, rw = img.shape
-    i0, i1, j0, j1 = _footprint(xc, yc, half, height, width)
-    i0 = max(i0, x0)
-    i1 = min(i1, x0 + rw - 1)
-    j0 = max(j0, y0)
-    j1 = min(j1, y0 + rh - 1)
-    if i1 < i0 or j1 < j0:
-        return
-    for i in range(i0, i1 + 1):
-        dx = i - xc
-        gx[i - i0] = math.exp(-dx * dx * inv)
-    for j in range(j0, j1 + 1):
-        dy = j - yc
-        gy[j - j0] = a * math.exp(-dy * dy * inv)
-    for j in range(j0, j1 + 1):
-        ay = gy[j - j0]
-        for i in range(i0, i1 + 1):
-            img[j - y0, i - x0] += ay * gx[i - i0]
-
-
 @numba.njit(cache=True, nogil=True)
-def render_region(img, y0, x0, height, width, xs_px, ys_px, amp, sigma_px):
-    """Add Gaussian spots (peak ``amp[k]``, width ``sigma_px``) to ``img``, the region whose
-    top-left pixel is (``y0``, ``x0``) of a ``height`` x ``width`` frame.
+def prepare_scene(height, width, lx, ly, lamp, lsig, lstart, bin_px):
+    """A frame's light sources, ready to be rendered anywhere.
 
-    A spot covers the pixels within ``ceil(4 sigma)`` of the pixel containing its centre,
-    clipped to the frame, whatever the region: each pixel receives the same terms, in the
-    same order and with the same rounding, as when the whole frame is rendered.
+    The scene is a sequence of layers (one per sub-exposure sample: particles, then visible
+    laser spots): layer ``m`` holds entries ``lstart[m]:lstart[m+1]`` of ``lx, ly`` (px) and
+    ``lamp`` (peak, e-), all of width ``lsig[m]`` (px). A source covers the pixels within
+    ``ceil(4 sigma)`` of the pixel holding its centre (clipped to the frame); its signal
+    there is the product of a row and a column profile, tabulated here once (float32).
+
+    Returns
+    -------
+    fp : int64 (K, 4)
+        Each source's footprint ``i0, i1, j0, j1`` (inclusive; ``i1 < i0``: none).
+    off : int64 (K + 1,)
+        Source k's column profile is ``prof[off[k]:]`` (one value per column ``i0..i1``),
+        followed by its row profile (``amp * ...``, one per row ``j0..j1``).
+    prof : float32
+    bin_start, bin_src : int64
+        CSR lists of the sources that reach each bin (``bin_px`` square, row-major), each in
+        scene order: the order in which every pixel adds its sources, wherever it is rendered.
     """
-    half = int(math.ceil(4.0 * sigma_px))
-    inv = 1.0 / (2.0 * sigma_px * sigma_px)
-    gx = np.empty(2 * half + 2)
-    gy = np.empty(2 * half + 2)
-    for k in range(xs_px.shape[0]):
-        if amp[k] != 0.0:
-            _add_spot(img, y0, x0, height, width, xs_px[k], ys_px[k], amp[k], half, inv, gx, gy)
-
-
-@numba.njit(cache=True, nogil=True)
-def bin_sources(height, width, tile, lx, ly, lamp, lsig, lstart):
-    """Which light sources reach each tile: CSR ``(start, sources)`` over the tiles (row-major,
-    ``tile`` px square); each tile's sources are in scene order (layer, then index), the order
-    in which the whole frame adds them, so a tile rendered alone is bit-identical.
-
-    The scene is as in :func:`render_tiles`. Uses :func:`cybloid.cells.counting_sort` (stable).
-    """
-    ntx = (width + tile - 1) // tile
-    nty = (height + tile - 1) // tile
+    K = lamp.shape[0]
     nl = lstart.shape[0] - 1
-    keys = np.empty(0, np.int64)
-    vals = np.empty(0, np.int64)
-    for rep in range(2):  # count, then fill
-        cnt = 0
-        for m in range(nl):
-            half = int(math.ceil(4.0 * lsig[m]))
-            for k in range(lstart[m], lstart[m + 1]):
-                if lamp[k] == 0.0:
-                    continue
-                i0, i1, j0, j1 = _footprint(lx[k], ly[k], half, height, width)
-                if i1 < i0 or j1 < j0:
-                    continue
-                for ty in range(j0 // tile, j1 // tile + 1):
-                    for tx in range(i0 // tile, i1 // tile + 1):
-                        if rep == 1:
-                            keys[cnt] = ty * ntx + tx
-                            vals[cnt] = k
-                        cnt += 1
-        if rep == 0:
-            keys = np.empty(cnt, np.int64)
-            vals = np.empty(cnt, np.int64)
-    start, order = counting_sort(keys, ntx * nty)
-    return start, vals[order]
-
-
-@numba.njit(cache=True, nogil=True)
-def render_tiles(out, tiles, tile, key, lx, ly, lamp, lsig, lstart, src_start, src, background, read_e, gain, maxval,
-                 cdf, guide, kmin):
-    """Render and digitise the square tiles ``tiles`` (K,2: tile row, tile column) of ``out``.
-
-    The scene is a sequence of layers (one per sub-exposure sample, particles then spots):
-    layer ``m`` holds entries ``lstart[m]:lstart[m+1]`` of ``lx, ly`` (px), ``lamp`` and
-    ``lsig`` (px, one width per layer). ``src_start, src`` (:func:`bin_sources`) list the
-    sources that reach each tile, so a tile costs what its own sources cost.
-    """
-    height, width = out.shape
-    ntx = (width + tile - 1) // tile
-    buf = np.zeros((tile, tile), np.float32)
-    nl = lstart.shape[0] - 1
-    layer = np.empty(lamp.shape[0], np.int64)
-    hmax = 0
+    fp = np.empty((K, 4), np.int64)
+    off = np.zeros(K + 1, np.int64)
+    inv = np.empty(K)
     for m in range(nl):
-        layer[lstart[m]:lstart[m + 1]] = m
-        hmax = max(hmax, int(math.ceil(4.0 * lsig[m])))
-    gx = np.empty(2 * hmax + 2)
-    gy = np.empty(2 * hmax + 2)
-    for t in range(tiles.shape[0]):
-        y0 = tiles[t, 0] * tile
-        x0 = tiles[t, 1] * tile
-        rh = min(tile, height - y0)
-        rw = min(tile, width - x0)
-        reg = buf[:rh, :rw]
-        reg[:, :] = 0.0
-        tid = tiles[t, 0] * ntx + tiles[t, 1]
-        for q in range(src_start[tid], src_start[tid + 1]):
-            k = src[q]
-            s = lsig[layer[k]]
-            _add_spot(reg, y0, x0, height, width, lx[k], ly[k], lamp[k], int(math.ceil(4.0 * s)),
-                      1.0 / (2.0 * s * s), gx, gy)
-        digitise_region(reg, y0, x0, width, key, background, read_e, gain, maxval, cdf, guide, kmin,
-                        out[y0:y0 + rh, x0:x0 + rw])
+        s = lsig[m]
+        half = int(math.ceil(4.0 * s))
+        for k in range(lstart[m], lstart[m + 1]):
+            if lamp[k] == 0.0:
+                i0, i1, j0, j1 = 0, -1, 0, -1
+            else:
+                i0, i1, j0, j1 = _footprint(lx[k], ly[k], half, height, width)
+                if j1 < j0:
+                    i0, i1 = 0, -1
+                elif i1 < i0:
+                    j0, j1 = 0, -1
+            fp[k, 0], fp[k, 1], fp[k, 2], fp[k, 3] = i0, i1, j0, j1
+            inv[k] = 1.0 / (2.0 * s * s)
+            off[k + 1] = off[k] + (i1 - i0 + 1) + (j1 - j0 + 1)
+    prof = np.empty(off[K], np.float32)
+    for k in range(K):
+        i0, i1, j0, j1 = fp[k, 0], fp[k, 1], fp[k, 2], fp[k, 3]
+        if i1 < i0:
+            continue
+        o = off[k]
+        for i in range(i0, i1 + 1):
+            dx = i - lx[k]
+            prof[o + i - i0] = math.exp(-dx * dx * inv[k])
+        o += i1 - i0 + 1
+        a = lamp[k]
+        for j in range(j0, j1 + 1):
+            dy = j - ly[k]
+            prof[o + j - j0] = a * math.exp(-dy * dy * inv[k])
+    # bins: a stable counting sort of (bin, source) pairs keeps each bin's list in scene order
+    nbx = (width + bin_px - 1) // bin_px
+    nby = (height + bin_px - 1) // bin_px
+    cnt = 0
+    for k in range(K):
+        if fp[k, 1] >= fp[k, 0]:
+            cnt += (fp[k, 1] // bin_px - fp[k, 0] // bin_px + 1) * (fp[k, 3] // bin_px - fp[k, 2] // bin_px + 1)
+    keys = np.empty(cnt, np.int64)
+    vals = np.empty(cnt, np.int64)
+    q = 0
+    for k in range(K):
+        if fp[k, 1] < fp[k, 0]:
+            continue
+        for by in range(fp[k, 2] // bin_px, fp[k, 3] // bin_px + 1):
+            for bx in range(fp[k, 0] // bin_px, fp[k, 1] // bin_px + 1):
+                keys[q] = by * nbx + bx
+                vals[q] = k
+                q += 1
+    bin_start, order = counting_sort(keys, nbx * nby)
+    return fp, off, prof, bin_start, vals[order]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _signal_block(buf, b, y0, y1, x0, x1, fp, off, prof, bin_start, bin_src):
+    """Mean signal of rows ``y0..y1-1``, columns ``x0..x1-1`` (inside bin ``b``) into the flat
+    ``buf`` (row-major, ``x1 - x0`` a row), from the bin's sources in scene order."""
+    # unsigned indices: no negative-index test in the inner loops
+    w = np.uint64(x1 - x0)
+    for p in range(np.uint64(y1 - y0) * w):
+        buf[p] = 0.0
+    for q in range(bin_start[b], bin_start[b + 1]):
+        k = bin_src[q]
+        i0 = max(fp[k, 0], x0)
+        i1 = min(fp[k, 1], x1 - 1)
+        j0 = max(fp[k, 2], y0)
+        j1 = min(fp[k, 3], y1 - 1)
+        if i1 < i0 or j1 < j0:
+            continue
+        gx = np.uint64(off[k] - fp[k, 0] + i0)  # prof[gx + i]: the factor of column i0 + i
+        gy = off[k] + (fp[k, 1] - fp[k, 0] + 1) - fp[k, 2]  # prof[gy + j]: the factor of row j
+        n = np.uint64(i1 - i0 + 1)
+        for j in range(j0, j1 + 1):
+            a = prof[gy + j]
+            rb = np.uint64(j - y0) * w + np.uint64(i0 - x0)
+            for i in range(n):
+                buf[rb + i] += a * prof[gx + i]
+
+
+@numba.njit(cache=True, nogil=True)
+def _render_bin(out, out_y, out_x, state, use_state, b, y0, y1, x0, x1, width, fp, off, prof, bin_start, bin_src, key,
+                background, read_e, gain, maxval, lut, thr, kmin):
+    """Render and digitise rows ``y0..y1-1``, columns ``x0..x1-1`` of the frame (inside bin
+    ``b``) into ``out[y - out_y, x - out_x]``; returns the number of pixels done."""
+    n = x1 - x0
+    buf = np.empty((y1 - y0) * n, np.float32)
+    _signal_block(buf, b, y0, y1, x0, x1, fp, off, prof, bin_start, bin_src)
+    read_var = read_e * read_e
+    done = 0
+    for j in range(y0, y1):
+        st = state[j - out_y, x0 - out_x:x1 - out_x] if use_state else state[0]
+        done += _digitise_row(buf[(j - y0) * n:(j - y0 + 1) * n], out[j - out_y, x0 - out_x:x1 - out_x], st, use_state,
+                              np.int64(j) * width + x0, n, key, background, read_e, read_var, gain, maxval, lut, thr,
+                              kmin)
+    return done
+
+
+@numba.njit(cache=True, nogil=True)
+def render_rect(out, y0, y1, x0, x1, height, width, fp, off, prof, bin_start, bin_src, bin_px, key, background, read_e,
+                gain, maxval, lut, thr, kmin):
+    """Render and digitise rows ``y0..y1-1`` and columns ``x0..x1-1`` of a ``height`` x
+    ``width`` frame into ``out`` (uint16, that region's shape), bin by bin. The ``full`` tier's
+    frame (or region of interest); pixel for pixel the same values as any other region."""
+    nbx = (width + bin_px - 1) // bin_px
+    state = np.zeros((1, 1), np.uint8)
+    for by in range(y0 // bin_px, (y1 - 1) // bin_px + 1):
+        for bx in range(x0 // bin_px, (x1 - 1) // bin_px + 1):
+            _render_bin(out, y0, x0, state, False, by * nbx + bx, max(y0, by * bin_px), min(y1, (by + 1) * bin_px),
+                        max(x0, bx * bin_px), min(x1, (bx + 1) * bin_px), width, fp, off, prof, bin_start, bin_src,
+                        key, background, read_e, gain, maxval, lut, thr, kmin)
+
+
+@numba.njit(cache=True, nogil=True)
+def render_pending(out, state, box, fp, off, prof, bin_start, bin_src, bin_px, key, background, read_e, gain, maxval,
+                   lut, thr, kmin):
+    """Render the :data:`PENDING` pixels of a frame (``lazy`` tier), bin by bin.
+
+    ``state`` (uint8, the frame's shape) marks each pixel; ``box`` (nbins, 4: y0, y1, x0, x1)
+    bounds each bin's pending pixels (empty: ``y1 <= y0``) and is emptied. Returns the number
+    of pixels rendered."""
+    height, width = out.shape
+    nbx = (width + bin_px - 1) // bin_px
+    done = 0
+    for b in range(box.shape[0]):
+        if box[b, 1] <= box[b, 0]:
+            continue
+        y0, y1, x0, x1 = box[b, 0], box[b, 1], box[b, 2], box[b, 3]
+        box[b, 0], box[b, 1] = 0, 0
+        done += _render_bin(out, 0, 0, state, True, b, y0, y1, x0, x1, width, fp, off, prof, bin_start, bin_src, key,
+                            background, read_e, gain, maxval, lut, thr, kmin)
+    return done
+
+
+@numba.njit(cache=True, nogil=True)
+def request_rects(state, box, rects, bin_px):
+    """Mark the pixels of ``rects`` (K, 4: y0, y1, x0, x1, clipped to the frame) that are not
+    rendered yet as :data:`PENDING`, and grow the pending boxes of their bins. Returns the
+    number of pixels newly marked."""
+    height, width = state.shape
+    nbx = (width + bin_px - 1) // bin_px
+    marked = 0
+    for r in range(rects.shape[0]):
+        y0, y1 = max(rects[r, 0], 0), min(rects[r, 1], height)
+        x0, x1 = max(rects[r, 2], 0), min(rects[r, 3], width)
+        if y1 <= y0 or x1 <= x0:
+            continue
+        for by in range(y0 // bin_px, (y1 - 1) // bin_px + 1):
+            ya, yb = max(y0, by * bin_px), min(y1, (by + 1) * bin_px)
+            for bx in range(x0 // bin_px, (x1 - 1) // bin_px + 1):
+                xa, xb = max(x0, bx * bin_px), min(x1, (bx + 1) * bin_px)
+                m = 0
+                for j in range(ya, yb):
+                    row = state[j]
+                    for i in range(xa, xb):
+                        if row[i] == 0:
+                            row[i] = PENDING
+                            m += 1
+                if m:
+                    b = by * nbx + bx
+                    if box[b, 1] <= box[b, 0]:
+                        box[b, 0], box[b, 1], box[b, 2], box[b, 3] = ya, yb, xa, xb
+                    else:
+                        box[b, 0], box[b, 1] = min(box[b, 0], ya), max(box[b, 1], yb)
+                        box[b, 2], box[b, 3] = min(box[b, 2], xa), max(box[b, 3], xb)
+                    marked += m
+    return marked
+
+
+@numba.njit(cache=True, nogil=True)
+def rects_rendered(state, rects):
+    """Whether every pixel of each rectangle (K, 4: y0, y1, x0, x1, clipped) is rendered."""
+    height, width = state.shape
+    ok = np.ones(rects.shape[0], np.bool_)
+    for r in range(rects.shape[0]):
+        for j in range(max(rects[r, 0], 0), min(rects[r, 1], height)):
+            for i in range(max(rects[r, 2], 0), min(rects[r, 3], width)):
+                if state[j, i] != RENDERED:
+                    ok[r] = False
+    return ok
 
 
 @dataclass(frozen=True)
 class BackgroundTable:
     """The digitised value of a pixel that sees only the background, as a look-up table.
 
-    ``cdf[k]`` is P(ADU <= kmin + k); ``guide[m]`` is the first k with ``cdf[k] > m / 4096``.
+    A background-only pixel draws a 32-bit uniform ``u`` and takes the value ``kmin + k`` for
+    ``thr[k-1] <= u < thr[k]``, where ``thr[k] = ceil(2^32 P(ADU <= kmin + k))`` (so each value's
+    probability is exact to 2^-32). ``lut[u >> 18]`` is that value where the whole cell of
+    2^18 uniforms maps to one value (99.5% of cells), else ``-(first k) - 1``. ``cdf[k]`` is
+    P(ADU <= kmin + k).
     """
 
     cdf: np.ndarray
-    guide: np.ndarray
+    thr: np.ndarray
+    lut: np.ndarray
     kmin: int
 
 
@@ -330,6 +484,7 @@ def background_table(background_e: float, read_noise_e: float, gain_adu_per_e: f
         lo_e, hi_e = -12 * r, n_hi + 12 * r
     kmin = int(max(0, math.floor(lo_e * g - 1)))
     kmax = int(min(maxval, math.ceil(hi_e * g + 1)))
+    kmin = min(kmin, kmax)
     k = np.arange(kmin, kmax + 1, dtype=float)
     upper_e = (k + 0.5) / g  # ADU <= k  <=>  e < (k + 1/2) / g
     if lam >= 30.0:
@@ -339,10 +494,33 @@ def background_table(background_e: float, read_noise_e: float, gain_adu_per_e: f
         pn = poisson.pmf(n, lam)
         cdf = (pn[None, :] * ndtr((upper_e[:, None] - n[None, :]) / r)).sum(axis=1)
     cdf = np.minimum(cdf, 1.0)
-    cdf[-1] = 1.0 + 1e-12  # every u < 1 stops here
-    m = np.arange(1 << _GUIDE_BITS) / float(1 << _GUIDE_BITS)
-    guide = np.searchsorted(cdf, m, side="right").astype(np.int64)
-    return BackgroundTable(np.ascontiguousarray(cdf), guide, kmin)
+    cdf[-1] = 1.0  # values above kmax are clipped to it (or beyond 12 sigma)
+    thr = np.minimum(np.ceil(cdf * 2.0**32), 2.0**32).astype(np.int64)
+    thr = np.maximum.accumulate(thr)
+    thr[-1] = 1 << 32  # every u < 2^32 stops here
+    step = 1 << (32 - _LUT_BITS)
+    start = np.arange(1 << _LUT_BITS, dtype=np.int64) * step
+    first = np.searchsorted(thr, start, side="right")  # smallest k with thr[k] > start
+    whole = thr[first] >= start + step
+    lut = np.where(whole, kmin + first, -first - 1).astype(np.int32)
+    return BackgroundTable(np.ascontiguousarray(cdf), thr, lut, kmin)
+
+
+@numba.njit(cache=True, nogil=True)
+def signal_rect(img, y0, x0, height, width, fp, off, prof, bin_start, bin_src, bin_px):
+    """The mean signal (e-, float32, before noise) of the region ``img`` whose top-left pixel is
+    (row ``y0``, column ``x0``) of a ``height`` x ``width`` frame: the values that
+    :func:`render_rect` digitises."""
+    rh, rw = img.shape
+    y1, x1 = min(y0 + rh, height), min(x0 + rw, width)
+    nbx = (width + bin_px - 1) // bin_px
+    buf = np.empty(bin_px * bin_px, np.float32)
+    for by in range(y0 // bin_px, (y1 - 1) // bin_px + 1):
+        ya, yb = max(y0, by * bin_px), min(y1, (by + 1) * bin_px)
+        for bx in range(x0 // bin_px, (x1 - 1) // bin_px + 1):
+            xa, xb = max(x0, bx * bin_px), min(x1, (bx + 1) * bin_px)
+            _signal_block(buf, by * nbx + bx, ya, yb, xa, xb, fp, off, prof, bin_start, bin_src)
+            img[ya - y0:yb - y0, xa - x0:xb - x0] = buf[:(yb - ya) * (xb - xa)].reshape((yb - ya, xb - xa))
 
 
 def warm_up_pixels() -> None:
@@ -350,10 +528,17 @@ def warm_up_pixels() -> None:
     t = background_table(100.0, 3.0, 1.0, 4095)
     key = np.uint64(frame_key(0, 0))
     img = np.zeros((4, 4), np.float32)
-    render_region(img, 0, 0, 4, 4, np.array([1.0]), np.array([1.0]), np.array([1.0]), 1.0)
     out = np.zeros((4, 4), np.uint16)
-    digitise_region(img, 0, 0, 4, key, 100.0, 3.0, 1.0, 4095.0, t.cdf, t.guide, t.kmin, out)
+    digitise_region(img, 0, 0, 4, key, 100.0, 3.0, 1.0, 4095.0, t.lut, t.thr, t.kmin, out)
     lx, lamp, lsig, lstart = np.array([1.0]), np.array([1.0]), np.array([1.0]), np.array([0, 1], np.int64)
-    start, src = bin_sources(4, 4, 4, lx, lx, lamp, lsig, lstart)
-    render_tiles(out, np.zeros((1, 2), np.int64), 4, key, lx, lx, lamp, lsig, lstart, start, src, 100.0, 3.0, 1.0,
-                 4095.0, t.cdf, t.guide, t.kmin)
+    fp, off, prof, bs, bsrc = prepare_scene(4, 4, lx, lx, lamp, lsig, lstart, BIN_PX)
+    render_rect(out, 0, 4, 0, 4, 4, 4, fp, off, prof, bs, bsrc, BIN_PX, key, 100.0, 3.0, 1.0, 4095.0, t.lut, t.thr,
+                t.kmin)
+    state = np.zeros((4, 4), np.uint8)
+    box = np.zeros((1, 4), np.int64)
+    rects = np.array([[0, 2, 0, 3]], np.int64)
+    request_rects(state, box, rects, BIN_PX)
+    render_pending(out, state, box, fp, off, prof, bs, bsrc, BIN_PX, key, 100.0, 3.0, 1.0, 4095.0, t.lut, t.thr,
+                   t.kmin)
+    rects_rendered(state, rects)
+    signal_rect(np.zeros((4, 4), np.float32), 0, 0, 4, 4, fp, off, prof, bs, bsrc, BIN_PX)

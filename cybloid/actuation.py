@@ -292,6 +292,23 @@ def kept_spots(spots, share, ids, per_particle):
     return out, out_share, out_ids
 
 
+@numba.njit(cache=True, nogil=True)
+def kept_spots_steer(spots, share, ids, per_particle, pixel_size_um, steer_from_px):
+    """:func:`kept_spots` plus the kept spots in steering units for an affine calibration
+    (``su = A [x, y]_px + b``, ``x_px = x_um / pixel_size_um``), as float32 ``x_su, y_su``."""
+    out, out_share, out_ids = kept_spots(spots, share, ids, per_particle)
+    m = out.shape[0]
+    x_su = np.empty(m, np.float32)
+    y_su = np.empty(m, np.float32)
+    a = steer_from_px
+    for j in range(m):
+        px = out[j, 0] / pixel_size_um
+        py = out[j, 1] / pixel_size_um
+        x_su[j] = np.float32((px * a[0, 0] + py * a[0, 1]) + a[0, 2])
+        y_su[j] = np.float32((px * a[1, 0] + py * a[1, 1]) + a[1, 2])
+    return out, x_su, y_su, out_share, out_ids
+
+
 def pair_offset(curve) -> tuple[float, float]:
     """Offset ``d*`` (um) maximising ``d F(d)`` on the force curve and the full-beam force there (pN).
 
@@ -465,6 +482,7 @@ class Actuator:
         z = np.zeros((1, 2))
         predict_same_ids(z, z, z, 0.5, 0.01, 0.01, 1.0)
         kept_spots(z, np.ones(1), np.zeros(1, np.int64), 1)
+        kept_spots_steer(z, np.ones(1), np.zeros(1, np.int64), 1, 1.0, np.ones((2, 3)))
         self.reset()
 
     def spots(self, positions_um: np.ndarray, forces_pN: np.ndarray, active: np.ndarray,
@@ -524,7 +542,12 @@ class Actuator:
             sat_all = sat
         else:
             sat_all[idx] = sat
-        spots_um, share32, targets = kept_spots(spots_um, share, ids_sel, per)
-        su = cal.um_to_steer(spots_um) if len(spots_um) else np.zeros((0, 2))
-        table = SpotTable(su[:, 0], su[:, 1], share32, targets, self.power_frac)
+        if cal.has_distortion:
+            spots_um, share32, targets = kept_spots(spots_um, share, ids_sel, per)
+            su = cal.um_to_steer(spots_um) if len(spots_um) else np.zeros((0, 2))
+            x_su, y_su = su[:, 0], su[:, 1]
+        else:  # an affine map: steering units in the same compiled call
+            spots_um, x_su, y_su, share32, targets = kept_spots_steer(spots_um, share, ids_sel, per,
+                                                                      float(cal.pixel_size_um), cal.steer_from_px)
+        table = SpotTable(x_su, y_su, share32, targets, self.power_frac)
         return table, spots_um, sat_all

@@ -165,3 +165,35 @@ def test_harmonic_trap_with_binned_centres_matches_the_per_frame_search():
     want = np.zeros((len(pos), 2))
     harmonic_nearest_centre(pos, usable, centres + 1.0, 0.3, 40.0, want)
     np.testing.assert_array_equal(out, want)
+
+
+def test_spot_table_steering_units_match_the_calibration_map():
+    """The actuator's compiled steering units (affine calibration) are the calibration's own
+    ``um_to_steer`` rounded to float32; a distorted calibration takes the general map."""
+    from cybloid.actuation import kept_spots_steer
+    from cybloid.forcecurve import ForceCurve
+
+    rng = np.random.default_rng(2)
+    spots = rng.uniform(-5, 120, (100_000, 2))
+    share = rng.uniform(-0.5, 1, len(spots))  # spots with share <= 0 are dropped
+    ids = np.arange(len(spots) // 2)
+    for a in (np.array([[128.0, -1.5, 300.0], [1.5, 128.0, -200.0]]), rng.normal(0, 50, (2, 3))):
+        c = Calibration(0.2, a, ForceCurve(5.0, 0.8, 2.5), 0.004)
+        kept, x_su, y_su, sh, tg = kept_spots_steer(spots, share, ids, 2, 0.2, c.steer_from_px)
+        keep = share > 0
+        np.testing.assert_array_equal(kept, spots[keep])
+        np.testing.assert_array_equal(sh, share[keep].astype(np.float32))
+        np.testing.assert_array_equal(tg, np.repeat(ids, 2)[keep])
+        su = c.um_to_steer(spots[keep]).astype(np.float32)
+        np.testing.assert_array_max_ulp(x_su, su[:, 0], maxulp=1)
+        np.testing.assert_array_max_ulp(y_su, su[:, 1], maxulp=1)
+    # through the actuator, with and without distortion: the table is the map of the spots
+    for dist in (np.zeros((2, 3)), np.array([[0.5, 0.1, -0.2], [0.0, 0.3, 0.4]])):
+        c = Calibration(0.2, np.array([[1.1, 0.05, 3.0], [-0.02, 0.9, -2.0]]), ForceCurve(5.0, 0.8, 2.5), 0.004,
+                        distortion_su=dist, distortion_centre_px=(50.0, 40.0), distortion_scale_px=60.0)
+        act = Actuator(c, Limits(), (20.0, 16.0), frame_period_s=0.01)
+        pos = rng.uniform(2, 14, (6, 2))
+        table, xy, _ = act.spots(pos, rng.normal(0, 0.5, (6, 2)), np.ones(6, bool), np.arange(6))
+        su = c.um_to_steer(xy).astype(np.float32)
+        np.testing.assert_array_max_ulp(table.x_su, su[:, 0], maxulp=1)
+        np.testing.assert_array_max_ulp(table.y_su, su[:, 1], maxulp=1)

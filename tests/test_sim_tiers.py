@@ -94,6 +94,79 @@ def test_counter_based_pixels_follow_the_camera_noise_model():
         assert abs(np.corrcoef(v[:, :-1].ravel(), v[:, 1:].ravel())[0, 1]) < 0.01
 
 
+@pytest.mark.parametrize("lam, read_e, gain, maxval", [(100.0, 3.0, 1.0, 4095), (5.0, 2.0, 1.0, 4095),
+                                                       (100.0, 3.0, 2.5, 255), (2000.0, 3.0, 1.0, 2047)])
+def test_background_pixels_have_the_closed_form_distribution(lam, read_e, gain, maxval):
+    """Background-only pixels (one 32-bit half of a pair hash, table look-up) against the
+    model's distribution computed here: Poisson (normal limit N(lam, lam + read^2) from 30 e-)
+    plus normal read noise, times the gain, rounded, clipped to [0, maxval] (saturation: the
+    last two cases clip at maxval with probability 0.43 and 0.15)."""
+    from scipy import stats
+
+    from cybloid.sim.pixels import background_table, digitise_region, frame_key
+
+    t = background_table(lam, read_e, gain, maxval)
+    img = np.zeros((300, 400), np.float32)
+    out = np.empty(img.shape, np.uint16)
+    digitise_region(img, 7, 3, 411, np.uint64(frame_key(21, 2)), lam, read_e, gain, float(maxval), t.lut, t.thr,
+                    t.kmin, out)
+    k = np.arange(0, maxval + 1)
+    hi = (k + 0.5) / gain  # ADU <= k  <=>  e < (k + 1/2) / g
+    if lam >= 30:
+        cdf = stats.norm.cdf(hi, lam, np.sqrt(lam + read_e**2))
+    else:
+        n = np.arange(0, 80)
+        cdf = (stats.poisson.pmf(n, lam)[None, :] * stats.norm.cdf((hi[:, None] - n[None, :]) / read_e)).sum(axis=1)
+    cdf[-1] = 1.0
+    pmf = np.diff(np.concatenate([[0.0], cdf]))
+    counts = np.bincount(out.ravel(), minlength=maxval + 1)[:maxval + 1]
+    assert counts.sum() == out.size
+    expected = pmf * out.size
+    # pool the sparse tails so every cell expects >= 20
+    keep = expected >= 20
+    obs = np.concatenate([counts[keep], [counts[~keep].sum()]])
+    exp = np.concatenate([expected[keep], [expected[~keep].sum()]])
+    if exp[-1] < 20:
+        obs, exp = obs[:-1], exp[:-1]
+        obs[-1] += counts[~keep].sum()
+        exp[-1] += expected[~keep].sum()
+    assert stats.chisquare(obs, exp).pvalue > 1e-4
+    if maxval == 255:  # saturation: P(ADU = maxval) = P(g e >= maxval - 1/2)
+        p = stats.norm.sf(254.5 / gain, lam, np.sqrt(lam + read_e**2))
+        assert counts[-1] / out.size == pytest.approx(p, abs=5 * np.sqrt(p / out.size))
+    # neighbouring pixels (the two halves of one hash, and across pairs) are uncorrelated
+    v = out.astype(float)
+    if v.std() > 0:
+        assert abs(np.corrcoef(v[:, :-1].ravel(), v[:, 1:].ravel())[0, 1]) < 0.012
+        assert abs(np.corrcoef(v[:-1].ravel(), v[1:].ravel())[0, 1]) < 0.012
+
+
+def test_lit_pixels_saturate_and_scale_with_the_gain():
+    """Lit pixels (their own 64-bit hash, ziggurat normal): mean gain * lam and variance
+    gain^2 (lam + read^2) + 1/12 in the normal limit; clipped at maxval."""
+    from scipy import stats
+
+    from cybloid.sim.pixels import background_table, digitise_region, frame_key
+
+    lam_bg, sig, read_e = 100.0, 900.0, 3.0
+    for gain, maxval in ((2.0, 4095), (1.0, 1050)):
+        t = background_table(lam_bg, read_e, gain, maxval)
+        img = np.full((300, 300), sig, np.float32)
+        out = np.empty(img.shape, np.uint16)
+        digitise_region(img, 0, 1, 301, np.uint64(frame_key(3, 9)), lam_bg, read_e, gain, float(maxval), t.lut, t.thr,
+                        t.kmin, out)
+        v = out.astype(float)
+        lam = lam_bg + sig
+        s = gain * np.sqrt(lam + read_e**2)
+        if maxval == 4095:
+            assert v.mean() == pytest.approx(gain * lam, abs=5 * s / np.sqrt(v.size))
+            assert v.var() == pytest.approx(s**2 + 1 / 12, rel=5 * np.sqrt(2 / v.size))
+        else:  # P(ADU = maxval) = P(g e >= maxval - 1/2)
+            p = stats.norm.sf(maxval - 0.5, gain * lam, s)
+            assert v.max() == maxval
+            assert np.mean(v == maxval) == pytest.approx(p, abs=5 * np.sqrt(p * (1 - p) / v.size))
+
+
 def test_measurement_model_noise_and_border_misses():
     """render = none: measured = exposure-averaged truth + the tracker's measured precision;
     a particle centred on the image edge is missed about half the time (0.43)."""

@@ -542,3 +542,34 @@ def warm_up_pixels() -> None:
                    t.kmin)
     rects_rendered(state, rects)
     signal_rect(np.zeros((4, 4), np.float32), 0, 0, 4, 4, fp, off, prof, bs, bsrc, BIN_PX)
+
+
+_POOL: tuple[int, object] | None = None
+
+
+def _worker_pool():
+    """A one-thread pool for the second half of a frame (recreated after a fork)."""
+    global _POOL
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    if _POOL is None or _POOL[0] != os.getpid():
+        _POOL = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="cybloid-pixels"))
+    return _POOL[1]
+
+
+def render_frame(out: np.ndarray, y0: int, y1: int, x0: int, x1: int, height: int, width: int, scene: tuple,
+                 key, noise: tuple, threads: int = 1) -> None:
+    """:func:`render_rect` of rows ``y0..y1-1``, columns ``x0..x1-1`` into ``out``; with
+    ``threads`` = 2 the lower rows (whole bins) are rendered in a second thread at the same time
+    (the kernels release the GIL; every pixel is the same whichever thread renders it)."""
+    if threads > 1 and (y1 - y0) > 2 * BIN_PX:
+        ym = ((y0 + y1) // 2 + BIN_PX - 1) // BIN_PX * BIN_PX
+        fut = _worker_pool().submit(render_rect, out[ym - y0:], ym, y1, x0, x1, height, width, *scene, BIN_PX, key,
+                                    *noise)
+        try:
+            render_rect(out[:ym - y0], y0, ym, x0, x1, height, width, *scene, BIN_PX, key, *noise)
+        finally:
+            fut.result()
+        return
+    render_rect(out, y0, y1, x0, x1, height, width, *scene, BIN_PX, key, *noise)

@@ -415,13 +415,13 @@ class Actuator:
         ids = np.asarray(ids, np.int64)
         a = self.velocity_smoothing
         lead_s = self.calibration.latency_s + 0.5 * T
-        if len(ids) and len(ids) == len(self._ids) and np.array_equal(ids, self._ids):
+        if len(ids) and len(ids) == len(self._ids) and ids.tobytes() == self._ids.tobytes():
             # the usual case: the same particles in the same order as last frame (one compiled call)
             vel, pred, total, count, all_finite = predict_same_ids(pos, self._pos, self._vel, a, float(T), lead_s,
                                                                    self.max_lead_um)
             self._learn_from(total, count)
             if all_finite:
-                self._ids, self._pos, self._vel = ids.copy(), pos.copy(), vel
+                self._pos, self._vel = pos.copy(), vel  # the same identities: self._ids stays
             else:
                 ok = np.isfinite(pos).all(axis=1)
                 self._ids, self._pos, self._vel = ids[ok], pos[ok], vel[ok]

@@ -17,21 +17,31 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 
 from cybloid.sim.pixels import BIN_PX, render_pending, request_rects, rects_rendered
 
 
-def _window_rects(xy_px: np.ndarray, half: int) -> np.ndarray:
+@numba.njit(cache=True, nogil=True)
+def _window_rects(xy_px, half):
     """Rectangles (K, 4: y0, y1, x0, x1) of the squares of half-width ``half`` around the
-    rounded points ``xy_px`` (x, y); points that are not finite are left out."""
-    xy = np.asarray(xy_px, float).reshape(-1, 2)
-    xy = xy[np.isfinite(xy).all(axis=1) & (np.abs(xy) < 1e9).all(axis=1)]
-    c = np.floor(xy + 0.5).astype(np.int64)
-    r = np.empty((len(c), 4), np.int64)
-    r[:, 0], r[:, 1] = c[:, 1] - half, c[:, 1] + half + 1
-    r[:, 2], r[:, 3] = c[:, 0] - half, c[:, 0] + half + 1
-    return r
+    rounded points ``xy_px`` (x, y; float64 (K, 2)); points that are not finite are left out."""
+    r = np.empty((xy_px.shape[0], 4), np.int64)
+    m = 0
+    for p in range(xy_px.shape[0]):
+        x, y = xy_px[p, 0], xy_px[p, 1]
+        if not (math.isfinite(x) and math.isfinite(y)) or abs(x) > 1e9 or abs(y) > 1e9:
+            continue
+        cx = int(math.floor(x + 0.5))
+        cy = int(math.floor(y + 0.5))
+        r[m, 0], r[m, 1], r[m, 2], r[m, 3] = cy - half, cy + half + 1, cx - half, cx + half + 1
+        m += 1
+    return r[:m]
+
+
+def _points(xy_px) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(xy_px, float).reshape(-1, 2))
 
 
 class LazyImage:
@@ -86,7 +96,7 @@ class LazyImage:
 
     def ensure_windows(self, xy_px: np.ndarray, half_px: float) -> None:
         """Render the squares of half-width ``half_px`` around the rounded points ``xy_px`` (x, y)."""
-        self.request(_window_rects(xy_px, int(math.ceil(half_px))))
+        self.request(_window_rects(_points(xy_px), int(math.ceil(half_px))))
 
     def ensure_border(self, band_px: int) -> None:
         """Render the band of ``band_px`` pixels along the four edges (one request)."""
@@ -99,7 +109,7 @@ class LazyImage:
     def covered(self, xy_px: np.ndarray, half_px: float) -> np.ndarray:
         """Whether the square of half-width ``half_px`` around each point is rendered (a point
         that is not finite counts as covered: it reads nothing)."""
-        xy = np.asarray(xy_px, float).reshape(-1, 2)
+        xy = _points(xy_px)
         ok = np.ones(len(xy), bool)
         fin = np.isfinite(xy).all(axis=1) & (np.abs(xy) < 1e9).all(axis=1)
         if self.complete or not fin.any():
@@ -193,7 +203,7 @@ class LazyFrameTracker:
     def warm_up(self) -> None:
         self.inner.warm_up()
         state = np.zeros((4, 4), np.uint8)
-        rects_rendered(state, np.zeros((1, 4), np.int64))
+        rects_rendered(state, _window_rects(np.ones((1, 2)), 1))
 
     def reset(self) -> None:
         self.inner.reset()
@@ -222,7 +232,7 @@ class LazyFrameTracker:
             half = round(tr.radius - 0.5)
             n = len(tr._ids)
             pred = tr._xy[:n] + tr._drift
-            rects = [_window_rects(pred, int(math.ceil(half + self.margin_px)))]
+            rects = [_window_rects(_points(pred), int(math.ceil(half + self.margin_px)))]
             h, w = image.shape
             if tr.edge_watch:
                 b = int(math.ceil(tr.radius)) + 1

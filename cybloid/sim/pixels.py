@@ -292,15 +292,25 @@ def prepare_scene(height, width, lx, ly, lamp, lsig, lstart, bin_px):
         i0, i1, j0, j1 = fp[k, 0], fp[k, 1], fp[k, 2], fp[k, 3]
         if i1 < i0:
             continue
+        # exp(-(d+1)^2 c) = exp(-d^2 c) exp(-(2d+1) c): three exponentials per profile
+        c = inv[k]
+        step = math.exp(-2.0 * c)
         o = off[k]
-        for i in range(i0, i1 + 1):
-            dx = i - lx[k]
-            prof[o + i - i0] = math.exp(-dx * dx * inv[k])
+        d = i0 - lx[k]
+        g = math.exp(-d * d * c)
+        r = math.exp(-(2.0 * d + 1.0) * c)
+        for i in range(i1 - i0 + 1):
+            prof[o + i] = g
+            g *= r
+            r *= step
         o += i1 - i0 + 1
-        a = lamp[k]
-        for j in range(j0, j1 + 1):
-            dy = j - ly[k]
-            prof[o + j - j0] = a * math.exp(-dy * dy * inv[k])
+        d = j0 - ly[k]
+        g = lamp[k] * math.exp(-d * d * c)
+        r = math.exp(-(2.0 * d + 1.0) * c)
+        for j in range(j1 - j0 + 1):
+            prof[o + j] = g
+            g *= r
+            r *= step
     # bins: a stable counting sort of (bin, source) pairs keeps each bin's list in scene order
     nbx = (width + bin_px - 1) // bin_px
     nby = (height + bin_px - 1) // bin_px

@@ -29,6 +29,8 @@ print(" ".join(f"{g:.3f}" for g in gaps))
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per case (default 10)")
     p.add_argument("--quick", action="store_true", help="3 s, one case (smoke test)")
+    p.add_argument("--cases", default="all",
+                   help="comma-separated subset of: default, gil5, alone, n100 (default: all)")
 
 
 def _show_all_panels(win) -> None:
@@ -130,7 +132,9 @@ def _measure(app, seconds: float, switch_interval_s: float | None, alone: bool =
         shown0 = win.live.frames_shown
         loop = QtCore.QEventLoop()
         QtCore.QTimer.singleShot(int(seconds * 1000), loop.quit)
+        cpu0, wall0 = time.thread_time(), time.perf_counter()
         loop.exec()
+        gui_cpu = (time.thread_time() - cpu0) / (time.perf_counter() - wall0)  # this thread is the GUI thread
         gaps = list(win.stall.gaps_ms)
         frames = win.worker.frames - f0
         shown = win.live.frames_shown - shown0
@@ -142,6 +146,7 @@ def _measure(app, seconds: float, switch_interval_s: float | None, alone: bool =
     finally:
         W.GIL_SWITCH_INTERVAL_S = old
     return {"gaps": gaps, "ref": ref_gaps, "loop_fps": frames / seconds, "display_fps": shown / seconds,
+            "gui_cpu_fraction": gui_cpu,
             "laser_off_after_close": not win.worker.lab.laser.is_on, "click_ms": click_ms}
 
 
@@ -152,11 +157,19 @@ def run(args: argparse.Namespace) -> dict:
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([sys.argv[0]])
     seconds = 3.0 if args.quick else float(args.seconds)
     n100 = {"particles.count": 100}
-    variants = [("dashboard, GIL switch 1 ms (default)", None, False, None, False, 0)]
-    if not args.quick:
-        variants += [("dashboard, GIL switch 5 ms (Python default)", 0.005, False, None, False, 0),
-                     ("window alone (loop thread stopped, frames fed at 100 Hz)", None, True, None, False, 0),
-                     ("N=100: live view + ids + particle table + diagnostics plots", None, False, n100, True, 30)]
+    table = {"default": ("dashboard, GIL switch 1 ms (default)", None, False, None, False, 0),
+             "gil5": ("dashboard, GIL switch 5 ms (Python default)", 0.005, False, None, False, 0),
+             "alone": ("window alone (loop thread stopped, frames fed at 100 Hz)", None, True, None, False, 0),
+             "n100": ("N=100: live view + ids + particle table + diagnostics plots", None, False, n100, True, 30)}
+    chosen = [c.strip() for c in str(getattr(args, "cases", "all") or "all").split(",") if c.strip()]
+    if chosen == ["all"]:
+        chosen = ["default"] if args.quick else list(table)
+    unknown = [c for c in chosen if c not in table]
+    if unknown:
+        from cybloid.errors import CybloidError
+
+        raise CybloidError(f"--cases: unknown case {unknown[0]!r} (choose from {', '.join(table)})")
+    variants = [table[c] for c in chosen]
     cases = []
     for name, sw, alone, overrides, all_panels, clicks in variants:
         load0 = os.getloadavg()[0]
@@ -175,6 +188,7 @@ def run(args: argparse.Namespace) -> dict:
                           quality={"max_gap_ms": round(max(m["gaps"], default=float("nan")), 1),
                                    "baseline_max_ms": round(max(m["ref"], default=float("nan")), 1),
                                    "loop_fps": round(m["loop_fps"], 1), "display_fps": round(m["display_fps"], 1),
+                                   "gui_thread_cpu_percent": round(100 * m["gui_cpu_fraction"], 1),
                                    "loadavg_1min": round(load0, 2),
                                    "laser_off_after_close": m["laser_off_after_close"]}))
     return document("gui", cases, notes="gaps include the 10 ms timer period",

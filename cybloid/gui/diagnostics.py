@@ -8,9 +8,10 @@ from typing import Iterable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6 import QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from cybloid.actuation import SAT_FIELD, SAT_FORCE
+from cybloid.gui.widgets import nice_ceiling
 from cybloid.record import FLAG_DEADLINE, FLAG_SATURATED, STAGES, FrameRecord
 
 log = logging.getLogger(__name__)
@@ -134,8 +135,70 @@ def active_alarms(stats: DiagnosticsStats, watchdog_tripped: bool = False,
     return out
 
 
+class TextLines(QtWidgets.QWidget):
+    """Read-only lines of text painted directly (no document, no scroll bars, no re-layout).
+
+    A ``QPlainTextEdit`` whose text changes twice a second re-lays out its document, repaints its
+    scroll bars and asks the window for a new layout (about 5 ms of the GUI thread each time);
+    this widget only repaints itself, and asks for a new size only when the text grows.
+    """
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._lines: list[str] = []
+        self._hint = QtCore.QSize(200, 100)
+        self.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Expanding)
+
+    def set_lines(self, lines: Iterable[str]) -> bool:
+        """Show ``lines``; True if they changed."""
+        lines = [str(x) for x in lines]
+        if lines == self._lines:
+            return False
+        self._lines = lines
+        fm = self.fontMetrics()
+        w = max((fm.horizontalAdvance(x) for x in lines), default=0) + 8
+        h = fm.lineSpacing() * len(lines) + 8
+        if w > self._hint.width() or h > self._hint.height():
+            self._hint = QtCore.QSize(max(w, self._hint.width()), max(h, self._hint.height()))
+            self.updateGeometry()
+        self.update()
+        return True
+
+    def setPlainText(self, text: str) -> None:  # noqa: N802 (the name of the widget this replaces)
+        self.set_lines(str(text).split("\n"))
+
+    def toPlainText(self) -> str:  # noqa: N802
+        return "\n".join(self._lines)
+
+    def sizeHint(self) -> QtCore.QSize:  # noqa: N802 (Qt API)
+        return self._hint
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        p = QtGui.QPainter(self)
+        p.setPen(self.palette().color(QtGui.QPalette.ColorRole.WindowText))
+        fm = self.fontMetrics()
+        y, step = 4 + fm.ascent(), fm.lineSpacing()
+        for line in self._lines:
+            p.drawText(4, y, line)
+            y += step
+        p.end()
+
+
+def _cache_pictures(item) -> None:
+    """Let Qt keep ``item`` and its children as pixmaps (a legend, a title: they rarely change)."""
+    item.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
+    for child in item.childItems():
+        _cache_pictures(child)
+
+
 class DiagnosticsPanel(QtWidgets.QWidget):
-    """Plots and figures of the loop's health."""
+    """Plots and figures of the loop's health.
+
+    The plots keep fixed axes while their data change (the time series against frames before the
+    newest, from -``series_frames`` to 0; the y range on 1-2-5 steps that change only when the data
+    outgrow them or fall below a fifth; the histogram's bins likewise), so a redraw repaints the
+    curves, not the axes' ticks and labels.
+    """
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -143,24 +206,35 @@ class DiagnosticsPanel(QtWidgets.QWidget):
         self.extra: dict[str, str] = {}
         self.series_frames = 400
         self.series = pg.PlotWidget(title="loop stage CPU time (ms) per frame")
-        self.series.setLabel("bottom", "frame")
+        self.series.setLabel("bottom", "frames before the newest")
         self.series.addLegend(offset=(-5, 5), colCount=3)
+        self.series.setMouseEnabled(x=False, y=True)
+        self.series.enableAutoRange(x=False, y=False)
+        self.series.setXRange(-self.series_frames, 0, padding=0.01)
+        self.series.setYRange(0, 10.0, padding=0)
+        self._series_top = 10.0
         self.hist = pg.PlotWidget(title="histogram (ms)")
         self.hist.setLogMode(y=True)
+        self.hist.enableAutoRange(x=False, y=False)
+        self.hist.setYRange(np.log10(0.5), np.log10(2.0 * self.stats.window), padding=0)
+        self._hist_top = 0.0
         self.curves = {}
         self.hcurves = {}
         for s in ("grab", "track", "forces", "actuate", "send", "compute"):
             self.curves[s] = self.series.plot(pen=pg.mkPen(COLOURS[s], width=1), name=s)
-            self.hcurves[s] = self.hist.plot(pen=pg.mkPen(COLOURS[s], width=1.5), stepMode="center")
+            self.hcurves[s] = self.hist.plot(pen=pg.mkPen(COLOURS[s], width=1), stepMode="center")
         self.latency_curve = self.series.plot(pen=pg.mkPen((255, 255, 255), width=1, style=pg.QtCore.Qt.PenStyle.DotLine),
                                               name="lab latency", connect="finite")
+        for plot in (self.series, self.hist):
+            pi = plot.getPlotItem()
+            _cache_pictures(pi.titleLabel)
+            if pi.legend is not None:
+                _cache_pictures(pi.legend)
         self.alarm = QtWidgets.QLabel("")
         self.alarm.setWordWrap(True)
         self.alarms: dict[str, str] = {}
         self.watchdog_tripped = False
-        self.figures = QtWidgets.QPlainTextEdit(readOnly=True)  # no re-layout when the text changes
-        self.figures.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
-        self.figures.setLineWrapMode(QtWidgets.QPlainTextEdit.LineWrapMode.NoWrap)
+        self.figures = TextLines()  # repaints only itself when the figures change
         lay = QtWidgets.QHBoxLayout(self)
         plots = QtWidgets.QSplitter()
         plots.addWidget(self.series)
@@ -190,27 +264,58 @@ class DiagnosticsPanel(QtWidgets.QWidget):
                                      else "")
         return now
 
-    def redraw(self, series: bool = True, histogram: bool = True) -> None:
-        """Redraw the figures and the plots asked for (each plot costs a repaint: spread them)."""
+    def redraw(self, series: bool = True, histogram: bool = True, figures: bool = True) -> None:
+        """Check the alarms, and redraw the figures and the plots asked for (each plot costs a
+        repaint: the window spreads them over different display ticks)."""
         st = self.stats
         if not st.frames:
             self.figures.setPlainText("no frames yet")
             return
         self.check_alarms()
         if series:
-            n = self.series_frames
-            idx = np.asarray(st.index, dtype=float)[-n:]
-            for s, c in self.curves.items():
-                c.setData(idx, np.asarray(st.timings[s], dtype=float)[-n:])
-            lat = np.asarray(st.latency_series, dtype=float)[-n:]
-            self.latency_curve.setData(idx[-len(lat):] if len(lat) else [], lat)
+            self._redraw_series()
         if histogram:
-            hi = max(st.percentile("compute", 99), st.percentile("grab", 99), 1e-3) * 1.5
-            edges = np.linspace(0, hi, 41)
-            for s, c in self.hcurves.items():
-                a = np.asarray(st.timings[s], dtype=float)
-                h, _ = np.histogram(np.clip(a[np.isfinite(a)], 0, hi), edges)
-                c.setData(edges, h.astype(float) + 0.5)
+            self._redraw_histogram()
+        if figures:
+            self._redraw_figures()
+
+    def _redraw_series(self) -> None:
+        st = self.stats
+        n = self.series_frames
+        idx = np.asarray(st.index, dtype=float)[-n:]
+        if not len(idx):
+            return
+        x = idx - idx[-1]
+        top = 0.0
+        for s, c in self.curves.items():
+            y = np.asarray(st.timings[s], dtype=float)[-n:]
+            c.setData(x, y)
+            if np.isfinite(y).any():
+                top = max(top, float(np.nanmax(y)))
+        lat = np.asarray(st.latency_series, dtype=float)[-n:]
+        self.latency_curve.setData(x[-len(lat):] if len(lat) else [], lat)
+        if len(lat) and np.isfinite(lat).any():
+            top = max(top, float(np.nanmax(lat)))
+        want = nice_ceiling(1.05 * top)
+        if want > self._series_top or want < 0.2 * self._series_top:
+            self._series_top = want
+            self.series.setYRange(0, want, padding=0)
+
+    def _redraw_histogram(self) -> None:
+        st = self.stats
+        hi = nice_ceiling(max(st.percentile("compute", 99), st.percentile("grab", 99), 1e-3) * 1.5)
+        if hi > self._hist_top or hi < 0.2 * self._hist_top:
+            self._hist_top = hi
+            self.hist.setXRange(0, hi, padding=0.02)
+        hi = self._hist_top
+        edges = np.linspace(0, hi, 41)
+        for s, c in self.hcurves.items():
+            a = np.asarray(st.timings[s], dtype=float)
+            h, _ = np.histogram(np.clip(a[np.isfinite(a)], 0, hi), edges)
+            c.setData(edges, h.astype(float) + 0.5)
+
+    def _redraw_figures(self) -> None:
+        st = self.stats
         lat = np.asarray(st.latency_ms)
         lines = [
             f"frame rate      {st.frame_rate():7.1f} /s",
@@ -227,4 +332,4 @@ class DiagnosticsPanel(QtWidgets.QWidget):
             f"lab latency     {np.median(lat):7.2f} ms" if len(lat) else "lab latency         n/a",
         ]
         lines += [f"{k:<16}{v}" for k, v in self.extra.items()]
-        self.figures.setPlainText("\n".join(lines))
+        self.figures.set_lines(lines)

@@ -14,6 +14,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
+from cybloid.gui.imageitem import LevelsImageItem
+from cybloid.gui.sprites import PointSprites, marker_atlas, text_atlas
 from cybloid.record import FLAG_SATURATED, FrameRecord
 
 TRACK_LOST = 2
@@ -161,61 +163,26 @@ class TailBuffer:
         return a[:, 0], a[:, 1]
 
 
-class IdLabels(pg.GraphicsObject):
-    """Every particle's id as text next to it, drawn by one graphics item (not one item per label).
+class IdLabels(PointSprites):
+    """Every particle's id as text beside it, drawn in one call from pre-rendered labels.
 
-    The text keeps its size on screen: positions are mapped to device pixels in :meth:`paint`
-    and the texts drawn there without the view's scaling.
+    The text keeps its size on screen: each id is rendered once into an atlas
+    (:func:`cybloid.gui.sprites.text_atlas`) and drawn at the particle's position mapped to
+    device pixels, with its baseline's left end at the given point.
     """
 
     def __init__(self, colour=(255, 255, 0)) -> None:
-        super().__init__()
-        self._xy = np.zeros((0, 2))
-        self._texts: list[str] = []
-        self._cache: dict[int, str] = {}
-        self._rect = QtCore.QRectF()
-        self._pen = pg.mkPen(colour)
+        atlas = text_atlas(colour, max_chars=7)
+        super().__init__(atlas, offset_px=(0.5 * atlas.cell_w - 1.0, 0.5 * atlas.cell_h - atlas.baseline_px))
+
+    @property
+    def texts(self) -> list[str]:
+        """The labels drawn now."""
+        return [str(k) for k in self.keys]
 
     def set_labels(self, ids: np.ndarray, xy_um: np.ndarray, margin_um: float = 5.0) -> None:
         """Label ``ids`` at ``xy_um`` (N, 2) (the text's lower-left corner)."""
-        xy = np.asarray(xy_um, dtype=float).reshape(-1, 2)
-        ok = np.isfinite(xy).all(axis=1)
-        xy = xy[ok]
-        cache = self._cache
-        texts = []
-        for i in np.asarray(ids)[ok].tolist():
-            t = cache.get(i)
-            if t is None:
-                t = cache[i] = str(int(i))
-            texts.append(t)
-        self._xy, self._texts = xy, texts
-        if len(xy):
-            lo, hi = xy.min(axis=0) - margin_um, xy.max(axis=0) + margin_um
-            rect = QtCore.QRectF(lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1])
-        else:
-            rect = QtCore.QRectF()
-        if rect != self._rect:
-            self.prepareGeometryChange()
-            self._rect = rect
-        self.update()
-
-    def boundingRect(self) -> QtCore.QRectF:  # noqa: N802 (Qt API)
-        return self._rect
-
-    def paint(self, p, *args) -> None:
-        if not self._texts:
-            return
-        tr = p.transform()
-        x, y = self._xy[:, 0], self._xy[:, 1]
-        dx = tr.m11() * x + tr.m21() * y + tr.dx()
-        dy = tr.m12() * x + tr.m22() * y + tr.dy()
-        p.save()
-        p.resetTransform()
-        p.setPen(self._pen)
-        point = QtCore.QPointF
-        for u, v, t in zip(dx.tolist(), dy.tolist(), self._texts):
-            p.drawText(point(u, v), t)
-        p.restore()
+        self.set_points(xy_um, np.asarray(ids).reshape(-1).astype(np.int64).tolist(), margin_um)
 
 
 class ToolViewBox(pg.ViewBox):
@@ -286,7 +253,7 @@ class LiveView(QtWidgets.QWidget):
         self.scale_bar.setParentItem(self.vb)
         self.scale_bar.anchor((1, 1), (1, 1), offset=(-20, -20))
         self.vb.scene().sigMouseMoved.connect(self._mouse_moved)
-        self.image = pg.ImageItem(axisOrder="row-major")
+        self.image = LevelsImageItem(axisOrder="row-major")
         self.vb.addItem(self.image)
         self.hist = pg.HistogramLUTItem(image=self.image)
         self.glw.addItem(self.hist)
@@ -297,18 +264,22 @@ class LiveView(QtWidgets.QWidget):
 
         self.items: dict[str, Any] = {}
         self.items["potential"] = pg.PlotDataItem(pen=pg.mkPen((80, 200, 255), width=1), connect="finite")
-        self.centres = pg.ScatterPlotItem(symbol="+", size=14, pen=pg.mkPen((80, 200, 255), width=2), brush=None)
+        # point overlays: pre-rendered markers drawn in one call each (cybloid.gui.sprites)
+        self.centres = PointSprites(marker_atlas("+", 14, pg.mkPen((80, 200, 255), width=2)))
         self.items["tails"] = pg.PlotDataItem(pen=pg.mkPen((255, 200, 0, 150), width=1), connect="finite")
-        self.items["particles"] = pg.ScatterPlotItem(symbol="o", pen=pg.mkPen((0, 255, 0), width=1.5), brush=None)
+        self._particle_pen = pg.mkPen((0, 255, 0), width=1.5)
+        self._particle_px = 10
+        self.items["particles"] = PointSprites(marker_atlas("o", self._particle_px, self._particle_pen))
         self.items["forces"] = pg.PlotDataItem(pen=pg.mkPen((255, 80, 80), width=1), connect="pairs")
-        self.items["spots"] = pg.ScatterPlotItem(symbol="o", size=7, pen=None, brush=pg.mkBrush(255, 0, 255, 200))
-        self.items["flagged"] = pg.ScatterPlotItem(symbol="x", size=14, pen=pg.mkPen((255, 40, 40), width=2), brush=None)
+        self.items["spots"] = PointSprites(marker_atlas("o", 7, None, pg.mkBrush(255, 0, 255, 200)))
+        self.items["flagged"] = PointSprites(marker_atlas("x", 14, pg.mkPen((255, 40, 40), width=2)))
         for name in ("potential", "tails", "particles", "forces", "spots", "flagged"):
             self.vb.addItem(self.items[name])
         self.vb.addItem(self.centres)
         self.labels = IdLabels()
         self.vb.addItem(self.labels)
         self._rects: dict[str, Any] = {}
+        self._potential_key: tuple | None = None
 
         # controls
         self.checks: dict[str, QtWidgets.QCheckBox] = {}
@@ -483,10 +454,13 @@ class LiveView(QtWidgets.QWidget):
         pos = np.asarray(rec.positions_um, dtype=float).reshape(-1, 2)
         n = len(pos)
         checks = {k: cb.isChecked() for k, cb in self.checks.items()}
+        px_um = self.vb.viewPixelSize()[0] or 1.0
         if checks["particles"]:
-            px_um = self.vb.viewPixelSize()[0] or 1.0  # screen pixels are drawn at a fixed size: fast path
-            size = float(np.clip(1.2 * self.particle_diameter_um / px_um, 4, 200))
-            self.items["particles"].setData(pos[:, 0], pos[:, 1], size=size)
+            size = int(round(float(np.clip(1.2 * self.particle_diameter_um / px_um, 4, 200))))
+            if size != self._particle_px:  # the circle keeps the particle's size when zooming
+                self._particle_px = size
+                self.items["particles"].atlas = marker_atlas("o", size, self._particle_pen)
+            self.items["particles"].set_points(pos, margin_um=(0.5 * size + 3) * px_um)
         if checks["ids"]:
             self._draw_labels(rec.ids, pos)
         if checks["tails"]:
@@ -499,9 +473,9 @@ class LiveView(QtWidgets.QWidget):
                 seg = np.empty((2 * n, 2))
                 seg[0::2] = pos
                 seg[1::2] = ends
-                keep = np.repeat(np.hypot(f[:, 0], f[:, 1]) > 1e-9, 2)
+                keep = np.repeat((np.hypot(f[:, 0], f[:, 1]) > 1e-9) & np.isfinite(ends).all(axis=1) & np.isfinite(pos).all(axis=1), 2)
                 seg = seg[keep]
-                self.items["forces"].setData(seg[:, 0], seg[:, 1])
+                self.items["forces"].setData(seg[:, 0], seg[:, 1], skipFiniteCheck=True)
             else:
                 self.items["forces"].setData([], [])
         if checks["spots"]:
@@ -509,9 +483,9 @@ class LiveView(QtWidgets.QWidget):
             if spots is not None and len(spots) and self.steer_to_um is not None:
                 su = np.stack([spots.x_su, spots.y_su], axis=1).astype(float)
                 xy = self.steer_to_um(su)
-                self.items["spots"].setData(xy[:, 0], xy[:, 1])
+                self.items["spots"].set_points(xy, margin_um=8 * px_um)
             else:
-                self.items["spots"].setData([], [])
+                self.items["spots"].set_points(np.zeros((0, 2)))
         if checks["potential"]:
             cs, rings = [], []
             for term in terms:
@@ -519,20 +493,20 @@ class LiveView(QtWidgets.QWidget):
                 if len(c):
                     cs.append(c)
                 rings.extend(r)
-            if cs:
-                c = np.concatenate(cs)
-                self.centres.setData(c[:, 0], c[:, 1])
-            else:
-                self.centres.setData([], [])
-            x, y = _circles(rings)
-            self.items["potential"].setData(x, y)
+            c = np.concatenate(cs) if cs else np.zeros((0, 2))
+            key = (c.tobytes(), tuple((float(rc[0]), float(rc[1]), float(rr)) for rc, rr in rings), px_um)
+            if key != self._potential_key:  # the program changes rarely: redraw it only then
+                self._potential_key = key
+                self.centres.set_points(c, margin_um=12 * px_um)
+                x, y = _circles(rings)
+                self.items["potential"].setData(x, y)
         if checks["flagged"]:
             q = np.asarray(rec.quality).reshape(-1)
             bad = (q & (TRACK_LOST | TRACK_DOUBTFUL)) != 0 if len(q) == n else np.zeros(n, bool)
             sat = np.asarray(rec.saturation).reshape(-1)
             if len(sat) == n:
                 bad = bad | ((sat & 3) != 0)
-            self.items["flagged"].setData(pos[bad, 0], pos[bad, 1])
+            self.items["flagged"].set_points(pos[bad], margin_um=12 * px_um)
         self.frames_shown += 1
         self.last_index = rec.index
         lost = int(np.count_nonzero((np.asarray(rec.quality) & TRACK_LOST) != 0)) if n else 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import numpy as np
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from cybloid.record import FrameRecord
 
@@ -174,42 +174,59 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-class ParticleModel(QtCore.QAbstractTableModel):
-    """The rows as a table model: a refresh replaces the rows and signals one ``dataChanged``
-    (the view repaints only the rows it shows; no item objects per cell)."""
+class ParticleModel(QtGui.QStandardItemModel):
+    """The rows as a table model whose cells are C++ items updated in place.
+
+    A refresh sets the text of the existing cells (creating cells only for new rows) with the
+    model's signals blocked, then signals one ``dataChanged`` over the whole range: painting the
+    view calls no Python (a Python ``data()`` would be called per cell and per role, about a
+    thousand times per repaint).
+    """
 
     def __init__(self, parent=None) -> None:
-        super().__init__(parent)
+        super().__init__(0, len(COLUMNS), parent)
+        self.setHorizontalHeaderLabels(list(COLUMNS))
         self.rows: list[tuple] = []
+        self._cells: list[list[QtGui.QStandardItem]] = []
+        self._texts: list[list[str]] = []
 
-    def rowCount(self, parent=QtCore.QModelIndex()) -> int:  # noqa: N802 (Qt API)
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent=QtCore.QModelIndex()) -> int:  # noqa: N802 (Qt API)
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def data(self, index, role=QtCore.Qt.ItemDataRole.DisplayRole):
-        if role == QtCore.Qt.ItemDataRole.DisplayRole and index.isValid():
-            return _fmt(self.rows[index.row()][index.column()])
-        if role == QtCore.Qt.ItemDataRole.TextAlignmentRole and index.column() != 5:
-            return int(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
-        return None
-
-    def headerData(self, section, orientation, role=QtCore.Qt.ItemDataRole.DisplayRole):  # noqa: N802
-        if role == QtCore.Qt.ItemDataRole.DisplayRole and orientation == QtCore.Qt.Orientation.Horizontal:
-            return COLUMNS[section]
-        return None
+    def _new_row(self) -> list[QtGui.QStandardItem]:
+        right = QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter
+        cells = []
+        for c in range(len(COLUMNS)):
+            it = QtGui.QStandardItem("")
+            it.setEditable(False)
+            if c != 5:
+                it.setTextAlignment(right)
+            cells.append(it)
+        return cells
 
     def set_rows(self, rows: list[tuple]) -> None:
-        if len(rows) != len(self.rows):
-            self.beginResetModel()
-            self.rows = rows
-            self.endResetModel()
-        else:
-            self.rows = rows
-            if rows:
-                self.dataChanged.emit(self.index(0, 0), self.index(len(rows) - 1, len(COLUMNS) - 1),
-                                      [QtCore.Qt.ItemDataRole.DisplayRole])
+        n_old, n = len(self._cells), len(rows)
+        if n > n_old:
+            for _ in range(n - n_old):
+                cells = self._new_row()
+                self._cells.append(cells)
+                self._texts.append([""] * len(COLUMNS))
+                self.appendRow(cells)
+        elif n < n_old:
+            self.removeRows(n, n_old - n)
+            del self._cells[n:], self._texts[n:]
+        self.rows = rows
+        if not n:
+            return
+        blocked = self.blockSignals(True)
+        try:
+            for cells, old, row in zip(self._cells, self._texts, rows):
+                for c, v in enumerate(row):
+                    t = _fmt(v)
+                    if t != old[c]:
+                        old[c] = t
+                        cells[c].setText(t)
+        finally:
+            self.blockSignals(blocked)
+        self.dataChanged.emit(self.index(0, 0), self.index(n - 1, len(COLUMNS) - 1),
+                              [QtCore.Qt.ItemDataRole.DisplayRole])
 
 
 class ParticlePanel(QtWidgets.QWidget):
@@ -225,6 +242,7 @@ class ParticlePanel(QtWidgets.QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 4)
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setWordWrap(False)  # no text layout per cell and repaint
         self.summary = QtWidgets.QLineEdit("", readOnly=True, frame=False)  # no re-layout on each change
         lay = QtWidgets.QVBoxLayout(self)
         lay.addWidget(self.summary)

@@ -36,3 +36,18 @@ def hbox(*widgets: Any) -> Any:
     for w in widgets:
         lay.addWidget(w)
     return lay
+
+
+def nice_ceiling(value: float) -> float:
+    """The smallest of 1, 2, 5 x 10^k at or above ``value`` (> 0); 1.0 for anything else."""
+    import math
+
+    if not (value > 0 and math.isfinite(value)):
+        return 1.0
+    k = math.floor(math.log10(value))
+    for m in (1.0, 2.0, 5.0, 10.0):
+        v = m * 10.0 ** k
+        if v >= value * (1 - 1e-12):
+            return v
+    return 10.0 ** (k + 1)
+

@@ -1,9 +1,11 @@
 """The dashboard window: live view in the middle, panels in docks, log and status at the bottom.
 
-Two timers run in the GUI thread: the display timer (30 Hz) pulls the newest record and
-everything that arrived since the last tick, and a 10 ms probe measures the GUI thread's
-responsiveness (the longest gap between its ticks, shown in Diagnostics). Neither ever
-waits for the loop; protocol timing lives in the loop thread, never on a GUI timer.
+Two timers run in the GUI thread: the display timer (40 Hz) pulls everything that arrived since
+the last tick and, three ticks in four, draws the newest record in the live view (30 Hz); the
+fourth tick does one of the slower panels' jobs (see :meth:`MainWindow._on_timer`). A 10 ms
+probe measures the GUI thread's responsiveness (the longest gap between its ticks, shown in
+Diagnostics). Neither ever waits for the loop; protocol timing lives in the loop thread, never
+on a GUI timer.
 """
 
 from __future__ import annotations
@@ -245,9 +247,12 @@ class MainWindow(QtWidgets.QMainWindow):
             if state is not None:
                 self.restoreState(state)
 
+        # the live view at display_hz: three display ticks in four draw it, the fourth does a slower job
         self.timer = QtCore.QTimer(self)
-        self.timer.setInterval(max(1, int(round(1000.0 / display_hz))))
-        self.timer.timeout.connect(self.tick)
+        self.timer.setInterval(max(1, int(round(1000.0 / (display_hz * 4.0 / 3.0)))))
+        self.timer.timeout.connect(self._on_timer)
+        self._slow = -1
+        self._panel_rounds = 0
         self.stall = StallMeter(self)
 
     SHORTCUTS = {"Ctrl+Z": "undo the last force-program change", "F5": "start the loaded protocol",
@@ -422,17 +427,35 @@ class MainWindow(QtWidgets.QMainWindow):
             self.analysis.configure(lab.frame_period_s, lab.profile.fov_um, lab.profile.diffusion)
             self.analysis.clear()
 
-    def tick(self) -> None:
-        """One display refresh (GUI thread): pull, draw, and every few ticks the slower panels."""
+    SLOW_JOBS = ("panels", "table", "figures", "series", "analysis",
+                 "panels", "table", "figures", "histogram", "analysis")
+    """The slower panels' jobs, one per slow tick, in this order (each about 2 or 1 times a second)."""
+
+    def _on_timer(self) -> None:
+        """The display timer: three ticks in four draw the live view, the fourth does one slower job.
+
+        One job per tick keeps each stretch of GUI-thread work short: the live view, the particle
+        table, the diagnostics' figures and each of their plots are drawn (and repainted) on
+        different ticks, never all together.
+        """
         self._ticks += 1
         k = self._ticks
+        if k % 4:
+            self.tick()
+        else:
+            self._slow = (self._slow + 1) % len(self.SLOW_JOBS)
+            self.tick(live=False, job=self.SLOW_JOBS[self._slow])
+
+    def tick(self, live: bool = True, job: str | None = None) -> None:
+        """One display refresh (GUI thread): pull the records; draw the live view with the newest
+        (``live``), and do one slower ``job`` (one of :attr:`SLOW_JOBS`)."""
         try:
             if self.worker is not None:
                 self._sync_geometry()
                 recs = self.worker.drain()
                 rec = self.worker.latest
                 image = None
-                terms = list(self.worker.loop.program.terms.values())
+                terms = list(self.worker.loop.program.terms.values()) if live else []
             else:
                 src = self.replay
                 src.advance()
@@ -443,7 +466,7 @@ class MainWindow(QtWidgets.QMainWindow):
                     self.analysis.clear()
                 recs = src.drain()
                 rec = src.latest()
-                image = src.image(rec) if rec is not self._shown else None
+                image = src.image(rec) if (live and rec is not self._shown) else None
                 prog = src.program_at()
                 if prog is not self._replay_program:
                     from cybloid.gui.liveview import terms_from_description
@@ -458,38 +481,50 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.analysis.add(recs)
                 if self.particles is not None:
                     self.particles.add(recs)
-            if rec is not None and rec is not self._shown:
+            if live and rec is not None and rec is not self._shown:
                 self._shown = rec
                 self.live.show_record(rec, image=image, terms=terms)
-            if k % 16 == 0:
-                self.diagnostics.extra = {"GUI stall max": f"{self.stall.max_gap_ms:7.1f} ms",
-                                          "GUI gap p99": f"{self.stall.recent_percentile(99):7.1f} ms"}
-                if self.worker is not None:
-                    self.diagnostics.extra["feed overflow"] = f"{self.worker.feed_overflow:7d}"
-                    self.diagnostics.watchdog_tripped = bool(self.worker.loop.watchdog.tripped)
-                    cam_drop = getattr(self.worker.lab.camera, "dropped", None)
-                    if cam_drop is not None:
-                        self.diagnostics.extra["camera dropped"] = f"{cam_drop:7d}"
-                shown = self.diagnostics.isVisible()  # plots only while the tab is shown; alarms always
-                self.diagnostics.redraw(series=shown and k % 32 == 0, histogram=shown and k % 32 == 16)
-            elif k % 8 == 4:
-                for panel in (self.force, self.protocol, self.recording, self.hardware, self.camera):
-                    if panel is not None and (panel is not self.camera or k % 32 == 4):
-                        panel.refresh()
-                if self.particles is not None and self.particles.isVisible():
-                    self.particles.refresh(list(self.worker.loop.program.terms.items()))
-                if self.replay_bar is not None:
-                    self.replay_bar.refresh()
-                self._update_status()
-            elif self.replay_bar is not None and k % 2 == 0:
+            if live and self.replay_bar is not None and self._ticks % 2 == 0:
                 self.replay_bar.refresh()
             now = time.monotonic()
             if now - self._last_analysis > 1.0:
                 self._last_analysis = now
                 self.analysis.kick()
-            self.analysis.redraw()
+            if job is not None:
+                self._slow_job(job)
         except Exception:
             log.exception("dashboard display update failed")
+
+    def _slow_job(self, job: str) -> None:
+        diag_shown = self.diagnostics.isVisible()  # plots only while the tab is shown; alarms always
+        if job == "panels":
+            self._panel_rounds += 1
+            for panel in (self.force, self.protocol, self.recording, self.hardware, self.camera):
+                if panel is not None and (panel is not self.camera or self._panel_rounds % 2 == 0):
+                    panel.refresh()  # the camera tab once a second
+            if self.replay_bar is not None:
+                self.replay_bar.refresh()
+            self._update_status()
+        elif job == "table":
+            if self.particles is not None and self.particles.isVisible():
+                self.particles.refresh(list(self.worker.loop.program.terms.items()))
+        elif job == "figures":
+            self.diagnostics.extra = {"GUI stall max": f"{self.stall.max_gap_ms:7.1f} ms",
+                                      "GUI gap p99": f"{self.stall.recent_percentile(99):7.1f} ms"}
+            if self.worker is not None:
+                self.diagnostics.extra["feed overflow"] = f"{self.worker.feed_overflow:7d}"
+                self.diagnostics.watchdog_tripped = bool(self.worker.loop.watchdog.tripped)
+                cam_drop = getattr(self.worker.lab.camera, "dropped", None)
+                if cam_drop is not None:
+                    self.diagnostics.extra["camera dropped"] = f"{cam_drop:7d}"
+            self.diagnostics.redraw(series=False, histogram=False, figures=diag_shown)
+        elif job in ("series", "histogram"):
+            self.diagnostics.redraw(series=diag_shown and job == "series",
+                                    histogram=diag_shown and job == "histogram", figures=False)
+        elif job == "analysis":
+            self.analysis.redraw()
+        else:
+            raise ValueError(f"unknown display job {job!r}")
 
     def _update_status(self) -> None:
         if self.worker is None:

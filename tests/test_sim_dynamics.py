@@ -88,3 +88,41 @@ def test_lazily_rebuilt_lists_give_the_dynamics_of_complete_lists(periodic):
     d = np.hypot(d[..., 0], d[..., 1])
     np.fill_diagonal(d, np.inf)
     assert d.min() > 0.97 * 2.0
+
+
+def test_samples_taken_in_one_pass_equal_those_of_step_by_step_advances():
+    """SimWorld.advance_sampled (the camera's sub-exposure samples inside one integration call)
+    gives, bit for bit, what advancing to each sample tick and looking gives, with spot tables
+    applied before, at and between sample ticks, and a sample tick already past."""
+    from cybloid.profile import load_lab_profile
+    from cybloid.sim.world import SimWorld
+
+    prof = load_lab_profile().with_overrides({"particles.count": 40})
+    a = SimWorld(prof, seed=5)
+    b = SimWorld(prof, seed=5)
+    for w in (a, b):
+        w.laser_on = True
+        w.advance_to(10)
+        p = w.positions_fov_um()
+        w.schedule_spots(20, p[:15] + [1.0, 0.0], np.full(15, 0.05))  # at a sample tick
+        w.schedule_spots(27, p[5:25] - [0.0, 1.2], np.full(20, 0.04))  # between samples
+        w.schedule_spots(60, p[:3], np.full(3, 0.3))  # after the last sample, before the end
+    ticks = [8, 12, 20, 20, 33, 41]
+    got = a.advance_sampled(ticks, 70)
+    want = []
+    for t in ticks:
+        b.advance_to(t)
+        want.append((b.positions_fov_um(), b._spots_fov, b._share, bool(b.laser_on), b.power_frac))
+    b.advance_to(70)
+    assert a.tick == b.tick == 70
+    np.testing.assert_array_equal(a.pos_um, b.pos_um)
+    np.testing.assert_array_equal(a.spot_force_sum, b.spot_force_sum)
+    assert len(got) == len(want)
+    for g, x in zip(got, want):
+        np.testing.assert_array_equal(g[0], x[0])
+        np.testing.assert_array_equal(g[1], x[1])
+        np.testing.assert_array_equal(g[2], x[2])
+        assert g[3:] == x[3:]
+    # the table at tick 20 is in the samples taken at 20, the one at 27 from the sample at 33 on
+    assert len(got[1][2]) == 0 and len(got[2][2]) == 15 and len(got[4][2]) == 20
+    assert a.last_hold is not None and np.array_equal(a.last_hold["realised_pN"], b.last_hold["realised_pN"])

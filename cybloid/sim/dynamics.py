@@ -29,7 +29,11 @@ from cybloid.forcecurve import gradient_force_per_offset
 from cybloid.sim.pixels import _GOLDEN, mix64, zig_normal
 
 SKIN_UM = 0.5
-"""Verlet skin (um): lists are rebuilt when a particle has moved half of it."""
+"""Verlet skin (um): the pair list is rebuilt when a particle has moved half of it, the spot
+lists when one has moved all of it."""
+
+_NO_SNAPS = np.zeros(0, np.int64)
+_NO_SNAP_POS = np.zeros((0, 0, 2))
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _delta(pos, i, j, periodic, lx, ly):
@@ -126,7 +130,8 @@ def _moved_beyond(pos, ref, lim2, periodic, lx, ly):
 
 @numba.njit(cache=True, nogil=True)
 def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w, range_um, box, periodic,
-              diameter, hard_core, ext_force, ref, pi, pj, npairs, skin, spot_force_sum, so, sl, sref):
+              diameter, hard_core, ext_force, ref, pi, pj, npairs, skin, spot_force_sum, so, sl, sref,
+              snap_after=_NO_SNAPS, snaps=_NO_SNAP_POS):
     """Advance ``pos`` (N,2, um, in place) by ``nsteps`` steps starting at tick ``tick0``.
 
     ``spots`` (S,2) um and ``spot_f`` (S,) pN (share * power * F_max) are the laser during
@@ -136,7 +141,9 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
     ``so, sl, sref`` the spot lists of these spots (:func:`cybloid.cells.within_lists` CSR) and the
     positions they were built at (``so`` empty: none yet). ``spot_force_sum`` (N,2) pN
     accumulates the laser force on each particle, summed over steps (the realised force,
-    for diagnostics).
+    for diagnostics). ``snap_after`` (K,) int64, ascending in ``1..nsteps``: copy the positions
+    into ``snaps[k]`` (K,N,2) after ``snap_after[k]`` steps (the camera's sub-exposure samples,
+    taken inside one call instead of one call each).
 
     Each step moves every particle (:func:`_sweep`: the spot forces, the noise, the walls,
     and whether it has left its lists' validity), then pushes overlapping pairs apart in the
@@ -174,6 +181,7 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
             so, sl = within_lists(pos, spots, range_um + skin)
             sref = pos.copy()
     mdt = mobility * dt
+    ks = 0
     for step in range(nsteps):
         tkey = mix64(key + np.uint64(tick0 + step) * _GOLDEN)
         flags = _sweep(pos, tkey, amp, mdt, ext_force, has_ext, spots, spot_f, w, range_um, so, sl, with_spots,
@@ -204,7 +212,41 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
         if with_spots and flags & 2:
             so, sl = within_lists(pos, spots, range_um + skin)
             sref[:, :] = pos
+        while ks < snap_after.shape[0] and snap_after[ks] == step + 1:
+            snaps[ks, :, :] = pos
+            ks += 1
     return pi, pj, npairs, rebuilds, so, sl, sref
+
+
+@numba.njit(cache=True, nogil=True)
+def hold_start(spots, spot_f, pos, w, range_um):
+    """Targets of a new spot table and the force it exerts on each of them now.
+
+    A spot's target is the particle nearest to it within ``range_um`` (the actuator places
+    its one or two spots closer to their particle than to any other). ``spot_f`` (S,) pN is
+    each spot's full force (share * power * F_max); spots with none, or exactly on their
+    particle, have no target. Returns ``(targets, start_pN)``: the targets ascending, and the
+    summed force (T, 2) pN of their spots on them.
+    """
+    target, d = nearest_within(spots, pos, range_um)
+    n = pos.shape[0]
+    acc = np.zeros((n, 2))
+    hit = np.zeros(n, np.bool_)
+    for a in range(spots.shape[0]):
+        t = target[a]
+        if t < 0 or not d[a] > 0.0 or not spot_f[a] > 0.0:
+            continue
+        u = d[a] / w
+        mag = spot_f[a] * u * math.exp(0.5 - 0.5 * (u * u))
+        acc[t, 0] += (spots[a, 0] - pos[t, 0]) / d[a] * mag
+        acc[t, 1] += (spots[a, 1] - pos[t, 1]) / d[a] * mag
+        hit[t] = True
+    targets = np.nonzero(hit)[0]
+    start = np.empty((targets.shape[0], 2))
+    for k in range(targets.shape[0]):
+        start[k, 0] = acc[targets[k], 0]
+        start[k, 1] = acc[targets[k], 1]
+    return targets, start
 
 
 @numba.njit(cache=True, nogil=True)
@@ -251,7 +293,7 @@ def place_apart(cands, spacing, box, n_want, out, count):
 
 
 def warm_up_dynamics() -> None:
-    """Compile the kernels on tiny inputs."""
+    """Compile the kernels on tiny inputs (with the argument types the world passes)."""
     pos = np.array([[1.0, 1.0], [2.5, 1.0]])
     spots = np.array([[1.5, 1.0]])
     for periodic in (False, True):
@@ -259,7 +301,9 @@ def warm_up_dynamics() -> None:
         e = np.zeros(0, np.int64)
         integrate(pos, 2, 0, np.uint64(1), 1e-4, 1.0, 0.1, spots, np.ones(1), 1.0, 4.0,
                   np.array([0.0, 0.0, 10.0, 10.0]), periodic, 2.0, True, np.zeros((2, 2)), ref, e, e.copy(), -1,
-                  SKIN_UM, np.zeros((2, 2)), e.copy(), e.copy(), np.zeros((0, 2)))
-    nearest_within(spots, pos, 4.0)  # (from cybloid.cells; the world finds each spot's target with it)
+                  SKIN_UM, np.zeros((2, 2)), e.copy(), e.copy(), np.zeros((0, 2)), np.array([1], np.int64),
+                  np.zeros((1, 2, 2)))
+    hold_start(spots, np.ones(1), pos, 1.0, 4.0)
+    nearest_within(spots, pos, 4.0)  # (from cybloid.cells; the harmonic trap finds its centres with it)
     out = np.zeros((2, 2))
     place_apart(np.array([[1.0, 1.0], [5.0, 5.0]]), 2.0, np.array([0.0, 0.0, 10.0, 10.0]), 2, out, 0)

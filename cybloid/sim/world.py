@@ -18,7 +18,7 @@ import numpy as np
 
 from cybloid.errors import ProfileError
 from cybloid.profile import LabProfile
-from cybloid.sim.dynamics import SKIN_UM, integrate, nearest_within, place_apart
+from cybloid.sim.dynamics import SKIN_UM, hold_start, integrate, place_apart
 from cybloid.sim.pixels import frame_key
 
 _NO_INDEX = np.zeros(0, np.int64)
@@ -164,9 +164,12 @@ class SimWorld:
         return self._spots_fov.copy(), self._share.copy()
 
     # ------------------------------------------------------------------ dynamics
-    def _integrate(self, nsteps: int) -> None:
+    def _integrate(self, nsteps: int, snap_after: np.ndarray = _NO_INDEX) -> np.ndarray:
+        """Integrate ``nsteps`` steps with the table in force; returns the positions (K,N,2,
+        world um) after ``snap_after[k]`` steps (ascending, in ``1..nsteps``)."""
+        snaps = np.empty((len(snap_after), self.pos_um.shape[0], 2))
         if nsteps <= 0:
-            return
+            return snaps
         lp = self.profile.laser
         if self._ref is None or self._ref.shape != self.pos_um.shape:
             self._ref = self.pos_um.copy()
@@ -189,27 +192,64 @@ class SimWorld:
             lp.offset_at_max_um, lp.range_um, self.box_um, self.profile.arena.walls == "periodic",
             self.profile.particles.diameter_um, self.profile.simulation.hard_core, self.ext_force, self._ref,
             self._pairs[0], self._pairs[1], self._pairs[2], SKIN_UM, self.spot_force_sum, c[5], c[6], c[7],
+            snap_after, snaps,
         )
         self._spot_cache = c
         self._pairs = (pi, pj, cnt)
         self.list_rebuilds += rebuilds
         self.tick += nsteps
+        return snaps
 
     def advance_to(self, tick: int) -> None:
         """Integrate up to ``tick``, applying scheduled spot tables at their ticks."""
         with self._table_lock:
             self._advance_to(tick)
 
-    def _advance_to(self, tick: int) -> None:
-        while self.tick < tick:
+    def advance_sampled(self, sample_ticks, until: int) -> list[tuple]:
+        """Integrate up to ``until`` (or the last sample tick, if later), taking a sample at each
+        of ``sample_ticks`` (ascending) as the world passes it.
+
+        A sample is ``(positions_fov_um, spots_fov_um, share, laser_on, power_frac)``: the
+        positions at that tick and the spot table in force from it on (a table applied at that
+        very tick included), exactly what :meth:`advance_to` to the tick followed by a look
+        would give; ticks already past are sampled now. Samples between two spot tables come
+        out of one integration call (the camera's sub-exposure samples cost no extra calls).
+        """
+        ticks = [int(t) for t in sample_ticks]
+        if any(b < a for a, b in zip(ticks, ticks[1:])):
+            raise ValueError(f"advance_sampled: sample ticks must be ascending, got {ticks}")
+        with self._table_lock:
+            return self._advance_to(max([until, *ticks]), ticks)
+
+    def _advance_to(self, tick: int, samples: list[int] | None = None) -> list[tuple]:
+        out: list[tuple] = []
+        samples = samples or []
+        k = 0
+        while True:
             while self._pending and self._pending[0].tick <= self.tick:
                 self._apply(heapq.heappop(self._pending))
+            while k < len(samples) and samples[k] <= self.tick:
+                out.append(self._sample(self.pos_um))
+                k += 1
+            if self.tick >= tick:
+                return out
             nxt = tick
             if self._pending:
                 nxt = min(nxt, self._pending[0].tick)
-            self._integrate(nxt - self.tick)
-        while self._pending and self._pending[0].tick <= self.tick:
-            self._apply(heapq.heappop(self._pending))
+            # samples before the segment's end come from inside the call; one at its end is taken
+            # after the tables due then are applied (top of the loop)
+            m = k
+            while m < len(samples) and samples[m] < nxt:
+                m += 1
+            snaps = self._integrate(nxt - self.tick, np.array(samples[k:m], np.int64) - self.tick)
+            for p in snaps:
+                out.append(self._sample(p))
+            k = m
+
+    def _sample(self, pos_um: np.ndarray) -> tuple:
+        """A camera sample: positions (field of view um) and the laser state now (the spot
+        table arrays are replaced, never changed in place: references suffice)."""
+        return pos_um - self.stage_um, self._spots_fov, self._share, bool(self.laser_on), self.power_frac
 
     def _apply(self, p: _Pending) -> None:
         """Put a spot table in force (and close the previous table's hold)."""
@@ -227,16 +267,10 @@ class SimWorld:
         if not (self.laser_on and self.power_frac > 0 and len(self._share)):
             return
         spots = np.ascontiguousarray(self._spots_fov + self.stage_um)
-        target, d = nearest_within(spots, self.pos_um, lp.range_um)
-        ok = (target >= 0) & (d > 0) & (self._share > 0)
-        if not ok.any():
+        spot_f = np.ascontiguousarray(self._share * self.power_frac * lp.max_force_pN, dtype=float)
+        targets, start = hold_start(spots, spot_f, self.pos_um, lp.offset_at_max_um, lp.range_um)
+        if not len(targets):
             return
-        u = (spots[ok] - self.pos_um[target[ok]]) / d[ok][:, None]
-        w = lp.offset_at_max_um
-        mag = self._share[ok] * self.power_frac * lp.max_force_pN * (d[ok] / w) * np.exp(0.5 - 0.5 * (d[ok] / w) ** 2)
-        targets, inv = np.unique(target[ok], return_inverse=True)
-        start = np.zeros((len(targets), 2))
-        np.add.at(start, inv, u * mag[:, None])
         self._hold = {"tick": self.tick, "targets": targets, "start_pN": start,
                       "sum0": self.spot_force_sum[targets].copy()}
 

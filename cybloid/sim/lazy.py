@@ -20,7 +20,7 @@ import math
 import numba
 import numpy as np
 
-from cybloid.sim.pixels import BIN_PX, render_pending, request_rects, rects_rendered
+from cybloid.sim.pixels import BIN_PX, RENDERED, render_pending, render_rect, request_rects, rects_rendered
 
 
 @numba.njit(cache=True, nogil=True)
@@ -123,8 +123,20 @@ class LazyImage:
 
     def materialise(self) -> np.ndarray:
         """Render every pixel not rendered yet; returns the whole frame (``buffer``)."""
-        if not self.complete:
-            self.ensure(0, self.shape[0], 0, self.shape[1])
+        if self.complete:
+            return self.buffer
+        h, w = self.shape
+        if 2 * self.pixels_rendered > h * w:
+            self.ensure(0, h, 0, w)
+            return self.buffer
+        # most of the frame: the whole-frame kernel, which gives the same values to the pixels
+        # already rendered
+        if self._scene is None:
+            self._scene = self._cam.scene(self._layers)
+        render_rect(self.buffer, 0, h, 0, w, h, w, *self._scene, self.bin_px, self._key, *self._cam.noise_args())
+        self._state[:] = RENDERED
+        self._box[:, :2] = 0
+        self.pixels_rendered = h * w
         return self.buffer
 
     # ------------------------------------------------------------------ array protocol

@@ -334,13 +334,12 @@ def prepare_scene(height, width, lx, ly, lamp, lsig, lstart, bin_px):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _signal_block(buf, b, y0, y1, x0, x1, fp, off, prof, bin_start, bin_src):
-    """Mean signal of rows ``y0..y1-1``, columns ``x0..x1-1`` (inside bin ``b``) into the flat
-    ``buf`` (row-major, ``x1 - x0`` a row), from the bin's sources in scene order."""
+def _signal_block(buf, stride, col0, b, y0, y1, x0, x1, fp, off, prof, bin_start, bin_src):
+    """Add the mean signal of rows ``y0..y1-1``, columns ``x0..x1-1`` (inside bin ``b``) to the
+    flat ``buf``: pixel (j, i) at ``(j - y0) * stride + col0 + i - x0``, from the bin's sources
+    in scene order (``buf`` zeroed by the caller)."""
     # unsigned indices: no negative-index test in the inner loops
-    w = np.uint64(x1 - x0)
-    for p in range(np.uint64(y1 - y0) * w):
-        buf[p] = 0.0
+    w = np.uint64(stride)
     for q in range(bin_start[b], bin_start[b + 1]):
         k = bin_src[q]
         i0 = max(fp[k, 0], x0)
@@ -354,7 +353,7 @@ def _signal_block(buf, b, y0, y1, x0, x1, fp, off, prof, bin_start, bin_src):
         n = np.uint64(i1 - i0 + 1)
         for j in range(j0, j1 + 1):
             a = prof[gy + j]
-            rb = np.uint64(j - y0) * w + np.uint64(i0 - x0)
+            rb = np.uint64(j - y0) * w + np.uint64(col0 + i0 - x0)
             for i in range(n):
                 buf[rb + i] += a * prof[gx + i]
 
@@ -365,8 +364,8 @@ def _render_bin(out, out_y, out_x, state, use_state, b, y0, y1, x0, x1, width, f
     """Render and digitise rows ``y0..y1-1``, columns ``x0..x1-1`` of the frame (inside bin
     ``b``) into ``out[y - out_y, x - out_x]``; returns the number of pixels done."""
     n = x1 - x0
-    buf = np.empty((y1 - y0) * n, np.float32)
-    _signal_block(buf, b, y0, y1, x0, x1, fp, off, prof, bin_start, bin_src)
+    buf = np.zeros((y1 - y0) * n, np.float32)
+    _signal_block(buf, n, 0, b, y0, y1, x0, x1, fp, off, prof, bin_start, bin_src)
     read_var = read_e * read_e
     done = 0
     for j in range(y0, y1):
@@ -383,13 +382,22 @@ def render_rect(out, y0, y1, x0, x1, height, width, fp, off, prof, bin_start, bi
     """Render and digitise rows ``y0..y1-1`` and columns ``x0..x1-1`` of a ``height`` x
     ``width`` frame into ``out`` (uint16, that region's shape), bin by bin. The ``full`` tier's
     frame (or region of interest); pixel for pixel the same values as any other region."""
+    # a strip of whole rows at a time: each bin's sources add to the strip's signal, then each
+    # row is digitised in one pass
     nbx = (width + bin_px - 1) // bin_px
-    state = np.zeros((1, 1), np.uint8)
+    n = x1 - x0
+    buf = np.empty(bin_px * n, np.float32)
+    dummy = np.zeros(1, np.uint8)
+    read_var = read_e * read_e
     for by in range(y0 // bin_px, (y1 - 1) // bin_px + 1):
+        ya, yb = max(y0, by * bin_px), min(y1, (by + 1) * bin_px)
+        buf[:(yb - ya) * n] = 0.0
         for bx in range(x0 // bin_px, (x1 - 1) // bin_px + 1):
-            _render_bin(out, y0, x0, state, False, by * nbx + bx, max(y0, by * bin_px), min(y1, (by + 1) * bin_px),
-                        max(x0, bx * bin_px), min(x1, (bx + 1) * bin_px), width, fp, off, prof, bin_start, bin_src,
-                        key, background, read_e, gain, maxval, lut, thr, kmin)
+            xa, xb = max(x0, bx * bin_px), min(x1, (bx + 1) * bin_px)
+            _signal_block(buf, n, xa - x0, by * nbx + bx, ya, yb, xa, xb, fp, off, prof, bin_start, bin_src)
+        for j in range(ya, yb):
+            _digitise_row(buf[(j - ya) * n:(j - ya + 1) * n], out[j - y0], dummy, False, np.int64(j) * width + x0, n,
+                          key, background, read_e, read_var, gain, maxval, lut, thr, kmin)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -529,7 +537,8 @@ def signal_rect(img, y0, x0, height, width, fp, off, prof, bin_start, bin_src, b
         ya, yb = max(y0, by * bin_px), min(y1, (by + 1) * bin_px)
         for bx in range(x0 // bin_px, (x1 - 1) // bin_px + 1):
             xa, xb = max(x0, bx * bin_px), min(x1, (bx + 1) * bin_px)
-            _signal_block(buf, by * nbx + bx, ya, yb, xa, xb, fp, off, prof, bin_start, bin_src)
+            buf[:(yb - ya) * (xb - xa)] = 0.0
+            _signal_block(buf, xb - xa, 0, by * nbx + bx, ya, yb, xa, xb, fp, off, prof, bin_start, bin_src)
             img[ya - y0:yb - y0, xa - x0:xb - x0] = buf[:(yb - ya) * (xb - xa)].reshape((yb - ya, xb - xa))
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from cybloid import cells as C
 from cybloid.forcecurve import gradient_force_per_offset, gradient_force_pN
-from cybloid.sim.dynamics import integrate
+from cybloid.sim.dynamics import NO_SPOT_DATA, integrate
 
 
 @pytest.mark.parametrize("n, m, spread, cutoff", [(0, 5, 10.0, 1.0), (5, 0, 10.0, 1.0), (300, 200, 30.0, 2.5),
@@ -59,7 +59,7 @@ def _run(pos0, spots, spot_f, skin, nsteps, ext_pN, periodic=False):
     sfs = np.zeros_like(pos)
     box = np.array([0.0, 0.0, 40.0, 40.0])
     out = integrate(pos, nsteps, 0, np.uint64(12345), 2e-4, 60.0, 0.25, spots, spot_f, 1.0, 4.0, box, periodic,
-                    2.0, True, np.tile(ext_pN, (len(pos), 1)), pos.copy(), e, e.copy(), -1, skin, sfs, e.copy(), e.copy(),
+                    2.0, True, np.tile(ext_pN, (len(pos), 1)), pos.copy(), e, e.copy(), -1, skin, sfs, e.copy(), NO_SPOT_DATA,
                     np.zeros((0, 2)))
     return pos, sfs, out[3]
 

@@ -32,6 +32,8 @@ SKIN_UM = 0.5
 """Verlet skin (um): the pair list is rebuilt when a particle has moved half of it, the spot
 lists when one has moved all of it."""
 
+NO_SPOT_DATA = np.zeros((0, 3))
+"""Empty spot-list data (:func:`integrate`'s ``sd``): no lists built yet."""
 _NO_SNAPS = np.zeros(0, np.int64)
 _NO_SNAP_POS = np.zeros((0, 0, 2))
 
@@ -58,8 +60,8 @@ def _beyond(x, y, ref, i, lim2, periodic, lx, ly):
 
 
 @numba.njit(cache=True, nogil=True)
-def _sweep(pos, tkey, amp, mdt, ext_force, has_ext, spots, spot_f, w, range_um, so, sl, with_spots, spot_force_sum,
-           box, periodic, ref, half2, check_pairs, sref, skin2):
+def _sweep(pos, tkey, amp, mdt, ext_force, has_ext, w, range_um, so, sd, with_spots, spot_force_sum, box, periodic,
+           ref, half2, check_pairs, sref, skin2):
     """One Euler-Maruyama step of every particle: spot forces, thermal noise, walls.
 
     Returns the OR of the list flags of the new positions: 1 if a particle moved more than
@@ -84,11 +86,10 @@ def _sweep(pos, tkey, amp, mdt, ext_force, has_ext, spots, spot_f, w, range_um, 
             sx = 0.0
             sy = 0.0
             for q in range(so[i], so[i + 1]):
-                j = sl[q]
-                dx = spots[j, 0] - px
-                dy = spots[j, 1] - py
+                dx = sd[q, 0] - px
+                dy = sd[q, 1] - py
                 # F(d) d_vec / d without a square root; zero beyond the range
-                g = gradient_force_per_offset(dx * dx + dy * dy, spot_f[j], w, range_um)
+                g = gradient_force_per_offset(dx * dx + dy * dy, sd[q, 2], w, range_um)
                 sx += g * dx
                 sy += g * dy
             spot_force_sum[i, 0] += sx
@@ -120,6 +121,20 @@ def _sweep(pos, tkey, amp, mdt, ext_force, has_ext, spots, spot_f, w, range_um, 
 
 
 @numba.njit(cache=True, nogil=True)
+def _spot_lists(pos, spots, spot_f, cutoff):
+    """Each particle's spots closer than ``cutoff``: CSR offsets and the spots' (x, y, force)
+    in list order (see :func:`integrate`)."""
+    so, sl = within_lists(pos, spots, cutoff)
+    sd = np.empty((sl.shape[0], 3))
+    for q in range(sl.shape[0]):
+        j = sl[q]
+        sd[q, 0] = spots[j, 0]
+        sd[q, 1] = spots[j, 1]
+        sd[q, 2] = spot_f[j]
+    return so, sd
+
+
+@numba.njit(cache=True, nogil=True)
 def _moved_beyond(pos, ref, lim2, periodic, lx, ly):
     """Whether some particle has moved more than ``sqrt(lim2)`` from ``ref`` (stops at the first)."""
     for i in range(pos.shape[0]):
@@ -130,7 +145,7 @@ def _moved_beyond(pos, ref, lim2, periodic, lx, ly):
 
 @numba.njit(cache=True, nogil=True)
 def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w, range_um, box, periodic,
-              diameter, hard_core, ext_force, ref, pi, pj, npairs, skin, spot_force_sum, so, sl, sref,
+              diameter, hard_core, ext_force, ref, pi, pj, npairs, skin, spot_force_sum, so, sd, sref,
               snap_after=_NO_SNAPS, snaps=_NO_SNAP_POS):
     """Advance ``pos`` (N,2, um, in place) by ``nsteps`` steps starting at tick ``tick0``.
 
@@ -138,8 +153,10 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
     these steps; ``box`` = (xmin, ymin, xmax, ymax) um with reflecting or ``periodic``
     walls; ``ext_force`` (N,2) pN is an extra constant force. ``ref, pi, pj, npairs`` are
     the Verlet pair list and the positions it was built at (``npairs < 0``: none yet);
-    ``so, sl, sref`` the spot lists of these spots (:func:`cybloid.cells.within_lists` CSR) and the
-    positions they were built at (``so`` empty: none yet). ``spot_force_sum`` (N,2) pN
+    ``so, sd, sref`` the spot lists of these spots and the positions they were built at (``so``
+    empty: none yet): the entries of particle ``i`` are rows ``so[i]:so[i + 1]`` of ``sd``
+    (L, 3): x, y (um) and force (pN) of each spot in its list, copied in list order from
+    :func:`cybloid.cells.within_lists` so that a step reads them in sequence. ``spot_force_sum`` (N,2) pN
     accumulates the laser force on each particle, summed over steps (the realised force,
     for diagnostics). ``snap_after`` (K,) int64, ascending in ``1..nsteps``: copy the positions
     into ``snaps[k]`` (K,N,2) after ``snap_after[k]`` steps (the camera's sub-exposure samples,
@@ -153,7 +170,7 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
     lists at the whole skin (the spots stay put). The rebuild decisions depend only on the
     positions, so a run does not depend on how it is cut into calls.
 
-    Returns ``(pi, pj, npairs, rebuilds, so, sl, sref)``; ``ref`` is updated in place.
+    Returns ``(pi, pj, npairs, rebuilds, so, sd, sref)``; ``ref`` is updated in place.
     """
     n = pos.shape[0]
     ns = spots.shape[0]
@@ -178,14 +195,14 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
         rebuilds += 1
     if with_spots:
         if so.shape[0] != n + 1 or sref.shape[0] != n or _moved_beyond(pos, sref, skin2, periodic, lx, ly):
-            so, sl = within_lists(pos, spots, range_um + skin)
+            so, sd = _spot_lists(pos, spots, spot_f, range_um + skin)
             sref = pos.copy()
     mdt = mobility * dt
     ks = 0
     for step in range(nsteps):
         tkey = mix64(key + np.uint64(tick0 + step) * _GOLDEN)
-        flags = _sweep(pos, tkey, amp, mdt, ext_force, has_ext, spots, spot_f, w, range_um, so, sl, with_spots,
-                       spot_force_sum, box, periodic, ref, half2, pairs, sref, skin2)
+        flags = _sweep(pos, tkey, amp, mdt, ext_force, has_ext, w, range_um, so, sd, with_spots, spot_force_sum, box,
+                       periodic, ref, half2, pairs, sref, skin2)
         if pairs:
             for k in range(npairs):
                 i = pi[k]
@@ -210,12 +227,12 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
                 ref[:, :] = pos
                 rebuilds += 1
         if with_spots and flags & 2:
-            so, sl = within_lists(pos, spots, range_um + skin)
+            so, sd = _spot_lists(pos, spots, spot_f, range_um + skin)
             sref[:, :] = pos
         while ks < snap_after.shape[0] and snap_after[ks] == step + 1:
             snaps[ks, :, :] = pos
             ks += 1
-    return pi, pj, npairs, rebuilds, so, sl, sref
+    return pi, pj, npairs, rebuilds, so, sd, sref
 
 
 @numba.njit(cache=True, nogil=True)
@@ -301,7 +318,7 @@ def warm_up_dynamics() -> None:
         e = np.zeros(0, np.int64)
         integrate(pos, 2, 0, np.uint64(1), 1e-4, 1.0, 0.1, spots, np.ones(1), 1.0, 4.0,
                   np.array([0.0, 0.0, 10.0, 10.0]), periodic, 2.0, True, np.zeros((2, 2)), ref, e, e.copy(), -1,
-                  SKIN_UM, np.zeros((2, 2)), e.copy(), e.copy(), np.zeros((0, 2)), np.array([1], np.int64),
+                  SKIN_UM, np.zeros((2, 2)), e.copy(), NO_SPOT_DATA, np.zeros((0, 2)), np.array([1], np.int64),
                   np.zeros((1, 2, 2)))
     hold_start(spots, np.ones(1), pos, 1.0, 4.0)
     nearest_within(spots, pos, 4.0)  # (from cybloid.cells; the harmonic trap finds its centres with it)

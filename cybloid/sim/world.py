@@ -18,7 +18,7 @@ import numpy as np
 
 from cybloid.errors import ProfileError
 from cybloid.profile import LabProfile
-from cybloid.sim.dynamics import SKIN_UM, hold_start, integrate, place_apart
+from cybloid.sim.dynamics import NO_SPOT_DATA, SKIN_UM, hold_start, integrate, place_apart
 from cybloid.sim.pixels import frame_key
 
 _NO_INDEX = np.zeros(0, np.int64)
@@ -186,7 +186,7 @@ class SimWorld:
                 spots, spot_f = self._spots_fov + self.stage_um, self._share * self.power_frac * lp.max_force_pN
             else:
                 spots, spot_f = _NO_POS, _NO_FORCE
-            c = [self._spots_fov, self._share, key, spots, spot_f, _NO_INDEX, _NO_INDEX, _NO_POS]
+            c = [self._spots_fov, self._share, key, spots, spot_f, _NO_INDEX, NO_SPOT_DATA, _NO_POS]
         pi, pj, cnt, rebuilds, c[5], c[6], c[7] = integrate(
             self.pos_um, nsteps, self.tick, self._noise_key, self.dt_s, self.mobility, self.diffusion, c[3], c[4],
             lp.offset_at_max_um, lp.range_um, self.box_um, self.profile.arena.walls == "periodic",

@@ -29,3 +29,35 @@ def test_steady_path_is_bit_identical_to_the_general_path():
     lab.close()
     assert steady >= 30 and events >= 2  # both paths were exercised
     assert len(a) >= 20
+
+
+def test_steady_frame_median_counts_particles_predicted_just_beyond_the_edge():
+    """Regression: the field-motion median of :func:`steady_frame` takes every particle found in
+    both frames, also those predicted just beyond the image edge (which ``n_both`` does not count),
+    as the general path does; it once sized its buffer by ``n_both`` and wrote past its end (heap
+    corruption: the process aborted later)."""
+    from cybloid.tracking.fast import FastTracker
+    from cybloid.tracking.hotpath import STEADY, steady_frame
+
+    true_xy = np.array([[-0.6, 15.0], [-0.6, 40.0], [20.0, 20.0], [30.0, 30.0], [40.0, 45.0]])
+    yy, xx = np.mgrid[0:64, 0:64]
+    image = np.full((64, 64), 100.0)
+    for x, y in true_xy:
+        image += 1000.0 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5**2))
+    image = image.astype(np.float32)
+    tr = FastTracker(diameter_px=9, minmass=100.0, sigma_px=1.5, background=100.0, edge_watch=False,
+                     scan_frames=0)
+    tr.noise = 5.0
+    n = len(true_xy)
+    # the two outside particles (first, so a buffer of n_both = 3 would be filled by them) moved
+    # 0.3 px, the three inside ones 1 px: the median of all five is 1 px, of the first three 0.3
+    prev = true_xy - np.array([[0.3, 0.0]] * 2 + [[1.0, 0.0]] * 3)
+    xy, pred, amp = np.empty((n, 2)), np.empty((n, 2)), np.empty(n)
+    size, ecc, vis, st, mass = np.empty(n), np.empty(n), np.empty(n), np.empty(n, np.int8), np.empty(n, np.float32)
+    out = steady_frame(image, prev.copy(), np.full(n, 1000.0), np.zeros(n, np.int64), np.zeros(2),
+                       tr._steady_params(100.0 / tr._mass_per_amp, 0, 0), xy, pred, amp, size, ecc, vis, st, mass)
+    code, found, n_prev, n_both, med = out[0], out[1], out[3], out[4], out[5]
+    assert code == STEADY and found.all()
+    assert np.all(pred[:2, 0] < -0.5) and n_prev == n_both == 3  # two found particles predicted outside
+    assert np.allclose(xy, true_xy, atol=0.05)
+    assert med[0] == np.median(xy[:, 0] - pred[:, 0]) and abs(med[0] - 1.0) < 0.05

@@ -128,8 +128,11 @@ def steady_frame(image, xy_prev, amp_prev, missing, drift, par, xy, pred, amp, s
     found, newly, n_prev, n_both, mdx, mdy = assess(xy, pred, amp, st, missing, par[P_MIN_AMP], w, h)
     med = np.zeros(2)
     if n_both >= 3 and math.hypot(mdx, mdy) > 0.25 * par[P_DRIFT_PX]:
-        dx = np.empty(n_both)
-        dy = np.empty(n_both)
+        # every particle found in both frames, also one predicted just beyond the image edge (not
+        # in n_both, which counts predictions inside): as the general path's median; sized n, not
+        # n_both (that wrote past the end of dx and corrupted the heap: a later abort)
+        dx = np.empty(n)
+        dy = np.empty(n)
         q = 0
         for k in range(n):
             if found[k] and missing[k] == 0:

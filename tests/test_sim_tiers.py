@@ -48,6 +48,39 @@ def test_lazy_regions_and_frames_equal_full_bit_for_bit():
     assert not np.array_equal(other[0].image, full[0].image)
 
 
+def test_full_frame_is_the_same_in_two_threads_and_in_a_region_of_interest():
+    """The whole frame rendered in one thread, in two (CYBLOID_RENDER_THREADS=2), region by
+    region, and its mean signal against the sum of the sources' Gaussians."""
+    from cybloid.sim.pixels import BIN_PX, frame_key, render_frame, render_rect
+
+    lab = open_lab(seed=7, overrides={"camera.width_px": 200, "camera.height_px": 170, "particles.count": 15})
+    cam = lab.camera
+    cam.warm_up()
+    layers = []
+    cam._add_layers(layers, lab.world.positions_fov_um(), 0.5)
+    cam._add_layers(layers, lab.world.positions_fov_um() + [0.3, -0.2], 0.5)
+    scene, key, noise = cam.scene(layers), np.uint64(frame_key(7, 3)), cam.noise_args()
+    one = np.empty((170, 200), np.uint16)
+    two = np.empty((170, 200), np.uint16)
+    render_frame(one, 0, 170, 0, 200, 170, 200, scene, key, noise, 1)
+    render_frame(two, 0, 170, 0, 200, 170, 200, scene, key, noise, 2)
+    assert np.array_equal(one, two)
+    part = np.empty((61, 77), np.uint16)
+    render_rect(part, 50, 111, 33, 110, 170, 200, *scene, BIN_PX, key, *noise)
+    assert np.array_equal(part, one[50:111, 33:110])
+    # mean signal: each source a Gaussian of peak amp within ceil(4 sigma) of its pixel
+    img = cam.mean_signal(layers)
+    ref = np.zeros((170, 200))
+    jj, ii = np.mgrid[0:170, 0:200]
+    for xs, ys, amp, sigma in layers:
+        half = int(np.ceil(4 * sigma))
+        for x, y, a in zip(xs, ys, amp):
+            inside = (np.abs(ii - np.floor(x) - 0.5) <= half + 0.5) & (np.abs(jj - np.floor(y) - 0.5) <= half + 0.5)
+            ref += np.where(inside, a * np.exp(-((ii - x) ** 2 + (jj - y) ** 2) / (2 * sigma**2)), 0.0)
+    np.testing.assert_allclose(img, ref, rtol=1e-5, atol=1e-4)
+    lab.close()
+
+
 def test_lazy_loop_tracks_exactly_as_full_and_renders_less():
     def run(render):
         lab = open_lab(seed=2, overrides={"camera.render": render, "camera.width_px": 256, "camera.height_px": 256,

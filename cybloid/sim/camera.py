@@ -35,7 +35,8 @@ from cybloid.errors import CybloidError
 
 from cybloid.frame import Frame
 from cybloid.profile import LabProfile
-from cybloid.sim.pixels import BIN_PX, background_table, frame_key, prepare_scene, render_rect, signal_rect
+from cybloid.sim.pixels import (BIN_PX, background_table, frame_key, prepare_scene, render_frame, render_rect,
+                                 render_threads, signal_rect)
 from cybloid.sim.world import SimWorld
 
 
@@ -353,7 +354,7 @@ class SimCamera:
         scene = self.scene(layers)
         if roi is None:
             out = np.empty((H, W), np.uint16)
-            render_rect(out, 0, H, 0, W, H, W, *scene, BIN_PX, key, *self.noise_args())
+            render_frame(out, 0, H, 0, W, H, W, scene, key, self.noise_args(), render_threads())
             return out
         # only the ROI is exposed, noised and read out; the same pixels as the whole frame's
         x, y, w, h = roi

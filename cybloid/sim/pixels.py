@@ -566,6 +566,14 @@ def warm_up_pixels() -> None:
 _POOL: tuple[int, object] | None = None
 
 
+def render_threads() -> int:
+    """Threads that render one ``full`` frame: ``CYBLOID_RENDER_THREADS`` (1 or 2; default 1)."""
+    import os
+
+    v = os.environ.get("CYBLOID_RENDER_THREADS", "1")
+    return 2 if v.strip() == "2" else 1
+
+
 def _worker_pool():
     """A one-thread pool for the second half of a frame (recreated after a fork)."""
     global _POOL

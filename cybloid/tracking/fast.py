@@ -112,11 +112,10 @@ class FastTracker:
         keep the Gaussian-window position. Costs milliseconds per frame, not microseconds.
     """
 
-    steady_path = False
+    steady_path = True
     """True: track frames without an acquisition in one compiled call (:mod:`cybloid.tracking.hotpath`,
-    the same results, about 1.5-2x faster). Off by default for now: one full test run aborted
-    (SIGABRT inside this call) while the dashboard changed camera settings; until that is
-    understood the loop uses the general path."""
+    the same results, about 1.5-2x faster); False: always the general path (eight or so compiled
+    calls per frame)."""
 
     def __init__(self, diameter_px: int = 13, minmass: float | None = None, sigma_px: float | None = None,
                  reacquire_every: int = 500, memory: int = 5, max_step_px: float | None = None,
@@ -198,6 +197,8 @@ class FastTracker:
         self._started = False
         self._scan_row = 0  # first row of the next scan band
         self._par = np.zeros(N_PARAMS)
+        self._par_key: tuple | None = None
+        self._work: tuple | None = None
 
     @property
     def _mass_per_amp(self) -> float:
@@ -390,19 +391,17 @@ class FastTracker:
         n = len(self._ids)
         mpa = self._mass_per_amp
         min_amp = self.minmass / mpa
-        use_nb = self._missing == 0
         shifted = False
         cand = None
         if reason is None and n and self.steady_path:
             # no acquisition due: one compiled call does the whole frame unless it turns out unsteady
             r0, r1 = self._scan_band(h)
-            xy, pred, amp = np.empty((n, 2)), np.empty((n, 2)), np.empty(n)
-            size, ecc, vis = np.empty(n), np.empty(n), np.empty(n)
-            st, mass = np.empty(n, np.int8), np.empty(n, np.float32)
-            missing = self._missing.copy()  # the general path needs the old state if the frame is not steady
-            state_xy, state_amp = self._xy.copy(), self._amp.copy()
+            xy, pred, amp, size, ecc, vis, st = self._work_arrays(n)
+            mass = np.empty(n, np.float32)
+            # the state (self._xy, _amp, _missing) is written in place only for a steady frame: an
+            # unsteady one leaves it as the general path needs it
             code, found, newly_lost, n_prev, n_both, med, nbs, nbi, cand, flags = steady_frame(
-                image, state_xy, state_amp, missing, self._drift, self._steady_params(min_amp, r0, r1),
+                image, self._xy, self._amp, self._missing, self._drift, self._steady_params(min_amp, r0, r1),
                 xy, pred, amp, size, ecc, vis, st, mass)
             if code == STEADY:
                 self._since_acq += 1
@@ -410,15 +409,16 @@ class FastTracker:
                 d = self._drift + med
                 speed = math.hypot(d[0], d[1])
                 self._drift = d if self.drift_px < speed <= 4.0 * self.radius else np.zeros(2)
-                if missing.max(initial=0) > self.memory:  # identities to forget: the general ending
-                    return self._finish(xy, amp, mass, size, ecc, flags, found, pred)
-                self._xy, self._amp, self._missing = state_xy, state_amp, missing
+                if self._missing.max() > self.memory:  # identities to forget
+                    return self._finish(xy, amp, mass, size, ecc, flags, found, pred, missing=self._missing)
                 self.frames += 1
-                return Tracks(self._ids.copy(), state_xy.copy(), mass, flags, size.astype(np.float32),
+                return Tracks(self._ids.copy(), self._xy.copy(), mass, flags, size.astype(np.float32),
                               ecc.astype(np.float32))
             if code != CANDIDATES:
                 cand = None
+            use_nb = self._missing == 0
         else:
+            use_nb = self._missing == 0
             r0 = r1 = None
             pred = self._xy + self._drift if self._drift.any() else self._xy.copy()
             xy = pred.copy()
@@ -502,9 +502,26 @@ class FastTracker:
         """Pixel value (ADU) above which the edge watch and scan band look for new particles."""
         return self.background + max(6.0 * (self.noise or 0.0), 0.5 * min_amp)
 
+    def _work_arrays(self, n: int) -> tuple:
+        """Scratch outputs of :func:`cybloid.tracking.hotpath.steady_frame` for ``n`` particles,
+        reused from frame to frame (nothing of them outlives the frame: the tracks are copies)."""
+        w = self._work
+        if w is None or len(w[0]) != n:
+            w = self._work = (np.empty((n, 2)), np.empty((n, 2)), np.empty(n), np.empty(n), np.empty(n),
+                              np.empty(n), np.empty(n, np.int8))
+        return w
+
     def _steady_params(self, min_amp: float, r0: int, r1: int) -> np.ndarray:
-        """The settings vector of :func:`cybloid.tracking.hotpath.steady_frame`."""
+        """The settings vector of :func:`cybloid.tracking.hotpath.steady_frame` (recomputed when a
+        setting it depends on has changed, else only this frame's scan rows)."""
         p = self._par
+        key = (min_amp, self.sigma_px, self.background, self.noise, self._mass_ref, self.radius, self._max_step,
+               self.edge_watch, self.max_iter, self.tol_px, self.sweeps, self.outside_sigmas, self.drift_px,
+               self.shift_px, self.min_sep_px, self.size_range, self.max_ecc, self.max_mass_ratio)
+        if key == self._par_key:
+            p[P_R0], p[P_R1] = r0, r1
+            return p
+        self._par_key = key
         s = self.sigma_px
         p[P_SIGMA], p[P_RADIUS], p[P_BACKGROUND] = s, self.radius, self.background
         p[P_MAX_ITER], p[P_TOL], p[P_MAX_STEP] = self.max_iter, self.tol_px, self._max_step
@@ -580,9 +597,11 @@ class FastTracker:
             new = np.concatenate([new, np.ones(k, bool)])
         return xy, amp, size, ecc, vis, st, found, new
 
-    def _finish(self, xy, amp, mass, size, ecc, flags, found, pred) -> Tracks:
+    def _finish(self, xy, amp, mass, size, ecc, flags, found, pred, missing=None) -> Tracks:
+        """The frame's tracks and the next frame's state (``missing``: already counted for this frame)."""
         out_xy = np.where(found[:, None], xy, pred)
-        missing = np.where(found, 0, self._missing + 1)
+        if missing is None:
+            missing = np.where(found, 0, self._missing + 1)
         if missing.max(initial=0) > self.memory:
             keep = missing <= self.memory
             self._ids, out_xy, mass, flags = self._ids[keep], out_xy[keep], mass[keep], flags[keep]

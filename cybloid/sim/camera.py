@@ -79,12 +79,24 @@ class SimCamera:
 
     # timing in ticks
     def _frame_ticks(self, i: int) -> tuple[int, int, int]:
-        w = self.world
-        c = self.profile.camera
-        start = self._t0_ticks + w.ticks((i - self._i0) / c.fps)
-        end = start + max(1, int(round(c.exposure_s / w.dt)))
-        arrival = end + int(round(self.readout_s / w.dt))
-        return start, end, arrival
+        # kept per frame while the timing stays as it is (a frame's ticks are asked for ~6 times);
+        # the profile is frozen (replaced on every settings change), the ROI a tuple
+        p, w = self.profile, self.world
+        memo = self.__dict__.get("_ticks_memo")
+        if (memo is None or memo[0] is not p or memo[1] is not w or memo[2] != w.dt_s or memo[3] != self._i0
+                or memo[4] != self._t0_ticks or memo[5] != self.roi_px):
+            memo = self._ticks_memo = (p, w, w.dt_s, self._i0, self._t0_ticks, self.roi_px, {})
+        known = memo[6]
+        r = known.get(i)
+        if r is None:
+            c = p.camera
+            start = self._t0_ticks + w.ticks((i - self._i0) / c.fps)
+            end = start + max(1, int(round(c.exposure_s / w.dt)))
+            arrival = end + int(round(self.readout_s / w.dt))
+            if len(known) >= 64:
+                known.clear()
+            r = known[i] = (start, end, arrival)
+        return r
 
     def warm_up(self) -> None:
         """Compile the simulation's kernels (called by the loop before it starts)."""

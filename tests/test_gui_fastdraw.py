@@ -191,3 +191,56 @@ def test_display_timer_draws_live_three_ticks_in_four_and_cycles_the_slow_jobs(l
     assert list(jobs) == list(live.SLOW_JOBS)  # each slow tick did exactly one job, in order
     assert 0 < len(shown) <= 3 * len(live.SLOW_JOBS)
     assert shown == sorted(shown)  # always the newest record
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="per-thread nice is Linux only")
+def test_analysis_thread_runs_at_lower_priority_than_the_rest():
+    import os
+    import threading
+
+    from cybloid.gui.analysispanel import ANALYSIS_NICE, lower_thread_priority
+
+    main_before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen = []
+
+    def work():
+        tid = threading.get_native_id()
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        seen.append((lower_thread_priority(), before, os.getpriority(os.PRIO_PROCESS, tid)))
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    ok, before, after = seen[0]
+    assert ok and after == min(19, before + ANALYSIS_NICE)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before  # only that thread
+
+
+def test_changing_alarm_and_analysis_texts_do_not_re_lay_out_the_window(live, qtbot):
+    """A label whose text changes asks the whole main window (and its docks) for a new layout; the
+    alarm banner and the analysis line must not, while still showing the new text."""
+    live.timer.stop()  # only the texts set here change
+    layouts = []
+
+    class Count(QtCore.QObject):
+        def eventFilter(self, obj, ev):  # noqa: N802 (Qt API)
+            if ev.type() == QtCore.QEvent.Type.LayoutRequest:
+                layouts.append(obj)
+            return False
+
+    counter = Count()
+    live.installEventFilter(counter)
+    banner = live.diagnostics.alarm
+    banner.setText("dropped frames: 1 of 100 (1%)")  # the first alarm may make room for itself
+    qtbot.wait(50)
+    QtWidgets.QApplication.processEvents()
+    layouts.clear()
+    for k in range(2, 12):
+        banner.setText(f"dropped frames: {k} of {100 + k} ({k}%)")
+        live.analysis.label.setText(f"{500 + k} frames analysed")
+        QtWidgets.QApplication.processEvents()
+    assert banner.text() == "dropped frames: 11 of 111 (11%)"
+    assert live.analysis.label.text() == "511 frames analysed"
+    assert banner.height() >= banner.fontMetrics().lineSpacing()  # the text has room
+    assert layouts == []
+    live.removeEventFilter(counter)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import collections
 import logging
 import queue
+import sys
 import threading
 from typing import Any, Iterable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6 import QtWidgets
+from PySide6 import QtCore, QtWidgets
 
 from cybloid.record import FrameRecord
 
@@ -51,6 +52,29 @@ def compute_analysis(records: list[FrameRecord], frame_period_s: float, box_um: 
         out["psi6"] = mean_bond_order(last, 6)
     out["t"] = records[-1].t_exposure_mid
     return out
+
+
+ANALYSIS_NICE = 10
+"""How much lower (Linux nice steps) the analysis thread runs than the GUI and loop threads."""
+
+
+def lower_thread_priority(steps: int = ANALYSIS_NICE) -> bool:
+    """Lower the calling thread's scheduling priority (Linux: ``nice`` of this thread only).
+
+    The analysis is background work: on a busy machine it should get the CPU after the loop
+    thread and the GUI thread, not compete with them. Returns False where this is not possible.
+    """
+    import os
+
+    if not hasattr(os, "setpriority") or not sys.platform.startswith("linux"):
+        return False
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + int(steps)))
+        return True
+    except OSError as exc:
+        log.debug("analysis thread priority unchanged: %s", exc)
+        return False
 
 
 class AnalysisPanel(QtWidgets.QWidget):
@@ -98,7 +122,9 @@ class AnalysisPanel(QtWidgets.QWidget):
         self.psi_plot.setYRange(0, 1)
         self.psi4_curve = self.psi_plot.plot(pen=pg.mkPen((255, 140, 0), width=1.5), name="psi_4")
         self.psi6_curve = self.psi_plot.plot(pen=pg.mkPen((0, 220, 0), width=1.5), name="psi_6")
-        self.label = QtWidgets.QLabel(self.error or "collecting...")
+        # a line edit, not a label: a new text once a second must not re-lay out the window
+        self.label = QtWidgets.QLineEdit(self.error or "collecting...", readOnly=True, frame=False)
+        self.label.setFocusPolicy(QtCore.Qt.FocusPolicy.NoFocus)
         self.run_box = QtWidgets.QCheckBox("compute (once a second)")
         self.run_box.setChecked(True)
         self.run_box.toggled.connect(self._toggle)
@@ -146,6 +172,7 @@ class AnalysisPanel(QtWidgets.QWidget):
             self._busy.clear()
 
     def _work(self) -> None:
+        lower_thread_priority()
         while True:
             args = self._jobs.get()
             if args is None:

@@ -148,6 +148,7 @@ class TextLines(QtWidgets.QWidget):
         self._lines: list[str] = []
         self._hint = QtCore.QSize(200, 100)
         self.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Expanding)
+        self.setAttribute(QtCore.Qt.WidgetAttribute.WA_OpaquePaintEvent)  # paints its own background: no parent repaint
 
     def set_lines(self, lines: Iterable[str]) -> bool:
         """Show ``lines``; True if they changed."""
@@ -175,12 +176,80 @@ class TextLines(QtWidgets.QWidget):
 
     def paintEvent(self, event) -> None:  # noqa: N802 (Qt API)
         p = QtGui.QPainter(self)
+        p.fillRect(event.rect(), self.palette().color(QtGui.QPalette.ColorRole.Window))
         p.setPen(self.palette().color(QtGui.QPalette.ColorRole.WindowText))
         fm = self.fontMetrics()
         y, step = 4 + fm.ascent(), fm.lineSpacing()
         for line in self._lines:
             p.drawText(4, y, line)
             y += step
+        p.end()
+
+
+class AlarmBanner(QtWidgets.QWidget):
+    """The active alarms as word-wrapped white text on red (empty: nothing shown).
+
+    The messages carry counts that change with every check; a ``QLabel`` would ask the window for a
+    new layout at each change (the whole main window and its docks, several ms of the GUI thread).
+    This widget repaints itself and asks for a new size only when the text needs more lines than it
+    has room for, or when the alarms clear.
+    """
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._text = ""
+        self._height = 0
+        self.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Fixed)
+        self.setAttribute(QtCore.Qt.WidgetAttribute.WA_OpaquePaintEvent)  # paints its own background
+        font = self.font()
+        font.setBold(True)
+        self.setFont(font)
+
+    def text(self) -> str:
+        return self._text
+
+    def _needed_height(self, text: str) -> int:
+        if not text:
+            return 0
+        width = max(self.width(), 120) - 8
+        r = self.fontMetrics().boundingRect(QtCore.QRect(0, 0, width, 10_000),
+                                            int(QtCore.Qt.TextFlag.TextWordWrap), text)
+        return r.height() + 8
+
+    def setText(self, text: str) -> None:  # noqa: N802 (QLabel's name)
+        text = str(text)
+        if text == self._text:
+            return
+        self._text = text
+        need = self._needed_height(text)
+        if need > self._height or (not text and self._height):
+            self._height = need + (self.fontMetrics().lineSpacing() if text else 0)  # room for one more line
+            self.updateGeometry()
+        self.update()
+
+    def sizeHint(self) -> QtCore.QSize:  # noqa: N802 (Qt API)
+        return QtCore.QSize(200, self._height)
+
+    def minimumSizeHint(self) -> QtCore.QSize:  # noqa: N802 (Qt API)
+        return QtCore.QSize(50, self._height)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        super().resizeEvent(event)
+        if self._text and self._needed_height(self._text) > self._height:
+            self._height = self._needed_height(self._text)
+            self.updateGeometry()
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        p = QtGui.QPainter(self)
+        if not self._text:
+            p.fillRect(event.rect(), self.palette().color(QtGui.QPalette.ColorRole.Window))
+            p.end()
+            return
+        p.fillRect(self.rect(), QtGui.QColor(0xCC, 0, 0))
+        p.setPen(QtGui.QColor(255, 255, 255))
+        p.drawText(self.rect().adjusted(4, 4, -4, -4),
+                   int(QtCore.Qt.TextFlag.TextWordWrap) | int(QtCore.Qt.AlignmentFlag.AlignLeft)
+                   | int(QtCore.Qt.AlignmentFlag.AlignTop), self._text)
         p.end()
 
 
@@ -230,8 +299,7 @@ class DiagnosticsPanel(QtWidgets.QWidget):
             _cache_pictures(pi.titleLabel)
             if pi.legend is not None:
                 _cache_pictures(pi.legend)
-        self.alarm = QtWidgets.QLabel("")
-        self.alarm.setWordWrap(True)
+        self.alarm = AlarmBanner()
         self.alarms: dict[str, str] = {}
         self.watchdog_tripped = False
         self.figures = TextLines()  # repaints only itself when the figures change
@@ -260,8 +328,6 @@ class DiagnosticsPanel(QtWidgets.QWidget):
         if now != self.alarms:
             self.alarms = now
             self.alarm.setText("\n".join(now.values()))
-            self.alarm.setStyleSheet("background: #c00; color: white; font-weight: bold; padding: 3px" if now
-                                     else "")
         return now
 
     def redraw(self, series: bool = True, histogram: bool = True, figures: bool = True) -> None:

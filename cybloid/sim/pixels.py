@@ -177,30 +177,23 @@ def _lit_value(signal, hl, background, read_e, read_var, gain, maxval):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _digitise_row(sig, out, state, use_state, idx0, n, key, background, read_e, read_var, gain, maxval, lut, thr,
-                  kmin):
+def _digitise_row(sig, out, idx0, n, key, background, read_e, read_var, gain, maxval, lut, thr, kmin):
     """``n`` pixels of one row starting at frame pixel ``idx0`` (row-major index): ``sig[i]``
-    is the mean signal (e-), ``out[i]`` gets the value. With ``use_state`` only the pixels
-    whose ``state[i]`` is :data:`PENDING` are done (and marked :data:`RENDERED`). Returns the
-    number of pixels done.
+    is the mean signal (e-), ``out[i]`` gets the value.
 
     Pixel ``idx`` takes the low (even ``idx``) or high (odd) 32 bits of the hash of its pair
     counter ``idx >> 1``: background-only, they index the :class:`BackgroundTable` (the value
     ``kmin + k`` for ``thr[k-1] <= u < thr[k]``); a lit pixel hashes the pair's hash once more
-    (one salt per half) for 64 bits of its own."""
+    (one salt per half) for 64 bits of its own. :func:`render_pending` repeats these lines
+    (a shared inlined helper ran slower); ``tests/test_sim_tiers.py`` checks they agree."""
     h = np.uint64(0)
-    done = 0
     for i in range(n):
         idx = idx0 + i
         odd = idx & 1
-        if odd == 0 or i == 0:  # (hashed whether the pixel is wanted or not: a branch less)
+        if odd == 0 or i == 0:
             h = mix64(key + np.uint64(idx >> 1) * _GOLDEN)
-        if use_state:
-            if state[i] != PENDING:
-                continue
-            state[i] = RENDERED
         s = sig[i]
-        if s == 0.0:
+        if s == 0.0:  # background only: its 32-bit half indexes the table
             u = (h >> _S32) if odd else (h & _LO32)
             v = lut[u >> _LUT_SHIFT]
             if v < 0:  # the table cell straddles two values: search the thresholds
@@ -209,11 +202,9 @@ def _digitise_row(sig, out, state, use_state, idx0, n, key, background, read_e, 
                     k += 1
                 v = kmin + k
             out[i] = v
-        else:
-            hl = mix64(h + (_SALT1 if odd else _SALT0))
-            out[i] = _lit_value(s, hl, background, read_e, read_var, gain, maxval)
-        done += 1
-    return done
+        else:  # lit: the pair's hash hashed once more (one salt per half)
+            out[i] = _lit_value(s, mix64(h + (_SALT1 if odd else _SALT0)), background, read_e, read_var, gain,
+                                maxval)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -226,10 +217,9 @@ def digitise_region(img, y0, x0, width, key, background, read_e, gain, maxval, l
     any region gives the same pixels as the whole frame."""
     h, w = img.shape
     read_var = read_e * read_e
-    dummy = np.zeros(1, np.uint8)
     for j in range(h):
-        _digitise_row(img[j], out[j], dummy, False, np.int64(y0 + j) * width + x0, w, key, background, read_e,
-                      read_var, gain, maxval, lut, thr, kmin)
+        _digitise_row(img[j], out[j], np.int64(y0 + j) * width + x0, w, key, background, read_e, read_var, gain,
+                      maxval, lut, thr, kmin)
 
 
 # ---------------------------------------------------------------------- the scene of a frame
@@ -359,24 +349,6 @@ def _signal_block(buf, stride, col0, b, y0, y1, x0, x1, fp, off, prof, bin_start
 
 
 @numba.njit(cache=True, nogil=True)
-def _render_bin(out, out_y, out_x, state, use_state, b, y0, y1, x0, x1, width, fp, off, prof, bin_start, bin_src, key,
-                background, read_e, gain, maxval, lut, thr, kmin):
-    """Render and digitise rows ``y0..y1-1``, columns ``x0..x1-1`` of the frame (inside bin
-    ``b``) into ``out[y - out_y, x - out_x]``; returns the number of pixels done."""
-    n = x1 - x0
-    buf = np.zeros((y1 - y0) * n, np.float32)
-    _signal_block(buf, n, 0, b, y0, y1, x0, x1, fp, off, prof, bin_start, bin_src)
-    read_var = read_e * read_e
-    done = 0
-    for j in range(y0, y1):
-        st = state[j - out_y, x0 - out_x:x1 - out_x] if use_state else state[0]
-        done += _digitise_row(buf[(j - y0) * n:(j - y0 + 1) * n], out[j - out_y, x0 - out_x:x1 - out_x], st, use_state,
-                              np.int64(j) * width + x0, n, key, background, read_e, read_var, gain, maxval, lut, thr,
-                              kmin)
-    return done
-
-
-@numba.njit(cache=True, nogil=True)
 def render_rect(out, y0, y1, x0, x1, height, width, fp, off, prof, bin_start, bin_src, bin_px, key, background, read_e,
                 gain, maxval, lut, thr, kmin):
     """Render and digitise rows ``y0..y1-1`` and columns ``x0..x1-1`` of a ``height`` x
@@ -387,7 +359,6 @@ def render_rect(out, y0, y1, x0, x1, height, width, fp, off, prof, bin_start, bi
     nbx = (width + bin_px - 1) // bin_px
     n = x1 - x0
     buf = np.empty(bin_px * n, np.float32)
-    dummy = np.zeros(1, np.uint8)
     read_var = read_e * read_e
     for by in range(y0 // bin_px, (y1 - 1) // bin_px + 1):
         ya, yb = max(y0, by * bin_px), min(y1, (by + 1) * bin_px)
@@ -396,8 +367,8 @@ def render_rect(out, y0, y1, x0, x1, height, width, fp, off, prof, bin_start, bi
             xa, xb = max(x0, bx * bin_px), min(x1, (bx + 1) * bin_px)
             _signal_block(buf, n, xa - x0, by * nbx + bx, ya, yb, xa, xb, fp, off, prof, bin_start, bin_src)
         for j in range(ya, yb):
-            _digitise_row(buf[(j - ya) * n:(j - ya + 1) * n], out[j - y0], dummy, False, np.int64(j) * width + x0, n,
-                          key, background, read_e, read_var, gain, maxval, lut, thr, kmin)
+            _digitise_row(buf[(j - ya) * n:(j - ya + 1) * n], out[j - y0], np.int64(j) * width + x0, n, key,
+                          background, read_e, read_var, gain, maxval, lut, thr, kmin)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -407,17 +378,50 @@ def render_pending(out, state, box, fp, off, prof, bin_start, bin_src, bin_px, k
 
     ``state`` (uint8, the frame's shape) marks each pixel; ``box`` (nbins, 4: y0, y1, x0, x1)
     bounds each bin's pending pixels (empty: ``y1 <= y0``) and is emptied. Returns the number
-    of pixels rendered."""
+    of pixels rendered. Every pixel gets the value :func:`render_rect` gives it."""
     height, width = out.shape
-    nbx = (width + bin_px - 1) // bin_px
+    flat_out = out.reshape(height * width)
+    flat_state = state.reshape(height * width)
+    read_var = read_e * read_e
+    buf = np.empty(bin_px * bin_px, np.float32)
     done = 0
     for b in range(box.shape[0]):
         if box[b, 1] <= box[b, 0]:
             continue
         y0, y1, x0, x1 = box[b, 0], box[b, 1], box[b, 2], box[b, 3]
         box[b, 0], box[b, 1] = 0, 0
-        done += _render_bin(out, 0, 0, state, True, b, y0, y1, x0, x1, width, fp, off, prof, bin_start, bin_src, key,
-                            background, read_e, gain, maxval, lut, thr, kmin)
+        n = x1 - x0
+        buf[:(y1 - y0) * n] = 0.0
+        _signal_block(buf, n, 0, b, y0, y1, x0, x1, fp, off, prof, bin_start, bin_src)
+        for j in range(y0, y1):
+            base = j * width
+            sb = (j - y0) * n - x0
+            h = np.uint64(0)
+            have = -1
+            for i in range(x0, x1):
+                idx = base + i
+                if flat_state[idx] != PENDING:
+                    continue
+                flat_state[idx] = RENDERED
+                c = idx >> 1
+                if c != have:
+                    h = mix64(key + np.uint64(c) * _GOLDEN)
+                    have = c
+                odd = idx & 1
+                s = buf[sb + i]
+                if s == 0.0:  # as in _digitise_row
+                    u = (h >> _S32) if odd else (h & _LO32)
+                    v = lut[u >> _LUT_SHIFT]
+                    if v < 0:
+                        k = -v - 1
+                        while thr[k] <= np.int64(u):
+                            k += 1
+                        v = kmin + k
+                    flat_out[idx] = v
+                else:
+                    flat_out[idx] = _lit_value(s, mix64(h + (_SALT1 if odd else _SALT0)), background, read_e,
+                                               read_var, gain, maxval)
+                done += 1
     return done
 
 

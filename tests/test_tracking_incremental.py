@@ -88,3 +88,25 @@ def test_scan_band_covers_every_row_once_per_period():
     assert t._scan_band(100)[0] == 0  # the band starts again at the top
     with pytest.raises(ValueError, match="scan_frames"):
         FastTracker(diameter_px=9, scan_frames=-1)
+
+
+@pytest.mark.parametrize("steady", [True, False])
+def test_background_jump_is_remeasured_not_tracked_as_new_particles(steady):
+    """A camera's gain rising fourfold lifts the whole background above the edge watch's threshold:
+    the flooded edge watch adds nothing, the next frame measures the background again, and the
+    same six particles keep their identities (no identities for noise maxima)."""
+    rng = np.random.default_rng(4)
+    xy = np.array([[20.0, 20.0], [60.0, 25.0], [120.0, 30.0], [30.0, 100.0], [90.0, 95.0], [140.0, 105.0]])
+    amp = np.full(len(xy), 600.0)
+    tr = FastTracker(diameter_px=9, minmass=2000.0, sigma_px=SIGMA)
+    tr.steady_path = steady
+    for i in range(30):
+        gain = 4.0 if i >= 10 else 1.0
+        img = np.clip(frame(xy + rng.normal(0.0, 0.3, xy.shape), amp, rng).astype(float) * gain, 0, 65535)
+        tracks = tr.update(img.astype(np.uint16), i)
+        if i == 10:
+            assert tr._background_suspect and len(tracks) == 6  # flooded: nothing added
+        if i == 11:
+            assert tr.last_acquisition == "schedule" and abs(tr.background - 400.0) < 20.0
+    found = (tracks.flags & FLAG_LOST) == 0
+    assert found.sum() == 6 and tr._next_id == 6 and sorted(tracks.ids[found]) == list(range(6))

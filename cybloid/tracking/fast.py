@@ -50,6 +50,12 @@ from cybloid.tracking.refine import (ST_OK, assess, close_pairs, edge_candidates
                                      neighbour_lists, refine_gauss)
 
 
+_MAX_CANDIDATES = 64
+"""Most candidates the edge watch and scan band return per frame; that many in one frame means
+the background has moved (a camera's gain or exposure changed) or a crowd appeared: none is
+added, and the next frame measures the background again with a full acquisition."""
+
+
 def estimate_background(image: np.ndarray) -> tuple[float, float]:
     """Uniform background and its noise (ADU): sigma-clipped median and MAD of a subsample."""
     sub = np.asarray(image[::2, ::2], dtype=np.float32).ravel()
@@ -198,6 +204,7 @@ class FastTracker:
         self._scan_row = 0  # first row of the next scan band
         self._par = np.zeros(N_PARAMS)
         self._par_key: tuple | None = None
+        self._background_suspect = False
         self._work: tuple | None = None
 
     @property
@@ -384,8 +391,11 @@ class FastTracker:
             if not self._started:
                 self.frames += 1
                 return Tracks.empty()
-        elif self.reacquire_every and self._since_acq >= self.reacquire_every:
+        elif (self.reacquire_every and self._since_acq >= self.reacquire_every) or self._background_suspect:
+            # scheduled, or the last frame's edge watch and scan band were flooded with candidates (the
+            # background rose: a camera's gain or exposure changed)
             reason = "schedule"
+            self._background_suspect = False
             if self.fixed_background is None:
                 self.background, self.noise = estimate_background(image)
         n = len(self._ids)
@@ -416,6 +426,9 @@ class FastTracker:
                               ecc.astype(np.float32))
             if code != CANDIDATES:
                 cand = None
+            elif len(cand) >= _MAX_CANDIDATES:  # flooded: none added, the next frame acquires
+                self._background_suspect = True
+                cand = np.zeros((0, 2))
             use_nb = self._missing == 0
         else:
             use_nb = self._missing == 0
@@ -437,6 +450,10 @@ class FastTracker:
             if det is None and reason == "lost":
                 det = self._locate_near(image, pred[newly_lost])
             elif det is None:
+                if reason == "shift" and self.fixed_background is None:
+                    # most particles lost at once: the stage moved, or the background changed (a
+                    # camera setting): measure it again before refining from shifted predictions
+                    self.background, self.noise = estimate_background(image)
                 det = self._locate(image)
             if self.last_local is None:
                 self._since_acq = 0
@@ -463,8 +480,11 @@ class FastTracker:
             # trackpy ignores features within its margin of the edge: watch the border band; and
             # search one band of rows for particles appearing inside the image
             cover = xy if det is None or len(det) == 0 else np.concatenate([xy, det])
-            cand = edge_candidates(image, band, self._edge_threshold(min_amp), cover, self.radius, 64, r0, r1)
-            if len(cand):
+            cand = edge_candidates(image, band, self._edge_threshold(min_amp), cover, self.radius, _MAX_CANDIDATES,
+                                   r0, r1)
+            if len(cand) >= _MAX_CANDIDATES:  # flooded: none added, the next frame acquires
+                self._background_suspect = True
+            elif len(cand):
                 det = cand if det is None or len(det) == 0 else np.concatenate([det, cand])
         self.last_acquisition = reason
         # two windows on one particle: the one that moved least keeps it
@@ -529,7 +549,7 @@ class FastTracker:
         p[P_SWEEPS], p[P_CLOSE], p[P_MIN_AMP] = self.sweeps, 4.5 * s, min_amp
         p[P_DRIFT_PX], p[P_SHIFT_PX] = self.drift_px, self.shift_px
         p[P_BAND] = int(math.ceil(self.radius)) if self.edge_watch else 0
-        p[P_THRESHOLD], p[P_R0], p[P_R1], p[P_MAX_OUT] = self._edge_threshold(min_amp), r0, r1, 64
+        p[P_THRESHOLD], p[P_R0], p[P_R1], p[P_MAX_OUT] = self._edge_threshold(min_amp), r0, r1, _MAX_CANDIDATES
         p[P_MIN_SEP], p[P_MASS_PER_AMP] = self.min_sep_px, self._mass_per_amp
         p[P_SIZE_LO], p[P_SIZE_HI] = self.size_range[0] * s, self.size_range[1] * s
         p[P_MAX_ECC], p[P_JUMP] = self.max_ecc, 0.8 * self._max_step

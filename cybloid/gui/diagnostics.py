@@ -290,10 +290,15 @@ class DiagnosticsPanel(QtWidgets.QWidget):
         self.curves = {}
         self.hcurves = {}
         for s in ("grab", "track", "forces", "actuate", "send", "compute"):
-            self.curves[s] = self.series.plot(pen=pg.mkPen(COLOURS[s], width=1), name=s)
-            self.hcurves[s] = self.hist.plot(pen=pg.mkPen(COLOURS[s], width=1), stepMode="center")
-        self.latency_curve = self.series.plot(pen=pg.mkPen((255, 255, 255), width=1, style=pg.QtCore.Qt.PenStyle.DotLine),
+            # plain curve items (not PlotDataItem: its per-setData processing costs about 1 ms a curve)
+            self.curves[s] = pg.PlotCurveItem(pen=pg.mkPen(COLOURS[s], width=1), name=s, connect="finite")
+            self.series.addItem(self.curves[s])
+            self.hcurves[s] = pg.PlotCurveItem(np.zeros(1), np.zeros(0), pen=pg.mkPen(COLOURS[s], width=1),
+                                               stepMode="center")
+            self.hist.addItem(self.hcurves[s])  # y is given as log10(count): the plot's y axis is logarithmic
+        self.latency_curve = pg.PlotCurveItem(pen=pg.mkPen((255, 255, 255), width=1, style=QtCore.Qt.PenStyle.DotLine),
                                               name="lab latency", connect="finite")
+        self.series.addItem(self.latency_curve)
         for plot in (self.series, self.hist):
             pi = plot.getPlotItem()
             _cache_pictures(pi.titleLabel)
@@ -359,7 +364,7 @@ class DiagnosticsPanel(QtWidgets.QWidget):
             if np.isfinite(y).any():
                 top = max(top, float(np.nanmax(y)))
         lat = np.asarray(st.latency_series, dtype=float)[-n:]
-        self.latency_curve.setData(x[-len(lat):] if len(lat) else [], lat)
+        self.latency_curve.setData(x[-len(lat):] if len(lat) else np.zeros(0), lat)
         if len(lat) and np.isfinite(lat).any():
             top = max(top, float(np.nanmax(lat)))
         want = nice_ceiling(1.05 * top)
@@ -378,7 +383,7 @@ class DiagnosticsPanel(QtWidgets.QWidget):
         for s, c in self.hcurves.items():
             a = np.asarray(st.timings[s], dtype=float)
             h, _ = np.histogram(np.clip(a[np.isfinite(a)], 0, hi), edges)
-            c.setData(edges, h.astype(float) + 0.5)
+            c.setData(edges, np.log10(h.astype(float) + 0.5))
 
     def _redraw_figures(self) -> None:
         st = self.stats

@@ -101,6 +101,39 @@ def test_lazy_loop_tracks_exactly_as_full_and_renders_less():
         np.testing.assert_array_equal(a.positions_um, b.positions_um)
 
 
+def test_lazy_tracker_renders_the_scan_band_before_the_tracker_reads_it():
+    """The rows the tracker's rotating scan reads for new particles (and one more each side for
+    its local-maximum test) are rendered before it reads them, frame after frame, and the
+    tracks are those of ``full``."""
+    from cybloid.sim.lazy import LazyFrameTracker
+    from cybloid.tracking.fast import FastTracker
+
+    def run(render):
+        lab = open_lab(seed=3, overrides={"camera.render": render, "camera.width_px": 200, "camera.height_px": 200,
+                                          "particles.count": 3},
+                       initial_positions_um=np.array([[8.0, 8.0], [30.0, 10.0], [20.0, 20.0]]))
+        tr = FastTracker.for_profile(lab.profile, scan_frames=4)
+        tr = LazyFrameTracker(tr) if render == "lazy" else tr
+        found, bands = [], 0
+        for f in range(12):
+            frame = lab.camera.grab()
+            if render == "lazy" and tr._started:
+                r0, r1 = tr._scan_rows(200)
+            tracks = tr.update(frame.image, f)
+            if render == "lazy" and f >= 1:
+                assert not frame.image.complete
+                assert (frame.image._state[max(r0 - 1, 0):min(r1 + 1, 200)] == 2).all()
+                bands += 1
+            found.append(tracks.xy_px.copy())
+        lab.close()
+        return found, bands
+
+    (full, _), (lazy, bands) = run("full"), run("lazy")
+    assert bands == 11
+    for a, b in zip(full, lazy):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_counter_based_pixels_follow_the_camera_noise_model():
     """Background-only pixels (table) and lit pixels (Poisson below 30 e-, normal limit above)."""
     from cybloid.sim.pixels import background_table, digitise_region, frame_key

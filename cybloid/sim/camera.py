@@ -6,7 +6,7 @@ Three rendering tiers (lab profile key ``camera.render``):
     Every pixel of every frame.
 ``lazy``
     The frame is a :class:`~cybloid.sim.lazy.LazyImage`: pixels are generated only where they
-    are read (the tracker's windows and border band; a full-frame detection, the recorder or
+    are read (the tracker's windows, border band and scan band; a full-frame detection, the recorder or
     the dashboard materialises the whole frame and pays for it). Pixel noise comes from a
     counter-based generator keyed by (seed, frame, pixel) (:mod:`cybloid.sim.pixels`), so
     any region, and the whole frame, is bit-identical to the ``full`` tier's for the same seed.

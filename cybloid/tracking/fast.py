@@ -427,7 +427,7 @@ class FastTracker:
             if code != CANDIDATES:
                 cand = None
             elif len(cand) >= _MAX_CANDIDATES:  # flooded: none added, the next frame acquires
-                self._background_suspect = True
+                self._flooded()
                 cand = np.zeros((0, 2))
             use_nb = self._missing == 0
         else:
@@ -483,7 +483,7 @@ class FastTracker:
             cand = edge_candidates(image, band, self._edge_threshold(min_amp), cover, self.radius, _MAX_CANDIDATES,
                                    r0, r1)
             if len(cand) >= _MAX_CANDIDATES:  # flooded: none added, the next frame acquires
-                self._background_suspect = True
+                self._flooded()
             elif len(cand):
                 det = cand if det is None or len(det) == 0 else np.concatenate([det, cand])
         self.last_acquisition = reason
@@ -517,6 +517,22 @@ class FastTracker:
         flags = make_flags(xy, pred, found, new, size, ecc, vis, mass, self.size_range[0] * s, self.size_range[1] * s,
                            self.max_ecc, 0.8 * self._max_step, max_mass, shifted, nbs, nbi, float(self.diameter_px))
         return self._finish(xy, amp, mass, size, ecc, flags, found, pred)
+
+    def _flooded(self) -> None:
+        """The edge watch and scan band returned their maximum: measure the background again with
+        a full acquisition on the next frame (as a scheduled one, so that a wrapper that renders
+        only the pixels the tracker reads, :class:`cybloid.sim.lazy.LazyFrameTracker`, renders the
+        whole frame for it)."""
+        self._background_suspect = True
+        if self.reacquire_every:
+            self._since_acq = max(self._since_acq, self.reacquire_every)
+
+    @property
+    def acquisition_due(self) -> bool:
+        """True when the next frame starts with a full-frame acquisition (first frame, schedule,
+        or a background to measure again): it reads every pixel."""
+        return (not self._started or bool(self.reacquire_every and self._since_acq >= self.reacquire_every)
+                or self._background_suspect or self.background is None)
 
     def _edge_threshold(self, min_amp: float) -> float:
         """Pixel value (ADU) above which the edge watch and scan band look for new particles."""

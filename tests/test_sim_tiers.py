@@ -81,6 +81,24 @@ def test_full_frame_is_the_same_in_two_threads_and_in_a_region_of_interest():
     lab.close()
 
 
+def test_sources_off_the_frame_on_one_axis_cover_no_pixel():
+    """A source beside the frame (x inside, y far outside, or the reverse: a stage move puts
+    particles there) has an empty footprint and a zero-length profile: negative lengths once
+    made the profile offsets run backwards and the kernel wrote outside its buffer."""
+    from cybloid.sim.pixels import BIN_PX, prepare_scene
+
+    lx = np.array([50.0, 5000.0, 50.0, -900.0, 60.0])
+    ly = np.array([-700.0, 40.0, 4000.0, 30.0, 40.0])
+    lamp = np.full(5, 100.0)
+    fp, off, prof, bin_start, bin_src = prepare_scene(120, 160, lx, ly, lamp, np.array([1.5]),
+                                                      np.array([0, 5]), BIN_PX)
+    assert (np.diff(off) >= 0).all()
+    assert np.array_equal(np.diff(off)[:4], [0, 0, 0, 0])  # the four off-frame sources
+    assert np.diff(off)[4] == 2 * (2 * 6 + 2)  # the one inside: 14 columns + 14 rows
+    assert prof.shape[0] == off[-1]
+    assert set(bin_src.tolist()) == {4}
+
+
 def test_lazy_loop_tracks_exactly_as_full_and_renders_less():
     def run(render):
         lab = open_lab(seed=2, overrides={"camera.render": render, "camera.width_px": 256, "camera.height_px": 256,

@@ -270,10 +270,8 @@ def prepare_scene(height, width, lx, ly, lamp, lsig, lstart, bin_px):
                 i0, i1, j0, j1 = 0, -1, 0, -1
             else:
                 i0, i1, j0, j1 = _footprint(lx[k], ly[k], half, height, width)
-                if j1 < j0:
-                    i0, i1 = 0, -1
-                elif i1 < i0:
-                    j0, j1 = 0, -1
+                if i1 < i0 or j1 < j0:  # off the frame on either axis: no pixel at all (and sizes 0, not negative)
+                    i0, i1, j0, j1 = 0, -1, 0, -1
             fp[k, 0], fp[k, 1], fp[k, 2], fp[k, 3] = i0, i1, j0, j1
             inv[k] = 1.0 / (2.0 * s * s)
             off[k + 1] = off[k] + (i1 - i0 + 1) + (j1 - j0 + 1)

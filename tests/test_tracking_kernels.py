@@ -74,3 +74,16 @@ def test_reused_buffers_do_not_leak_between_frames():
         assert np.min(np.hypot(rows[:, 0] - y, rows[:, 1] - x)) < 1e-9
     df = locate(a, 9, minmass=100)
     np.testing.assert_array_equal(df[["y", "x"]].to_numpy(), ra[:, :2])
+
+
+def test_refine_centroid_window_stays_inside_a_band_of_rows():
+    """Regression: in a band of rows (``roff`` > 0, as the tracker's incremental detection passes
+    it) a window walking up towards brighter pixels above the band stops at the band's first row;
+    it was clamped only at the image's first row and read before the start of the band's buffer."""
+    roff, radius = 50, 3
+    rows = np.arange(roff, roff + 20)[:, None]
+    band = np.repeat((1000 - 10 * (rows - roff)).astype(np.int64), 30, axis=1)  # brighter upwards
+    coords = np.array([[roff + radius, 15]], np.int64)
+    res, corner = K.refine_centroid(band, roff, radius, coords, 10, 0.6)
+    assert corner[0, 0] == roff  # the window's first row is the band's first row, not above it
+    assert np.isfinite(res).all() and roff <= res[0, 0] <= roff + 2 * radius and res[0, 2] > 0

@@ -396,7 +396,7 @@ def refine_centroid(img, roff, radius, coords, max_iter, shift_thresh):
     corner = np.zeros((n, 2), np.int64)
     flat = img.reshape(h * w)
     span = mask_spans(radius)
-    ylo = radius
+    ylo = roff + radius  # windows stay inside img's rows (a band of the image: roff > 0)
     xlo = radius
     yhi = roff + h - radius - 1
     xhi = w - radius - 1

@@ -263,14 +263,15 @@ class LiveView(QtWidgets.QWidget):
         self._hist_t = 0.0
 
         self.items: dict[str, Any] = {}
-        self.items["potential"] = pg.PlotDataItem(pen=pg.mkPen((80, 200, 255), width=1), connect="finite")
+        # line overlays as plain curve items: PlotDataItem's per-setData processing costs about 1 ms each
+        self.items["potential"] = pg.PlotCurveItem(pen=pg.mkPen((80, 200, 255), width=1), connect="finite")
         # point overlays: pre-rendered markers drawn in one call each (cybloid.gui.sprites)
         self.centres = PointSprites(marker_atlas("+", 14, pg.mkPen((80, 200, 255), width=2)))
-        self.items["tails"] = pg.PlotDataItem(pen=pg.mkPen((255, 200, 0, 150), width=1), connect="finite")
+        self.items["tails"] = pg.PlotCurveItem(pen=pg.mkPen((255, 200, 0, 150), width=1), connect="finite")
         self._particle_pen = pg.mkPen((0, 255, 0), width=1.5)
         self._particle_px = 10
         self.items["particles"] = PointSprites(marker_atlas("o", self._particle_px, self._particle_pen))
-        self.items["forces"] = pg.PlotDataItem(pen=pg.mkPen((255, 80, 80), width=1), connect="pairs")
+        self.items["forces"] = pg.PlotCurveItem(pen=pg.mkPen((255, 80, 80), width=1), connect="pairs")
         self.items["spots"] = PointSprites(marker_atlas("o", 7, None, pg.mkBrush(255, 0, 255, 200)))
         self.items["flagged"] = PointSprites(marker_atlas("x", 14, pg.mkPen((255, 40, 40), width=2)))
         for name in ("potential", "tails", "particles", "forces", "spots", "flagged"):
@@ -465,6 +466,8 @@ class LiveView(QtWidgets.QWidget):
             self._draw_labels(rec.ids, pos)
         if checks["tails"]:
             x, y = self.tails.polylines()
+            if not np.isfinite(x).any():  # nothing to draw (an all-NaN curve has a NaN bounding box)
+                x = y = np.zeros(0)
             self.items["tails"].setData(x, y)
         if checks["forces"]:
             f = np.asarray(rec.forces_pN, dtype=float).reshape(-1, 2)
@@ -477,7 +480,7 @@ class LiveView(QtWidgets.QWidget):
                 seg = seg[keep]
                 self.items["forces"].setData(seg[:, 0], seg[:, 1], skipFiniteCheck=True)
             else:
-                self.items["forces"].setData([], [])
+                self.items["forces"].setData(np.zeros(0), np.zeros(0))
         if checks["spots"]:
             spots = rec.spots
             if spots is not None and len(spots) and self.steer_to_um is not None:

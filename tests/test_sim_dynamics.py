@@ -58,9 +58,9 @@ def _run(pos0, spots, spot_f, skin, nsteps, ext_pN, periodic=False):
     e = np.zeros(0, np.int64)
     sfs = np.zeros_like(pos)
     box = np.array([0.0, 0.0, 40.0, 40.0])
+    ext = np.tile(ext_pN, (len(pos), 1))
     out = integrate(pos, nsteps, 0, np.uint64(12345), 2e-4, 60.0, 0.25, spots, spot_f, 1.0, 4.0, box, periodic,
-                    2.0, True, np.tile(ext_pN, (len(pos), 1)), pos.copy(), e, e.copy(), -1, skin, sfs, e.copy(), NO_SPOT_DATA,
-                    np.zeros((0, 2)))
+                    2.0, True, ext, pos.copy(), e, e.copy(), -1, skin, sfs, e.copy(), NO_SPOT_DATA, np.zeros((0, 2)))
     return pos, sfs, out[3]
 
 

@@ -10,6 +10,10 @@ the general path needs to continue, as soon as the frame turns out not to be ste
 particle newly lost, a field shift, or candidates for new particles).
 
 It releases the GIL (``nogil``): while the loop thread tracks, a GUI thread keeps running.
+
+Numba's cache of this module does not follow changes of the kernels it calls (those of
+:mod:`cybloid.tracking.refine` are compiled into it): after changing them, change this file too
+(or clear its ``__pycache__``), or a stale compiled copy of the old kernels keeps running.
 """
 
 from __future__ import annotations

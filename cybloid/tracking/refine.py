@@ -50,7 +50,12 @@ def neighbour_lists(xy, reach):
     return neighbour_list(xy, np.ones(n, np.bool_), reach)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
+_FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
+"""Fast-math flags of the refinement: all but ``nnan`` and ``ninf``, so that its tests for NaN
+(a NaN pixel in a float image) are kept by the compiler."""
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
 def _axis_weights(d, inv, cstep, lo, hi, g_out, gd_out, gdd_out):
     """Gaussian weights ``g = exp(-d^2 inv)`` along one window axis (``d`` = offset of its first
     pixel from the estimate, one pixel further per entry; exponentials by recurrence) into
@@ -77,7 +82,7 @@ def _axis_weights(d, inv, cstep, lo, hi, g_out, gd_out, gdd_out):
     return s2, s2d, s2dd, sall
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
 def refine_gauss(image, xy, amp, todo, sigma, radius, background, max_iter, tol, max_step, outside,
                  nb_start, nb_idx, use_nb, size, ecc, vis, status):
     """Refine positions ``xy[k]`` for ``k`` in ``todo`` in place (Gauss-Seidel over neighbours).
@@ -139,6 +144,13 @@ def refine_gauss(image, xy, amp, todo, sigma, radius, background, max_iter, tol,
         x = xy[k, 0]
         y = xy[k, 1]
         xs = x
+        if not (math.isfinite(x) and math.isfinite(y)):  # nothing to refine from
+            status[k] = ST_NO_SIGNAL
+            vis[k] = 0.0
+            amp[k] = 0.0
+            size[k] = 0.0
+            ecc[k] = 0.0
+            continue
         ys = y
         st = ST_OK
         S = 0.0
@@ -233,7 +245,7 @@ def refine_gauss(image, xy, amp, todo, sigma, radius, background, max_iter, tol,
                 Sxx += g * r2
                 Syy += gd * dy * r0
                 Sxy += gd * r1
-            if S <= 0.0 or G2 <= 0.0:
+            if not (S > 0.0 and G2 > 0.0 and math.isfinite(Sx + Sy)):  # NaN pixels included
                 st = ST_NO_SIGNAL
                 break
             mx = Sx / S

@@ -152,6 +152,38 @@ def test_lazy_tracker_renders_the_scan_band_before_the_tracker_reads_it():
         np.testing.assert_array_equal(a, b)
 
 
+def test_lazy_tracker_renders_the_whole_frame_for_a_background_measurement_without_schedule():
+    """With no scheduled re-acquisition (``reacquire_every=0``), a flooded edge watch makes the
+    tracker measure the background again on the next frame from every pixel: the lazy tier
+    renders the whole frame for it (not only the windows), and the tracks stay those of ``full``."""
+    from cybloid.sim.lazy import LazyFrameTracker
+    from cybloid.tracking.fast import FastTracker
+
+    def run(render):
+        lab = open_lab(seed=4, overrides={"camera.render": render, "camera.width_px": 160, "camera.height_px": 160,
+                                          "particles.count": 5})
+        tr = FastTracker.for_profile(lab.profile, reacquire_every=0)
+        tr = LazyFrameTracker(tr) if render == "lazy" else tr
+        inner = tr.inner if render == "lazy" else tr
+        found, complete = [], []
+        for f in range(8):
+            if f == 4:
+                inner._flooded()
+                assert inner.acquisition_due
+            frame = lab.camera.grab()
+            found.append(tr.update(frame.image, f).xy_px.copy())
+            if render == "lazy":
+                complete.append(frame.image.complete)
+        lab.close()
+        return found, complete
+
+    (full, _), (lazy, complete) = run("full"), run("lazy")
+    assert complete[0] and complete[4]  # the first acquisition and the background measurement
+    assert not complete[5]  # and back to windows after it
+    for a, b in zip(full, lazy):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_counter_based_pixels_follow_the_camera_noise_model():
     """Background-only pixels (table) and lit pixels (Poisson below 30 e-, normal limit above)."""
     from cybloid.sim.pixels import background_table, digitise_region, frame_key

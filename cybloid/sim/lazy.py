@@ -236,8 +236,9 @@ class LazyFrameTracker:
         tr = self.inner
         if not self._fast or tr.invert or tr.ring_diameter_px:
             return tr.update(image.materialise(), frame_index)
-        full = (not tr._started or (tr.reacquire_every and tr._since_acq >= tr.reacquire_every)
-                or tr.background is None)
+        # the tracker's own account of a full-frame acquisition (first frame, schedule, or a
+        # background to measure again after a flood of edge candidates, even with no schedule)
+        full = tr.acquisition_due
         if full:
             image.materialise()
         else:

@@ -242,17 +242,10 @@ def predict_same_ids(pos, prev, prev_vel, a, T, lead_s, max_lead):
     n = pos.shape[0]
     vel = np.empty((n, 2))
     pred = np.empty((n, 2))
-    total = 0.0
-    count = 0
+    total, count = innovation_sum(pos, prev, prev_vel, T, max_lead)
     all_finite = True
     b = 1 - a
     for i in range(n):
-        dx = pos[i, 0] - prev[i, 0] - prev_vel[i, 0] * T
-        dy = pos[i, 1] - prev[i, 1] - prev_vel[i, 1] * T
-        d2 = dx * dx + dy * dy
-        if math.isfinite(d2) and d2 < max_lead * max_lead:
-            total += d2
-            count += 1
         for k in range(2):
             v = a * ((pos[i, k] - prev[i, k]) / T) + b * prev_vel[i, k]
             vel[i, k] = v if math.isfinite(v) else 0.0

@@ -357,6 +357,19 @@ def pair_list(pos, usable, cutoff):
     return _pairs(pos, usable, True, grid, False, 1.0, 1.0, cutoff)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _in_order(pts, order):
+    """x and y (um) of ``pts`` (M, 2) in cell order (``order`` from :func:`bin_all`): the cell
+    scans then read their candidates in sequence."""
+    m = order.shape[0]
+    xs = np.empty(m)
+    ys = np.empty(m)
+    for k in range(m):
+        xs[k] = pts[order[k], 0]
+        ys[k] = pts[order[k], 1]
+    return xs, ys
+
+
 @numba.njit(cache=True, nogil=True)
 def pair_list_box(pos, box, cutoff, periodic):
     """All pairs closer than ``cutoff`` in a box, minimum image if ``periodic``; each once.
@@ -371,11 +384,7 @@ def pair_list_box(pos, box, cutoff, periodic):
     cell = max(cutoff, math.sqrt(max(lx, 1e-9) * max(ly, 1e-9) / (4.0 * n + 16.0)))
     grid = grid_for_box(box, cell, periodic)
     start, order = bin_all(pos, grid)
-    xs = np.empty(n)
-    ys = np.empty(n)
-    for k in range(n):
-        xs[k] = pos[order[k], 0]
-        ys[k] = pos[order[k], 1]
+    xs, ys = _in_order(pos, order)
     c2 = cutoff * cutoff
     runs = np.empty(12, np.int64)
     pi = np.empty(2 * n + 16, np.int64)
@@ -445,11 +454,7 @@ def within_lists(pos, others, cutoff):
         return offs, np.zeros(0, np.int64)
     grid = grid_around(others, np.ones(m, np.bool_), cutoff)
     start, order = bin_all(others, grid)
-    xs = np.empty(m)
-    ys = np.empty(m)
-    for k in range(m):
-        xs[k] = others[order[k], 0]
-        ys[k] = others[order[k], 1]
+    xs, ys = _in_order(others, order)
     runs = np.empty(12, np.int64)
     c2 = cutoff * cutoff
     lst = np.empty(2 * n + 16, np.int64)

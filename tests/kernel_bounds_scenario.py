@@ -1,10 +1,11 @@
 """Scenario run by tests/test_kernel_bounds.py in a subprocess with NUMBA_BOUNDSCHECK=1: drives the
-hot compiled kernels (rendering tiers, tracker, stage moves off the field, camera settings, N = 0/1)
+hot compiled kernels (rendering tiers, tracker, stage moves off the field, camera settings, N = 0/1;
+a crowded arena with reflecting and periodic walls, pair and self-delayed terms, 300 identities)
 so an out-of-bounds access raises IndexError naming the kernel instead of corrupting memory."""
 
 import numpy as np
 
-from cybloid.forces import ForceProgram
+from cybloid.forces import DelayedSelf, ForceProgram, LennardJonesPair, TransversePair
 from cybloid.forces.external import HarmonicTrap
 from cybloid.lab import open_lab
 from cybloid.loop import FeedbackLoop
@@ -39,8 +40,29 @@ def run(render: str, count: int, frames: int = 24) -> None:
     lab.close()
 
 
+def crowd(walls: str, count: int = 300, frames: int = 12) -> None:
+    """Many particles (history above 256 identities) packed in a small arena with hard cores,
+    pair terms and a self-delayed term, in the ``none`` tier: the dynamics' cell and Verlet lists,
+    the pair kernels and the history ring."""
+    lab = open_lab(seed=5, overrides={"camera.render": "none", "camera.width_px": 320, "camera.height_px": 256,
+                                      "particles.count": count, "arena.walls": walls,
+                                      "particles.min_spacing_um": 2.0})
+    prog = ForceProgram({"lj": LennardJonesPair(epsilon=1.0, sigma=2.0, cutoff=5.0),
+                         "spin": TransversePair(amplitude=0.05, cutoff=5.0),
+                         "self": DelayedSelf(stiffness=0.05, tau=0.03)})
+    loop = FeedbackLoop(lab, program=prog)
+    lab.laser.on()
+    for _ in range(frames):
+        loop.step()
+    lab.laser.off()
+    loop.close()
+    lab.close()
+
+
 if __name__ == "__main__":
     for render in ("full", "lazy", "none"):
         for count in (0, 1, 30):
             run(render, count)
+    for walls in ("reflecting", "periodic"):
+        crowd(walls)
     print("kernel bounds scenario: ok")

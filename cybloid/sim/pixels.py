@@ -42,6 +42,8 @@ _S30 = np.uint64(30)
 _S27 = np.uint64(27)
 _S31 = np.uint64(31)
 _S11 = np.uint64(11)
+_S32 = np.uint64(32)
+_S48 = np.uint64(48)
 _ALT = np.uint64(0xD6E8FEB86659FD93)
 _TO_UNIT = 1.0 / 9007199254740992.0  # 2^-53
 _GUIDE_BITS = 12
@@ -135,13 +137,14 @@ def zig_normal(h):
     return _zig_slow(h)
 
 
-_LUT_BITS = 14
-"""Bits of a pixel's 32-bit uniform that index the background look-up table."""
-_LUT_SHIFT = np.uint64(32 - _LUT_BITS)
-_S32 = np.uint64(32)
-_LO32 = np.uint64(0xFFFFFFFF)
-_SALT0 = np.uint64(0x2545F4914F6CDD1D)
-_SALT1 = np.uint64(0x6A09E667F3BCC909)
+_LUT_BITS = 13
+"""Bits of a pixel's 32-bit uniform that index the background look-up table (the top 13 of its
+16-bit chunk)."""
+_CHUNK_SHIFT = np.uint64(16 - _LUT_BITS)
+_S16 = np.uint64(16)
+_M16 = np.uint64(0xFFFF)
+_SALTS = np.array([0x2545F4914F6CDD1D, 0x6A09E667F3BCC909, 0xBB67AE8584CAA73B, 0x3C6EF372FE94F82B], np.uint64)
+"""One salt per place in a quad: a pixel's own 64-bit hash is ``mix64(quad hash + salt)``."""
 BIN_PX = 32
 """Side of the square bins (px) in which a frame is rendered: the light sources are listed per
 bin, and a bin's mean signal is summed in a small buffer that stays in the cache."""
@@ -177,34 +180,72 @@ def _lit_value(signal, hl, background, read_e, read_var, gain, maxval):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _quad_hash(key, idx):
+    """The 64-bit hash of the quad of frame pixels ``idx & ~3 .. idx | 3`` (row-major index)."""
+    return mix64(key + np.uint64(idx >> 2) * _GOLDEN)
+
+
+@numba.njit(cache=True, nogil=True)
+def _background_search(c, hq, q, k, thr, kmin):
+    """Value of a background-only pixel whose table cell straddles two values: its 32-bit
+    uniform is its 16-bit chunk ``c`` (high half) and 16 bits of its own hash (low half), and
+    the thresholds are searched from ``k``."""
+    u = np.int64((c << _S16) | (mix64(hq + _SALTS[q]) & _M16))
+    while thr[k] <= u:
+        k += 1
+    return kmin + k
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _background_value(hq, q, lut, thr, kmin):
+    """Value of the background-only pixel at place ``q`` (0-3) of the quad with hash ``hq``: its
+    16-bit chunk indexes the :class:`BackgroundTable`."""
+    c = (hq >> np.uint64(16 * q)) & _M16
+    v = np.int64(lut[c >> _CHUNK_SHIFT])
+    if v >= 0:
+        return v
+    return _background_search(c, hq, q, -v - 1, thr, kmin)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _digitise_row(sig, out, idx0, n, key, background, read_e, read_var, gain, maxval, lut, thr, kmin):
     """``n`` pixels of one row starting at frame pixel ``idx0`` (row-major index): ``sig[i]``
     is the mean signal (e-), ``out[i]`` gets the value.
 
-    Pixel ``idx`` takes the low (even ``idx``) or high (odd) 32 bits of the hash of its pair
-    counter ``idx >> 1``: background-only, they index the :class:`BackgroundTable` (the value
-    ``kmin + k`` for ``thr[k-1] <= u < thr[k]``); a lit pixel hashes the pair's hash once more
-    (one salt per half) for 64 bits of its own. :func:`render_pending` repeats these lines
-    (a shared inlined helper ran slower); ``tests/test_sim_tiers.py`` checks they agree."""
-    h = np.uint64(0)
-    for i in range(n):
+    One 64-bit hash serves a quad of pixels (:func:`_quad_hash`; the quads are those of the
+    frame's row-major index, so a region's pixels are those of the whole frame). A
+    background-only pixel takes the 16-bit chunk ``16 q`` of it (``q = idx & 3``) and looks
+    its value up (:func:`_background_value`); a lit pixel hashes the quad's hash once more (one
+    salt per place, :data:`_SALTS`) for 64 bits of its own. A quad of four background pixels
+    whose cells each hold one value takes the short way. :func:`render_pending` gives every
+    pixel the same value (``tests/test_sim_tiers.py``)."""
+    i = 0
+    while i < n:
         idx = idx0 + i
-        odd = idx & 1
-        if odd == 0 or i == 0:
-            h = mix64(key + np.uint64(idx >> 1) * _GOLDEN)
-        s = sig[i]
-        if s == 0.0:  # background only: its 32-bit half indexes the table
-            u = (h >> _S32) if odd else (h & _LO32)
-            v = lut[u >> _LUT_SHIFT]
-            if v < 0:  # the table cell straddles two values: search the thresholds
-                k = -v - 1
-                while thr[k] <= np.int64(u):
-                    k += 1
-                v = kmin + k
-            out[i] = v
-        else:  # lit: the pair's hash hashed once more (one salt per half)
-            out[i] = _lit_value(s, mix64(h + (_SALT1 if odd else _SALT0)), background, read_e, read_var, gain,
-                                maxval)
+        q = idx & 3
+        hq = _quad_hash(key, idx)
+        if q == 0 and i + 4 <= n:
+            s0, s1, s2, s3 = sig[i], sig[i + 1], sig[i + 2], sig[i + 3]
+            if s0 == 0.0 and s1 == 0.0 and s2 == 0.0 and s3 == 0.0:
+                v0 = np.int64(lut[(hq & _M16) >> _CHUNK_SHIFT])
+                v1 = np.int64(lut[((hq >> _S16) & _M16) >> _CHUNK_SHIFT])
+                v2 = np.int64(lut[((hq >> _S32) & _M16) >> _CHUNK_SHIFT])
+                v3 = np.int64(lut[(hq >> _S48) >> _CHUNK_SHIFT])
+                if (v0 | v1 | v2 | v3) >= 0:
+                    out[i], out[i + 1], out[i + 2], out[i + 3] = v0, v1, v2, v3
+                    i += 4
+                    continue
+            e = i + 4
+        else:
+            e = min(i + 4 - q, n)
+        while i < e:
+            s = sig[i]
+            q = (idx0 + i) & 3
+            if s == 0.0:
+                out[i] = _background_value(hq, q, lut, thr, kmin)
+            else:
+                out[i] = _lit_value(s, mix64(hq + _SALTS[q]), background, read_e, read_var, gain, maxval)
+            i += 1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -254,8 +295,11 @@ def prepare_scene(height, width, lx, ly, lamp, lsig, lstart, bin_px):
         followed by its row profile (``amp * ...``, one per row ``j0..j1``).
     prof : float32
     bin_start, bin_src : int64
-        CSR lists of the sources that reach each bin (``bin_px`` square, row-major), each in
-        scene order: the order in which every pixel adds its sources, wherever it is rendered.
+        CSR lists of the sources that reach each bin (``bin_px`` square, row-major; ``nbins``
+        of them), then each strip (``bin_px`` whole rows: list ``nbins + by`` for the bins of
+        row ``by``), each in scene order: the order in which every pixel adds its sources,
+        wherever it is rendered (:func:`render_rect` sums by strips, :func:`render_pending` by
+        bins).
     """
     K = lamp.shape[0]
     nl = lstart.shape[0] - 1
@@ -299,13 +343,15 @@ def prepare_scene(height, width, lx, ly, lamp, lsig, lstart, bin_px):
             prof[o + j] = g
             g *= r
             r *= step
-    # bins: a stable counting sort of (bin, source) pairs keeps each bin's list in scene order
+    # bins, then strips (the rows of bins, listed after the bins): a stable counting sort of
+    # (bin, source) pairs keeps each list in scene order
     nbx = (width + bin_px - 1) // bin_px
     nby = (height + bin_px - 1) // bin_px
+    nb = nbx * nby
     cnt = 0
     for k in range(K):
         if fp[k, 1] >= fp[k, 0]:
-            cnt += (fp[k, 1] // bin_px - fp[k, 0] // bin_px + 1) * (fp[k, 3] // bin_px - fp[k, 2] // bin_px + 1)
+            cnt += (fp[k, 1] // bin_px - fp[k, 0] // bin_px + 2) * (fp[k, 3] // bin_px - fp[k, 2] // bin_px + 1)
     keys = np.empty(cnt, np.int64)
     vals = np.empty(cnt, np.int64)
     q = 0
@@ -317,7 +363,10 @@ def prepare_scene(height, width, lx, ly, lamp, lsig, lstart, bin_px):
                 keys[q] = by * nbx + bx
                 vals[q] = k
                 q += 1
-    bin_start, order = counting_sort(keys, nbx * nby)
+            keys[q] = nb + by
+            vals[q] = k
+            q += 1
+    bin_start, order = counting_sort(keys, nb + nby)
     return fp, off, prof, bin_start, vals[order]
 
 
@@ -352,18 +401,17 @@ def render_rect(out, y0, y1, x0, x1, height, width, fp, off, prof, bin_start, bi
     """Render and digitise rows ``y0..y1-1`` and columns ``x0..x1-1`` of a ``height`` x
     ``width`` frame into ``out`` (uint16, that region's shape), bin by bin. The ``full`` tier's
     frame (or region of interest); pixel for pixel the same values as any other region."""
-    # a strip of whole rows at a time: each bin's sources add to the strip's signal, then each
-    # row is digitised in one pass
-    nbx = (width + bin_px - 1) // bin_px
+    # a strip of whole rows at a time: the strip's sources add to its signal, then each row is
+    # digitised in one pass
+    nb = ((width + bin_px - 1) // bin_px) * ((height + bin_px - 1) // bin_px)
     n = x1 - x0
     buf = np.empty(bin_px * n, np.float32)
     read_var = read_e * read_e
     for by in range(y0 // bin_px, (y1 - 1) // bin_px + 1):
         ya, yb = max(y0, by * bin_px), min(y1, (by + 1) * bin_px)
         buf[:(yb - ya) * n] = 0.0
-        for bx in range(x0 // bin_px, (x1 - 1) // bin_px + 1):
-            xa, xb = max(x0, bx * bin_px), min(x1, (bx + 1) * bin_px)
-            _signal_block(buf, n, xa - x0, by * nbx + bx, ya, yb, xa, xb, fp, off, prof, bin_start, bin_src)
+        # the strip's sources, each over its whole width in the region (not cut at the bins)
+        _signal_block(buf, n, 0, nb + by, ya, yb, x0, x1, fp, off, prof, bin_start, bin_src)
         for j in range(ya, yb):
             _digitise_row(buf[(j - ya) * n:(j - ya + 1) * n], out[j - y0], np.int64(j) * width + x0, n, key,
                           background, read_e, read_var, gain, maxval, lut, thr, kmin)
@@ -394,31 +442,23 @@ def render_pending(out, state, box, fp, off, prof, bin_start, bin_src, bin_px, k
         for j in range(y0, y1):
             base = j * width
             sb = (j - y0) * n - x0
-            h = np.uint64(0)
+            hq = np.uint64(0)
             have = -1
             for i in range(x0, x1):
                 idx = base + i
                 if flat_state[idx] != PENDING:
                     continue
                 flat_state[idx] = RENDERED
-                c = idx >> 1
+                c = idx >> 2
                 if c != have:
-                    h = mix64(key + np.uint64(c) * _GOLDEN)
+                    hq = _quad_hash(key, idx)
                     have = c
-                odd = idx & 1
+                q = idx & 3
                 s = buf[sb + i]
                 if s == 0.0:  # as in _digitise_row
-                    u = (h >> _S32) if odd else (h & _LO32)
-                    v = lut[u >> _LUT_SHIFT]
-                    if v < 0:
-                        k = -v - 1
-                        while thr[k] <= np.int64(u):
-                            k += 1
-                        v = kmin + k
-                    flat_out[idx] = v
+                    flat_out[idx] = _background_value(hq, q, lut, thr, kmin)
                 else:
-                    flat_out[idx] = _lit_value(s, mix64(h + (_SALT1 if odd else _SALT0)), background, read_e,
-                                               read_var, gain, maxval)
+                    flat_out[idx] = _lit_value(s, mix64(hq + _SALTS[q]), background, read_e, read_var, gain, maxval)
                 done += 1
     return done
 
@@ -477,9 +517,11 @@ class BackgroundTable:
 
     A background-only pixel draws a 32-bit uniform ``u`` and takes the value ``kmin + k`` for
     ``thr[k-1] <= u < thr[k]``, where ``thr[k] = ceil(2^32 P(ADU <= kmin + k))`` (so each value's
-    probability is exact to 2^-32). ``lut[u >> 18]`` is that value where the whole cell of
-    2^18 uniforms maps to one value (99.5% of cells), else ``-(first k) - 1``. ``cdf[k]`` is
-    P(ADU <= kmin + k).
+    probability is exact to 2^-32). ``lut[u >> 19]`` is that value where the whole cell of
+    2^19 uniforms maps to one value (99.1% of the cells at the default camera), else
+    ``-(first k) - 1``; int16 where the values fit. The pixel draws the top 16 bits of ``u``
+    first (enough for the table) and the low 16 only when its cell straddles two values.
+    ``cdf[k]`` is P(ADU <= kmin + k).
     """
 
     cdf: np.ndarray
@@ -522,7 +564,8 @@ def background_table(background_e: float, read_noise_e: float, gain_adu_per_e: f
     start = np.arange(1 << _LUT_BITS, dtype=np.int64) * step
     first = np.searchsorted(thr, start, side="right")  # smallest k with thr[k] > start
     whole = thr[first] >= start + step
-    lut = np.where(whole, kmin + first, -first - 1).astype(np.int32)
+    # int16 where the values fit (a 16 KB table stays in the L1 cache)
+    lut = np.where(whole, kmin + first, -first - 1).astype(np.int16 if kmax < 1 << 15 else np.int32)
     return BackgroundTable(np.ascontiguousarray(cdf), thr, lut, kmin)
 
 

@@ -44,6 +44,11 @@ class Arena:
 class Simulation:
     dt_s: float = 2e-4
     hard_core: bool = True
+    # "auto": a Brownian step may span several ticks of dt_s where the forces allow it (see
+    # docs/simulator.md, "The coarse Brownian step"); "fixed": one tick a step; "tier": "auto"
+    # with [camera] render = "none" (sweeps, training data), "fixed" with "full" and "lazy"
+    step: str = "tier"
+    max_step_s: float = 1e-2
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,7 @@ _BOUNDS: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("particles", "min_spacing_um"): (0.0, None),
     ("arena", "margin_um"): (0.0, None),
     ("simulation", "dt_s"): (1e-7, 1e-2),
+    ("simulation", "max_step_s"): (1e-7, 1.0),
     ("camera", "width_px"): (8, 16384),
     ("camera", "height_px"): (8, 16384),
     ("camera", "pixel_size_um"): (1e-3, 100.0),
@@ -124,7 +130,8 @@ _BOUNDS: dict[tuple[str, str], tuple[float | None, float | None]] = {
     ("latency", "processing_s"): (0.0, 10.0),
     ("latency", "actuation_s"): (0.0, 10.0),
 }
-_CHOICES = {("arena", "walls"): ("reflecting", "periodic"), ("camera", "render"): ("full", "lazy", "none")}
+_CHOICES = {("arena", "walls"): ("reflecting", "periodic"), ("camera", "render"): ("full", "lazy", "none"),
+            ("simulation", "step"): ("tier", "auto", "fixed")}
 
 
 @dataclass(frozen=True)
@@ -272,6 +279,9 @@ def profile_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> LabPro
         raise ProfileError(f"{source}: [camera] exposure_s = {cam.exposure_s} is longer than the frame period 1/fps = {1.0 / cam.fps:g} s")
     if prof.simulation.dt_s > cam.exposure_s:
         raise ProfileError(f"{source}: [simulation] dt_s = {prof.simulation.dt_s} must not exceed [camera] exposure_s = {cam.exposure_s}")
+    if prof.simulation.max_step_s < prof.simulation.dt_s:
+        raise ProfileError(f"{source}: [simulation] max_step_s = {prof.simulation.max_step_s} must not be shorter than "
+                           f"dt_s = {prof.simulation.dt_s} (a step spans whole ticks of dt_s; step = \"fixed\" takes one)")
     return prof
 
 

@@ -32,6 +32,19 @@ SKIN_UM = 0.5
 """Verlet skin (um): the pair list is rebuilt when a particle has moved half of it, the spot
 lists when one has moved all of it."""
 
+STIFF_KH = 0.02
+"""Coarse step (``[simulation] step = "auto"``): ``k h / gamma`` at most this for the stiffest
+spot force ``k`` in force. Euler-Maruyama in a harmonic well gives the variance
+``kT / k / (1 - k h / (2 gamma))``: 1% too wide at this bound."""
+
+HARD_CORE_STEP = 0.02
+"""Coarse step with hard cores: the rms step per axis, ``sqrt(2 D h)``, at most this fraction of
+the diameter (0.5% at the default lab's 0.2 ms tick, 2% at a 3.3 ms step)."""
+
+DRIFT_STEP = 0.02
+"""Coarse step with an external force: its drift in one step at most this fraction of the
+smaller of the diameter and the spot width ``w``."""
+
 NO_SPOT_DATA = np.zeros((0, 3))
 """Empty spot-list data (:func:`integrate`'s ``sd``): no lists built yet."""
 _NO_SNAPS = np.zeros(0, np.int64)
@@ -61,8 +74,10 @@ def _beyond(x, y, ref, i, lim2, periodic, lx, ly):
 
 @numba.njit(cache=True, nogil=True)
 def _sweep(pos, tkey, amp, mdt, ext_force, has_ext, w, range_um, so, sd, with_spots, spot_force_sum, box, periodic,
-           ref, half2, check_pairs, sref, skin2):
-    """One Euler-Maruyama step of every particle: spot forces, thermal noise, walls.
+           ref, half2, check_pairs, sref, skin2, ticks):
+    """One Euler-Maruyama step of every particle: spot forces, thermal noise, walls. The step
+    spans ``ticks`` ticks (``mdt`` = mobility * its length, ``amp`` = sqrt(2 D its length)); the
+    spot forces enter ``spot_force_sum`` weighted by ``ticks`` (a sum over ticks).
 
     Returns the OR of the list flags of the new positions: 1 if a particle moved more than
     ``sqrt(half2)`` from where the pair list was built (``ref``), 2 if more than
@@ -92,8 +107,8 @@ def _sweep(pos, tkey, amp, mdt, ext_force, has_ext, w, range_um, so, sd, with_sp
                 g = gradient_force_per_offset(dx * dx + dy * dy, sd[q, 2], w, range_um)
                 sx += g * dx
                 sy += g * dy
-            spot_force_sum[i, 0] += sx
-            spot_force_sum[i, 1] += sy
+            spot_force_sum[i, 0] += sx * ticks
+            spot_force_sum[i, 1] += sy * ticks
             fx += sx
             fy += sy
         c = tkey + np.uint64(2 * i) * _GOLDEN
@@ -144,37 +159,77 @@ def _moved_beyond(pos, ref, lim2, periodic, lx, ly):
 
 
 @numba.njit(cache=True, nogil=True)
+def list_stiffness(so, sd, w):
+    """Upper bound (pN/um) of the spots' force gradient on any particle while its spot list is valid.
+
+    A spot of force scale ``F`` (share * power * F_max) has the force gradient (the Hessian of
+    its potential) of eigenvalues ``(F / w) e^(1/2 - u^2/2)`` across and ``(F / w) e^(1/2 - u^2/2)
+    (1 - u^2)`` along the offset (``u = d / w``), both at most ``F e^(1/2) / w`` in size (at
+    the spot's centre). A particle's list holds every spot that can reach it while the list is
+    valid, so the largest sum over a list bounds the stiffness any particle feels.
+    """
+    kmax = 0.0
+    for i in range(so.shape[0] - 1):
+        k = 0.0
+        for q in range(so[i], so[i + 1]):
+            k += abs(sd[q, 2])
+        if k > kmax:
+            kmax = k
+    return kmax * math.exp(0.5) / w
+
+
+@numba.njit(cache=True, nogil=True)
+def step_ticks(kmax, kh_bound, mobility, dt, max_ticks):
+    """Ticks of one Brownian step: at most ``max_ticks`` (the world's other bounds) and so few
+    that ``kmax * h * mobility <= kh_bound`` for a step of ``h`` seconds (``kmax`` pN/um, the
+    stiffest force in force); never fewer than 1 (never finer than the tick)."""
+    m = max_ticks
+    if kmax > 0.0:
+        lim = kh_bound / (mobility * kmax * dt)
+        if lim < m:
+            m = int(lim)
+    return max(m, 1)
+
+
+@numba.njit(cache=True, nogil=True)
 def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w, range_um, box, periodic,
               diameter, hard_core, ext_force, ref, pi, pj, npairs, skin, spot_force_sum, so, sd, sref,
-              snap_after=_NO_SNAPS, snaps=_NO_SNAP_POS):
-    """Advance ``pos`` (N,2, um, in place) by ``nsteps`` steps starting at tick ``tick0``.
+              snap_after=_NO_SNAPS, snaps=_NO_SNAP_POS, max_ticks=1, kh_bound=0.0, drift_um=0.0):
+    """Advance ``pos`` (N,2, um, in place) by ``nsteps`` ticks of ``dt`` starting at tick ``tick0``.
 
     ``spots`` (S,2) um and ``spot_f`` (S,) pN (share * power * F_max) are the laser during
-    these steps; ``box`` = (xmin, ymin, xmax, ymax) um with reflecting or ``periodic``
+    these ticks; ``box`` = (xmin, ymin, xmax, ymax) um with reflecting or ``periodic``
     walls; ``ext_force`` (N,2) pN is an extra constant force. ``ref, pi, pj, npairs`` are
     the Verlet pair list and the positions it was built at (``npairs < 0``: none yet);
     ``so, sd, sref`` the spot lists of these spots and the positions they were built at (``so``
     empty: none yet): the entries of particle ``i`` are rows ``so[i]:so[i + 1]`` of ``sd``
     (L, 3): x, y (um) and force (pN) of each spot in its list, copied in list order from
     :func:`cybloid.cells.within_lists` so that a step reads them in sequence. ``spot_force_sum`` (N,2) pN
-    accumulates the laser force on each particle, summed over steps (the realised force,
-    for diagnostics). ``snap_after`` (K,) int64, ascending in ``1..nsteps``: copy the positions
-    into ``snaps[k]`` (K,N,2) after ``snap_after[k]`` steps (the camera's sub-exposure samples,
-    taken inside one call instead of one call each).
+    accumulates the laser force on each particle, summed over ticks (each step weighs its force
+    by its length in ticks: the realised force, for diagnostics). ``snap_after`` (K,) int64,
+    ascending in ``1..nsteps``: copy the positions into ``snaps[k]`` (K,N,2) after
+    ``snap_after[k]`` ticks (the camera's sub-exposure samples, taken inside one call instead of
+    one call each).
 
-    Each step moves every particle (:func:`_sweep`: the spot forces, the noise, the walls,
-    and whether it has left its lists' validity), then pushes overlapping pairs apart in the
-    pair list's order (Gauss-Seidel, sequential), then rebuilds a list if a particle has left
-    its validity: the pair list at half the skin (two particles each within ``skin / 2`` of
-    where it was built cannot have come closer than ``diameter`` unless listed), the spot
-    lists at the whole skin (the spots stay put). The rebuild decisions depend only on the
-    positions, so a run does not depend on how it is cut into calls.
+    A step spans one tick (``max_ticks = 1``: the fixed step) or up to ``max_ticks`` ticks, fewer
+    where the spots are stiff (:func:`step_ticks`: ``k h / gamma <= kh_bound`` for the bound
+    :func:`list_stiffness` of the spot lists in force, recomputed when they are rebuilt) and so
+    few that the drift of the external force in one step stays within ``drift_um``; the
+    step before a snapshot tick or the end is shortened to end there. Each step moves every
+    particle (:func:`_sweep`: the spot forces, the noise of variance ``2 D h`` keyed by the
+    step's first tick, the walls, and whether it has left its lists' validity), then pushes
+    overlapping pairs apart in the pair list's order (Gauss-Seidel, sequential), then rebuilds
+    a list if a particle has left its validity: the pair list at half the skin (two particles
+    each within ``skin / 2`` of where it was built cannot have come closer than ``diameter``
+    unless listed), the spot lists at the whole skin (the spots stay put). The rebuild decisions
+    and the step lengths depend only on the positions and on where the calls end, so the same
+    calls give the same run (with one-tick steps, however the ticks are cut into calls).
 
-    Returns ``(pi, pj, npairs, rebuilds, so, sd, sref)``; ``ref`` is updated in place.
+    Returns ``(pi, pj, npairs, rebuilds, so, sd, sref, steps)`` (``steps``: the Brownian steps
+    taken); ``ref`` is updated in place.
     """
     n = pos.shape[0]
     ns = spots.shape[0]
-    amp = math.sqrt(2.0 * diffusion * dt)
     lx = box[2] - box[0]
     ly = box[3] - box[1]
     half2 = 0.25 * skin * skin
@@ -182,27 +237,45 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
     d2min = diameter * diameter
     pairs = hard_core and n > 1
     with_spots = ns > 0
-    has_ext = False  # usually none: then the step does not read the array
+    fext = 0.0  # largest external force component (pN); usually none: then the step does not read the array
     for i in range(n):
-        if ext_force[i, 0] != 0.0 or ext_force[i, 1] != 0.0:
-            has_ext = True
-            break
+        fext = max(fext, abs(ext_force[i, 0]), abs(ext_force[i, 1]))
+    has_ext = fext > 0.0
+    if has_ext and max_ticks > 1 and drift_um > 0.0:  # its drift per step at most drift_um
+        max_ticks = max(1, min(max_ticks, int(drift_um / (mobility * fext * dt))))
     rebuilds = 0
     # positions may have been set from outside since the last call: check the lists once
     if pairs and (npairs < 0 or _moved_beyond(pos, ref, half2, periodic, lx, ly)):
         pi, pj, npairs = pair_list_box(pos, box, diameter + skin, periodic)
         ref[:, :] = pos
         rebuilds += 1
+    m = 1
     if with_spots:
         if so.shape[0] != n + 1 or sref.shape[0] != n or _moved_beyond(pos, sref, skin2, periodic, lx, ly):
             so, sd = _spot_lists(pos, spots, spot_f, range_um + skin)
             sref = pos.copy()
-    mdt = mobility * dt
+        if max_ticks > 1:
+            m = step_ticks(list_stiffness(so, sd, w), kh_bound, mobility, dt, max_ticks)
+    elif max_ticks > 1:
+        m = max_ticks
     ks = 0
-    for step in range(nsteps):
-        tkey = mix64(key + np.uint64(tick0 + step) * _GOLDEN)
+    t = 0
+    steps = 0
+    cur = 0
+    amp = 0.0
+    mdt = 0.0
+    while t < nsteps:
+        ln = min(m, nsteps - t)
+        if ks < snap_after.shape[0]:
+            ln = min(ln, snap_after[ks] - t)
+        if ln != cur:
+            cur = ln
+            h = dt * ln
+            amp = math.sqrt(2.0 * diffusion * h)
+            mdt = mobility * h
+        tkey = mix64(key + np.uint64(tick0 + t) * _GOLDEN)
         flags = _sweep(pos, tkey, amp, mdt, ext_force, has_ext, w, range_um, so, sd, with_spots, spot_force_sum, box,
-                       periodic, ref, half2, pairs, sref, skin2)
+                       periodic, ref, half2, pairs, sref, skin2, float(ln))
         if pairs:
             for k in range(npairs):
                 i = pi[k]
@@ -217,10 +290,10 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
                 pos[i, 1] -= push * dy
                 pos[j, 0] += push * dx
                 pos[j, 1] += push * dy
-                for m in (i, j):  # where the push left them
-                    if _beyond(pos[m, 0], pos[m, 1], ref, m, half2, periodic, lx, ly):
+                for q in (i, j):  # where the push left them
+                    if _beyond(pos[q, 0], pos[q, 1], ref, q, half2, periodic, lx, ly):
                         flags |= 1
-                    if with_spots and _beyond(pos[m, 0], pos[m, 1], sref, m, skin2, periodic, lx, ly):
+                    if with_spots and _beyond(pos[q, 0], pos[q, 1], sref, q, skin2, periodic, lx, ly):
                         flags |= 2
             if flags & 1:
                 pi, pj, npairs = pair_list_box(pos, box, diameter + skin, periodic)
@@ -229,10 +302,14 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
         if with_spots and flags & 2:
             so, sd = _spot_lists(pos, spots, spot_f, range_um + skin)
             sref[:, :] = pos
-        while ks < snap_after.shape[0] and snap_after[ks] == step + 1:
+            if max_ticks > 1:
+                m = step_ticks(list_stiffness(so, sd, w), kh_bound, mobility, dt, max_ticks)
+        t += ln
+        steps += 1
+        while ks < snap_after.shape[0] and snap_after[ks] == t:
             snaps[ks, :, :] = pos
             ks += 1
-    return pi, pj, npairs, rebuilds, so, sd, sref
+    return pi, pj, npairs, rebuilds, so, sd, sref, steps
 
 
 @numba.njit(cache=True, nogil=True)
@@ -319,7 +396,7 @@ def warm_up_dynamics() -> None:
         integrate(pos, 2, 0, np.uint64(1), 1e-4, 1.0, 0.1, spots, np.ones(1), 1.0, 4.0,
                   np.array([0.0, 0.0, 10.0, 10.0]), periodic, 2.0, True, np.zeros((2, 2)), ref, e, e.copy(), -1,
                   SKIN_UM, np.zeros((2, 2)), e.copy(), NO_SPOT_DATA, np.zeros((0, 2)), np.array([1], np.int64),
-                  np.zeros((1, 2, 2)))
+                  np.zeros((1, 2, 2)), 4, 0.02, 0.04)
     hold_start(spots, np.ones(1), pos, 1.0, 4.0)
     nearest_within(spots, pos, 4.0)  # (from cybloid.cells; the harmonic trap finds its centres with it)
     out = np.zeros((2, 2))

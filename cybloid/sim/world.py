@@ -18,7 +18,8 @@ import numpy as np
 
 from cybloid.errors import ProfileError
 from cybloid.profile import LabProfile
-from cybloid.sim.dynamics import NO_SPOT_DATA, SKIN_UM, hold_start, integrate, place_apart
+from cybloid.sim.dynamics import (DRIFT_STEP, HARD_CORE_STEP, NO_SPOT_DATA, SKIN_UM, STIFF_KH, hold_start, integrate,
+                                  place_apart)
 from cybloid.sim.pixels import frame_key
 
 _NO_INDEX = np.zeros(0, np.int64)
@@ -85,6 +86,7 @@ class SimWorld:
         self._pairs = (np.zeros(0, np.int64), np.zeros(0, np.int64), -1)
         self._spot_cache: list | None = None  # spots (world um), forces and neighbour lists of the table in force
         self.list_rebuilds = 0
+        self.brownian_steps = 0  # Brownian steps taken (one per tick with [simulation] step = "fixed")
         # realised laser force (pN, summed over steps) and the hold of the table in force
         self.spot_force_sum = np.zeros_like(pos)
         self._hold: dict | None = None
@@ -187,18 +189,34 @@ class SimWorld:
             else:
                 spots, spot_f = _NO_POS, _NO_FORCE
             c = [self._spots_fov, self._share, key, spots, spot_f, _NO_INDEX, NO_SPOT_DATA, _NO_POS]
-        pi, pj, cnt, rebuilds, c[5], c[6], c[7] = integrate(
+        pi, pj, cnt, rebuilds, c[5], c[6], c[7], steps = integrate(
             self.pos_um, nsteps, self.tick, self._noise_key, self.dt_s, self.mobility, self.diffusion, c[3], c[4],
             lp.offset_at_max_um, lp.range_um, self.box_um, self.profile.arena.walls == "periodic",
             self.profile.particles.diameter_um, self.profile.simulation.hard_core, self.ext_force, self._ref,
             self._pairs[0], self._pairs[1], self._pairs[2], SKIN_UM, self.spot_force_sum, c[5], c[6], c[7],
-            snap_after, snaps,
+            snap_after, snaps, *self.step_bounds(),
         )
         self._spot_cache = c
         self._pairs = (pi, pj, cnt)
         self.list_rebuilds += rebuilds
+        self.brownian_steps += steps
         self.tick += nsteps
         return snaps
+
+    def step_bounds(self) -> tuple[int, float, float]:
+        """``(max_ticks, kh_bound, drift_um)`` of :func:`cybloid.sim.dynamics.integrate`: the
+        longest Brownian step in ticks that ``[simulation] max_step_s`` and the hard core allow,
+        the bound on ``k h / gamma`` for the spots, the longest drift of the external force in
+        one step. ``[simulation] step = "fixed"`` (or ``"tier"`` with a camera that renders
+        images): one tick a step, ``(1, 0, 0)``."""
+        sim = self.profile.simulation
+        if sim.step == "fixed" or (sim.step == "tier" and self.profile.camera.render != "none"):
+            return 1, 0.0, 0.0
+        h = sim.max_step_s
+        d = self.profile.particles.diameter_um
+        if sim.hard_core and self.pos_um.shape[0] > 1 and self.diffusion > 0:
+            h = min(h, (HARD_CORE_STEP * d) ** 2 / (2.0 * self.diffusion))
+        return max(1, int(h / self.dt_s + 1e-9)), STIFF_KH, DRIFT_STEP * min(d, self.profile.laser.offset_at_max_um)
 
     def advance_to(self, tick: int) -> None:
         """Integrate up to ``tick``, applying scheduled spot tables at their ticks."""

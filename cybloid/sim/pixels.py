@@ -155,11 +155,19 @@ RENDERED = 2
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _normal_value(lam, z, read_var, gain, maxval):
+    """Digitised value (ADU, float) of a pixel collecting ``lam`` >= 30 e- (normal limit), from
+    its standard normal ``z``."""
+    a = math.floor((lam + math.sqrt(lam + read_var) * z) * gain + 0.5)
+    return min(max(a, 0.0), maxval)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _lit_value(signal, hl, background, read_e, read_var, gain, maxval):
     """Digitised value (ADU, float) of a pixel with mean signal ``signal`` e- and hash ``hl``."""
     lam = signal + background
     if lam >= 30.0:
-        e = lam + math.sqrt(lam + read_var) * zig_normal(hl)
+        return _normal_value(lam, zig_normal(hl), read_var, gain, maxval)
     else:
         # Poisson by inversion, read noise from a second hash of the same counter
         u = unit(hl)
@@ -208,18 +216,23 @@ def _background_value(hq, q, lut, thr, kmin):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _digitise_row(sig, out, idx0, n, key, background, read_e, read_var, gain, maxval, lut, thr, kmin):
+def _digitise_row(sig, out, idx0, n, key, background, read_e, read_var, gain, maxval, lut, thr, kmin, lit_i, lit_lam,
+                  lit_z):
     """``n`` pixels of one row starting at frame pixel ``idx0`` (row-major index): ``sig[i]``
-    is the mean signal (e-), ``out[i]`` gets the value.
+    is the mean signal (e-), ``out[i]`` gets the value; ``lit_i, lit_lam, lit_z`` (at least
+    ``n`` long) are scratch.
 
     One 64-bit hash serves a quad of pixels (:func:`_quad_hash`; the quads are those of the
     frame's row-major index, so a region's pixels are those of the whole frame). A
     background-only pixel takes the 16-bit chunk ``16 q`` of it (``q = idx & 3``) and looks
     its value up (:func:`_background_value`); a lit pixel hashes the quad's hash once more (one
-    salt per place, :data:`_SALTS`) for 64 bits of its own. A quad of four background pixels
-    whose cells each hold one value takes the short way. :func:`render_pending` gives every
+    salt per place, :data:`_SALTS`) for 64 bits of its own: its normal deviate is drawn in the
+    row's pass, the arithmetic of the normal limit (:func:`_normal_value`) in a second, tight
+    pass over the row's lit pixels. A quad of four background pixels whose cells each hold one
+    value takes the short way. :func:`render_pending` gives every
     pixel the same value (``tests/test_sim_tiers.py``)."""
     i = 0
+    m = 0
     while i < n:
         idx = idx0 + i
         q = idx & 3
@@ -244,8 +257,21 @@ def _digitise_row(sig, out, idx0, n, key, background, read_e, read_var, gain, ma
             if s == 0.0:
                 out[i] = _background_value(hq, q, lut, thr, kmin)
             else:
-                out[i] = _lit_value(s, mix64(hq + _SALTS[q]), background, read_e, read_var, gain, maxval)
+                lam = s + background
+                hl = mix64(hq + _SALTS[q])
+                if lam >= 30.0:
+                    lit_i[m] = i
+                    lit_lam[m] = lam
+                    lit_z[m] = zig_normal(hl)
+                    m += 1
+                else:
+                    out[i] = _lit_value(s, hl, background, read_e, read_var, gain, maxval)
             i += 1
+    # the lit pixels' arithmetic in one tight pass (vectorised), then their values in place
+    for t in range(m):
+        lit_lam[t] = _normal_value(lit_lam[t], lit_z[t], read_var, gain, maxval)
+    for t in range(m):
+        out[lit_i[t]] = lit_lam[t]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -258,9 +284,12 @@ def digitise_region(img, y0, x0, width, key, background, read_e, gain, maxval, l
     any region gives the same pixels as the whole frame."""
     h, w = img.shape
     read_var = read_e * read_e
+    lit_i = np.empty(w, np.int64)
+    lit_lam = np.empty(w)
+    lit_z = np.empty(w)
     for j in range(h):
         _digitise_row(img[j], out[j], np.int64(y0 + j) * width + x0, w, key, background, read_e, read_var, gain,
-                      maxval, lut, thr, kmin)
+                      maxval, lut, thr, kmin, lit_i, lit_lam, lit_z)
 
 
 # ---------------------------------------------------------------------- the scene of a frame
@@ -406,6 +435,9 @@ def render_rect(out, y0, y1, x0, x1, height, width, fp, off, prof, bin_start, bi
     nb = ((width + bin_px - 1) // bin_px) * ((height + bin_px - 1) // bin_px)
     n = x1 - x0
     buf = np.empty(bin_px * n, np.float32)
+    lit_i = np.empty(n, np.int64)
+    lit_lam = np.empty(n)
+    lit_z = np.empty(n)
     read_var = read_e * read_e
     for by in range(y0 // bin_px, (y1 - 1) // bin_px + 1):
         ya, yb = max(y0, by * bin_px), min(y1, (by + 1) * bin_px)
@@ -414,7 +446,7 @@ def render_rect(out, y0, y1, x0, x1, height, width, fp, off, prof, bin_start, bi
         _signal_block(buf, n, 0, nb + by, ya, yb, x0, x1, fp, off, prof, bin_start, bin_src)
         for j in range(ya, yb):
             _digitise_row(buf[(j - ya) * n:(j - ya + 1) * n], out[j - y0], np.int64(j) * width + x0, n, key,
-                          background, read_e, read_var, gain, maxval, lut, thr, kmin)
+                          background, read_e, read_var, gain, maxval, lut, thr, kmin, lit_i, lit_lam, lit_z)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -29,34 +29,80 @@ def harmonic_nearest_centre(pos, usable, centres, stiffness, capture_um, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def harmonic_binned_centres(pos, usable, centres, grid, start, order, stiffness, capture_um, out):
+def centre_clearance(centres, grid, start, order, capture_um):
+    """For each centre, a lower bound of the distance to its nearest other centre: that
+    distance if it is below ``capture_um``, else ``capture_um`` (centres binned as in
+    :func:`harmonic_binned_centres`)."""
+    n = centres.shape[0]
+    out = np.empty(n)
+    cells = np.empty(9, np.int64)
+    for j in range(n):
+        x = centres[j, 0]
+        y = centres[j, 1]
+        best = capture_um
+        cx, cy = cell_of(grid, x, y)
+        for q in range(neighbour_cells(grid, cx, cy, False, cells)):
+            c = cells[q]
+            for k in range(start[c], start[c + 1]):
+                m = order[k]
+                if m != j:
+                    dx = centres[m, 0] - x
+                    dy = centres[m, 1] - y
+                    best = min(best, math.sqrt(dx * dx + dy * dy))
+        out[j] = best
+    return out
+
+
+GUESS_SAFETY = 0.45
+"""A guessed centre is taken without a search when the particle is closer to it than this
+fraction of the centre's clearance (every other centre is then at least 0.55 of it away)."""
+
+
+@numba.njit(cache=True, nogil=True)
+def harmonic_binned_centres(pos, usable, centres, grid, start, order, stiffness, capture_um, out, clearance, guess):
     """:func:`harmonic_nearest_centre` with the centres already binned (``grid``, ``start``,
     ``order`` from :func:`cybloid.cells.grid_around` with cells ``capture_um`` wide and
     :func:`cybloid.cells.bin_all`): the same nearest centre (ties to the lower index), the same
-    force, without rebinning fixed centres every frame."""
+    force, without rebinning fixed centres every frame.
+
+    ``guess`` (int64, per row, updated in place; may be shorter than ``pos``) holds each row's
+    centre of the last call: where the particle is within ``capture_um`` of it and closer than
+    :data:`GUESS_SAFETY` times its ``clearance`` (:func:`centre_clearance`), that centre is the
+    nearest by the triangle inequality and no cell is searched."""
     if centres.shape[0] == 0:
         return
     c2 = capture_um * capture_um
     cells = np.empty(9, np.int64)
+    ng = guess.shape[0]
     for i in range(pos.shape[0]):
         x = pos[i, 0]
         y = pos[i, 1]
         if not usable[i] or not (math.isfinite(x) and math.isfinite(y)):
             continue
-        cx, cy = cell_of(grid, x, y)
-        best = math.inf
         bj = -1
-        for q in range(neighbour_cells(grid, cx, cy, False, cells)):
-            c = cells[q]
-            for k in range(start[c], start[c + 1]):
-                j = order[k]
-                dx = centres[j, 0] - x
-                dy = centres[j, 1] - y
-                if dx * dx + dy * dy < c2:
-                    d = math.sqrt(dx * dx + dy * dy)
-                    if d < best or (d == best and j < bj):
-                        best = d
-                        bj = j
+        g = guess[i] if i < ng else -1
+        if g >= 0:
+            dx = centres[g, 0] - x
+            dy = centres[g, 1] - y
+            d2 = dx * dx + dy * dy
+            if d2 < c2 and math.sqrt(d2) < GUESS_SAFETY * clearance[g]:
+                bj = g
+        if bj < 0:
+            cx, cy = cell_of(grid, x, y)
+            best = math.inf
+            for q in range(neighbour_cells(grid, cx, cy, False, cells)):
+                c = cells[q]
+                for k in range(start[c], start[c + 1]):
+                    j = order[k]
+                    dx = centres[j, 0] - x
+                    dy = centres[j, 1] - y
+                    if dx * dx + dy * dy < c2:
+                        d = math.sqrt(dx * dx + dy * dy)
+                        if d < best or (d == best and j < bj):
+                            best = d
+                            bj = j
+            if i < ng:
+                guess[i] = bj
         if bj >= 0:
             out[i, 0] -= stiffness * (x - centres[bj, 0])
             out[i, 1] -= stiffness * (y - centres[bj, 1])
@@ -83,6 +129,7 @@ class HarmonicTrap(ForceTerm):
         c.flags.writeable = False  # binned once (below): move traps by giving new centres
         self.centres_um = c
         self._binned: tuple | None = None
+        self._guess = np.full(0, -1, np.int64)
 
     def _bins(self) -> tuple:
         """The centres binned on a grid of ``capture_radius`` cells, rebuilt when the centres
@@ -93,20 +140,25 @@ class HarmonicTrap(ForceTerm):
             c = np.ascontiguousarray(self.centres_um)
             grid = grid_around(c, np.ones(len(c), np.bool_), cap)
             start, order = bin_all(c, grid)
-            b = self._binned = (self.centres_um, cap, c, grid, start, order)
+            clear = centre_clearance(c, grid, start, order, cap)
+            b = self._binned = (self.centres_um, cap, c, grid, start, order, clear)
+            self._guess = np.full(0, -1, np.int64)
         return b
 
     def add_forces(self, ctx: ForceContext, out: np.ndarray) -> None:
-        _, cap, c, grid, start, order = self._bins()
-        harmonic_binned_centres(np.ascontiguousarray(ctx.positions_um, float), np.asarray(ctx.usable, np.bool_), c,
-                                grid, start, order, float(self.stiffness), cap, out)
+        _, cap, c, grid, start, order, clear = self._bins()
+        pos = np.ascontiguousarray(ctx.positions_um, float)
+        if self._guess.shape[0] != pos.shape[0]:
+            self._guess = np.full(pos.shape[0], -1, np.int64)  # each row's centre of the last frame
+        harmonic_binned_centres(pos, np.asarray(ctx.usable, np.bool_), c, grid, start, order, float(self.stiffness),
+                                cap, out, clear, self._guess)
 
     def warm_up(self) -> None:
         z = np.zeros((1, 2))
         harmonic_nearest_centre(z, np.ones(1, np.bool_), z, 1.0, 1.0, np.zeros((1, 2)))
-        self._bins()
-        _, cap, c, grid, start, order = self._bins()
-        harmonic_binned_centres(z + 1e9, np.zeros(1, np.bool_), c, grid, start, order, 1.0, cap, np.zeros((1, 2)))
+        _, cap, c, grid, start, order, clear = self._bins()
+        harmonic_binned_centres(z + 1e9, np.zeros(1, np.bool_), c, grid, start, order, 1.0, cap, np.zeros((1, 2)),
+                                clear, np.full(1, -1, np.int64))
 
     def describe(self):
         return {**super().describe(), "centres_um": self.centres_um.tolist()}

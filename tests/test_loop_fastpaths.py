@@ -1,0 +1,55 @@
+"""Per-frame shortcuts of the loop's stages give exactly what the general code gives.
+
+Each shortcut (a remembered nearest trap centre, a skipped border integral, an early stop)
+is checked against the general computation through the cases that must leave it.
+"""
+
+import numpy as np
+
+from cybloid.forces.base import ForceContext
+from cybloid.history import History
+
+
+def test_harmonic_trap_remembered_centres_match_a_fresh_search_every_frame():
+    """Each row's centre of the last frame is taken without a search only where the triangle
+    inequality proves it the nearest: particles wandering between centres, jumping to other
+    centres, rows reordered, rows added, duplicate and tied centres, leaving every capture
+    radius, unusable and NaN positions all give the forces of a fresh search."""
+    from cybloid.forces import HarmonicTrap
+    from cybloid.forces.external import harmonic_nearest_centre
+
+    rng = np.random.default_rng(11)
+    centres = rng.uniform(0, 60, (120, 2))
+    centres[1] = centres[0]  # a duplicate centre: no clearance, always searched (lower index wins)
+    centres[3] = centres[2] + [1.0, 0.0]  # a close pair
+    trap = HarmonicTrap(centres, stiffness=0.2, capture_radius=4.0)
+    trap.warm_up()
+    pos = centres + rng.normal(0, 0.2, centres.shape)
+    took_guess = 0
+    for frame in range(60):
+        pos = pos + rng.normal(0, 0.3, pos.shape)
+        if frame % 7 == 3:
+            pos = pos[rng.permutation(len(pos))]
+        if frame % 11 == 5:  # some particles jump to another centre
+            k = rng.integers(0, len(pos), 10)
+            pos[k] = centres[rng.integers(0, len(centres), 10)] + rng.normal(0, 0.1, (10, 2))
+        if frame == 20:
+            pos = np.concatenate([pos, rng.uniform(-10, 70, (15, 2))])  # more rows
+        if frame == 40:
+            pos = pos[:90]  # fewer rows
+        p = pos.copy()
+        p[5] = [np.nan, 1.0]
+        p[6] = (centres[2] + centres[3]) / 2  # midway between two centres: the lower index
+        usable = rng.uniform(size=len(p)) > 0.1
+        ctx = ForceContext(np.arange(len(p)), p, usable, History(2), 0.0, 0.01)
+        before = trap._guess.copy()
+        got = np.zeros((len(p), 2))
+        trap.add_forces(ctx, got)
+        want = np.zeros((len(p), 2))
+        harmonic_nearest_centre(p, usable, trap.centres_um, 0.2, 4.0, want)
+        np.testing.assert_array_equal(got, want)
+        if len(before) == len(p):
+            took_guess += int(np.sum((before >= 0) & (before == trap._guess) & usable))
+        # closed form for the midway particle
+        np.testing.assert_allclose(got[6], -0.2 * (p[6] - centres[2]) if usable[6] else 0.0)
+    assert took_guess > 1000  # the shortcut was exercised

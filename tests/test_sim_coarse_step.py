@@ -160,3 +160,22 @@ def test_step_keys_are_validated():
         profile_from_dict({"simulation": {"step": "coarse"}})
     with pytest.raises(ProfileError, match=r"max_step_s = 0.0001 must not be shorter than dt_s"):
         profile_from_dict({"simulation": {"max_step_s": 1e-4}})
+
+
+def test_the_hold_from_the_spot_lists_is_the_hold_of_its_own_search():
+    """The world finds each spot's target from the particles' spot lists (built anyway for the
+    integration): the same targets and start forces, bit for bit, as the search of its own
+    (:func:`cybloid.sim.dynamics.hold_start`), with ties and spots out of range."""
+    from cybloid.sim.dynamics import SKIN_UM, hold_from_lists, hold_start, spot_lists_indexed
+
+    rng = np.random.default_rng(7)
+    pos = rng.uniform(0.0, 60.0, (300, 2))
+    spots = np.concatenate([pos[:200] + rng.normal(0.0, 1.0, (200, 2)), rng.uniform(0.0, 60.0, (100, 2)),
+                            [(pos[0] + pos[1]) / 2]])  # the last one halfway between two particles
+    spot_f = rng.uniform(0.0, 0.5, len(spots))
+    so, _, sl = spot_lists_indexed(pos, spots, spot_f, 4.0 + SKIN_UM)
+    t1, f1 = hold_from_lists(spots, spot_f, pos, 1.0, 4.0, so, sl)
+    t0, f0 = hold_start(spots, spot_f, pos, 1.0, 4.0)
+    assert len(t0) > 150
+    np.testing.assert_array_equal(t1, t0)
+    np.testing.assert_array_equal(f1, f0)

@@ -139,6 +139,13 @@ def _sweep(pos, tkey, amp, mdt, ext_force, has_ext, w, range_um, so, sd, with_sp
 def _spot_lists(pos, spots, spot_f, cutoff):
     """Each particle's spots closer than ``cutoff``: CSR offsets and the spots' (x, y, force)
     in list order (see :func:`integrate`)."""
+    so, sd, _ = spot_lists_indexed(pos, spots, spot_f, cutoff)
+    return so, sd
+
+
+@numba.njit(cache=True, nogil=True)
+def spot_lists_indexed(pos, spots, spot_f, cutoff):
+    """:func:`_spot_lists` and the spots' indices in list order (for :func:`hold_from_lists`)."""
     so, sl = within_lists(pos, spots, cutoff)
     sd = np.empty((sl.shape[0], 3))
     for q in range(sl.shape[0]):
@@ -146,7 +153,7 @@ def _spot_lists(pos, spots, spot_f, cutoff):
         sd[q, 0] = spots[j, 0]
         sd[q, 1] = spots[j, 1]
         sd[q, 2] = spot_f[j]
-    return so, sd
+    return so, sd, sl
 
 
 @numba.njit(cache=True, nogil=True)
@@ -323,6 +330,34 @@ def hold_start(spots, spot_f, pos, w, range_um):
     summed force (T, 2) pN of their spots on them.
     """
     target, d = nearest_within(spots, pos, range_um)
+    return _hold_forces(spots, spot_f, pos, w, target, d)
+
+
+@numba.njit(cache=True, nogil=True)
+def hold_from_lists(spots, spot_f, pos, w, range_um, so, sl):
+    """:func:`hold_start` from the particles' spot lists (``so``, ``sl``: CSR offsets and spot
+    indices, :func:`spot_lists_indexed` with a cutoff of at least ``range_um``) instead of a
+    search of its own: the same targets and forces (the same distances, ties to the lower
+    index, as :func:`cybloid.cells.nearest_within`)."""
+    ns = spots.shape[0]
+    target = np.full(ns, -1, np.int64)
+    d = np.full(ns, np.inf)
+    for i in range(pos.shape[0]):
+        for q in range(so[i], so[i + 1]):
+            j = sl[q]
+            dx = pos[i, 0] - spots[j, 0]
+            dy = pos[i, 1] - spots[j, 1]
+            r = math.sqrt(dx * dx + dy * dy)
+            if r < range_um and (r < d[j] or (r == d[j] and i < target[j])):
+                d[j] = r
+                target[j] = i
+    return _hold_forces(spots, spot_f, pos, w, target, d)
+
+
+@numba.njit(cache=True, nogil=True)
+def _hold_forces(spots, spot_f, pos, w, target, d):
+    """The tail of :func:`hold_start`: each target's summed spot force from the spots' targets
+    ``target`` (-1: none) and distances ``d``."""
     n = pos.shape[0]
     acc = np.zeros((n, 2))
     hit = np.zeros(n, np.bool_)
@@ -398,6 +433,8 @@ def warm_up_dynamics() -> None:
                   SKIN_UM, np.zeros((2, 2)), e.copy(), NO_SPOT_DATA, np.zeros((0, 2)), np.array([1], np.int64),
                   np.zeros((1, 2, 2)), 4, 0.02, 0.04)
     hold_start(spots, np.ones(1), pos, 1.0, 4.0)
+    so, _, sl = spot_lists_indexed(pos, spots, np.ones(1), 4.5)
+    hold_from_lists(spots, np.ones(1), pos, 1.0, 4.0, so, sl)
     nearest_within(spots, pos, 4.0)  # (from cybloid.cells; the harmonic trap finds its centres with it)
     out = np.zeros((2, 2))
     place_apart(np.array([[1.0, 1.0], [5.0, 5.0]]), 2.0, np.array([0.0, 0.0, 10.0, 10.0]), 2, out, 0)

@@ -18,8 +18,8 @@ import numpy as np
 
 from cybloid.errors import ProfileError
 from cybloid.profile import LabProfile
-from cybloid.sim.dynamics import (DRIFT_STEP, HARD_CORE_STEP, NO_SPOT_DATA, SKIN_UM, STIFF_KH, hold_start, integrate,
-                                  place_apart)
+from cybloid.sim.dynamics import (DRIFT_STEP, HARD_CORE_STEP, NO_SPOT_DATA, SKIN_UM, STIFF_KH, hold_from_lists, integrate,
+                                  place_apart, spot_lists_indexed)
 from cybloid.sim.pixels import frame_key
 
 _NO_INDEX = np.zeros(0, np.int64)
@@ -178,17 +178,7 @@ class SimWorld:
             self._pairs = (np.zeros(0, np.int64), np.zeros(0, np.int64), -1)
         if self.spot_force_sum.shape != self.pos_um.shape:
             self.spot_force_sum = np.zeros_like(self.pos_um)
-        # the spots in world um, their forces and their neighbour lists stay valid while the table,
-        # the power and the stage stay as they are (kept across calls)
-        on = self.laser_on and self._spots_fov.shape[0] > 0 and self.power_frac > 0
-        key = (on, self.power_frac, float(self.stage_um[0]), float(self.stage_um[1]), self.pos_um.shape[0])
-        c = self._spot_cache
-        if c is None or c[0] is not self._spots_fov or c[1] is not self._share or c[2] != key:
-            if on:
-                spots, spot_f = self._spots_fov + self.stage_um, self._share * self.power_frac * lp.max_force_pN
-            else:
-                spots, spot_f = _NO_POS, _NO_FORCE
-            c = [self._spots_fov, self._share, key, spots, spot_f, _NO_INDEX, NO_SPOT_DATA, _NO_POS]
+        c = self._table_cache()
         pi, pj, cnt, rebuilds, c[5], c[6], c[7], steps = integrate(
             self.pos_um, nsteps, self.tick, self._noise_key, self.dt_s, self.mobility, self.diffusion, c[3], c[4],
             lp.offset_at_max_um, lp.range_um, self.box_um, self.profile.arena.walls == "periodic",
@@ -202,6 +192,23 @@ class SimWorld:
         self.brownian_steps += steps
         self.tick += nsteps
         return snaps
+
+    def _table_cache(self) -> list:
+        """The spots in world um, their forces and the particles' spot lists of the table in
+        force: ``[spots_fov, share, key, spots, spot_f, so, sd, sref]`` (lists empty until
+        built). They stay valid while the table, the power and the stage stay as they are (kept
+        across calls)."""
+        on = self.laser_on and self._spots_fov.shape[0] > 0 and self.power_frac > 0
+        key = (on, self.power_frac, float(self.stage_um[0]), float(self.stage_um[1]), self.pos_um.shape[0])
+        c = self._spot_cache
+        if c is None or c[0] is not self._spots_fov or c[1] is not self._share or c[2] != key:
+            if on:
+                spots = np.ascontiguousarray(self._spots_fov + self.stage_um)
+                spot_f = np.ascontiguousarray(self._share * self.power_frac * self.profile.laser.max_force_pN, dtype=float)
+            else:
+                spots, spot_f = _NO_POS, _NO_FORCE
+            c = self._spot_cache = [self._spots_fov, self._share, key, spots, spot_f, _NO_INDEX, NO_SPOT_DATA, _NO_POS]
+        return c
 
     def step_bounds(self) -> tuple[int, float, float]:
         """``(max_ticks, kh_bound, drift_um)`` of :func:`cybloid.sim.dynamics.integrate`: the
@@ -284,9 +291,13 @@ class SimWorld:
         self._hold = None
         if not (self.laser_on and self.power_frac > 0 and len(self._share)):
             return
-        spots = np.ascontiguousarray(self._spots_fov + self.stage_um)
-        spot_f = np.ascontiguousarray(self._share * self.power_frac * lp.max_force_pN, dtype=float)
-        targets, start = hold_start(spots, spot_f, self.pos_um, lp.offset_at_max_um, lp.range_um)
+        # the spot lists the integration needs anyway (built here, at the same positions) give
+        # each spot's nearest particle without a search of its own
+        c = self._table_cache()
+        spots, spot_f = c[3], c[4]
+        c[5], c[6], sl = spot_lists_indexed(self.pos_um, spots, spot_f, lp.range_um + SKIN_UM)
+        c[7] = self.pos_um.copy()
+        targets, start = hold_from_lists(spots, spot_f, self.pos_um, lp.offset_at_max_um, lp.range_um, c[5], sl)
         if not len(targets):
             return
         self._hold = {"tick": self.tick, "targets": targets, "start_pN": start,

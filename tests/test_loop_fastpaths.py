@@ -53,3 +53,41 @@ def test_harmonic_trap_remembered_centres_match_a_fresh_search_every_frame():
         # closed form for the midway particle
         np.testing.assert_allclose(got[6], -0.2 * (p[6] - centres[2]) if usable[6] else 0.0)
     assert took_guess > 1000  # the shortcut was exercised
+
+
+def test_measurement_model_skips_the_border_integral_only_where_it_is_exactly_one():
+    """The ``none`` tier's fraction of each image on the sensor (reported as mass) is the
+    integral of the Gaussian image over the sensor, bit for bit, for particles anywhere: deep
+    inside (where the integral is not evaluated), near and on the edges, and outside."""
+    import math
+
+    import numba
+
+    from cybloid.sim.measure import FAR_SIGMA, _ndtr, _on_sensor, measure_frame
+
+    @numba.njit
+    def integral(w, h, x, y, s):
+        return (_ndtr((w - 0.5 - x) / s) - _ndtr((-0.5 - x) / s)) * (_ndtr((h - 0.5 - y) / s) - _ndtr((-0.5 - y) / s))
+
+    @numba.njit
+    def fraction(w, h, x, y, s):
+        return _on_sensor(w, x, s) * _on_sensor(h, y, s)
+
+    rng = np.random.default_rng(4)
+    w, h, s = 300, 200, 2.3
+    xy = np.column_stack([rng.uniform(-20, w + 20, 5000), rng.uniform(-20, h + 20, 5000)])
+    # exactly at the threshold and one ulp inside it
+    edge = FAR_SIGMA * s - 0.5
+    xy[:4] = [[edge, 100.0], [np.nextafter(edge, 0), 100.0], [100.0, h - 0.5 - FAR_SIGMA * s], [w / 2, h / 2]]
+    n = len(xy)
+    mass0 = 1000.0
+    ids, _, mass, _ = measure_frame(xy, w, h, s, 0.0, np.uint64(7), 10**6, np.full((n, 2), np.nan),
+                                    np.zeros(n, np.int64), np.zeros(n, bool), mass0)
+    v = np.array([integral(w, h, x, y, s) for x, y in xy])
+    np.testing.assert_array_equal(np.array([fraction(w, h, x, y, s) for x, y in xy]), v)  # double precision
+    want = (mass0 * v).astype(np.float32)
+    np.testing.assert_array_equal(mass, want[ids])
+    far = ((xy[:, 0] > FAR_SIGMA * s) & (xy[:, 0] < w - FAR_SIGMA * s)
+           & (xy[:, 1] > FAR_SIGMA * s) & (xy[:, 1] < h - FAR_SIGMA * s))
+    assert far.sum() > 1000 and (want[far] == np.float32(mass0)).all()
+    assert 0 < want[3] and math.isclose(float(want[3]), mass0)

@@ -82,6 +82,8 @@ MOTION_SMOOTHING = 0.05
 """Weight of each frame in the running estimate of the particles' unpredicted motion."""
 MAX_GAIN = 1.1
 """Largest share correction for the force curve's curvature."""
+PAIRS_FIT = 1.0 + 1e-12
+"""Spot pairs are used when their beam shares add up to at most this."""
 
 
 @numba.njit(cache=True, nogil=True)
@@ -200,8 +202,11 @@ def place_spot_pairs(pos, force, power_frac, d_pair, f_pair, max_force, xmin, ym
 
 
 @numba.njit(cache=True, nogil=True)
-def pair_share_total(force, power_frac, f_pair, max_force):
-    """Sum of the beam shares spot pairs would need for these forces (pN); inf if none is possible."""
+def pair_share_total(force, power_frac, f_pair, max_force, stop_above=math.inf):
+    """Sum of the beam shares spot pairs would need for these forces (pN); inf if none is possible.
+
+    The sum of non-negative shares only grows: once it exceeds ``stop_above`` the partial sum
+    is returned (the caller only asks whether the pairs fit)."""
     cap = power_frac * f_pair * 2.0 * math.cos(math.pi / 4)
     total = 0.0
     for i in range(force.shape[0]):
@@ -211,6 +216,8 @@ def pair_share_total(force, power_frac, f_pair, max_force):
         if cap <= 0.0:
             return math.inf
         total += 2.0 * min(f, max_force) / cap
+        if total > stop_above:
+            return total
     return total
 
 
@@ -245,6 +252,9 @@ def predict_same_ids(pos, prev, prev_vel, a, T, lead_s, max_lead):
     total, count = innovation_sum(pos, prev, prev_vel, T, max_lead)
     all_finite = True
     b = 1 - a
+    # leads surely shorter than the cap need no (slow) hypot: the cap is compared, and applied,
+    # only near or above it
+    short2 = (max_lead * (1.0 - 1e-6)) ** 2 if max_lead > 0 else -1.0
     for i in range(n):
         for k in range(2):
             v = a * ((pos[i, k] - prev[i, k]) / T) + b * prev_vel[i, k]
@@ -253,11 +263,12 @@ def predict_same_ids(pos, prev, prev_vel, a, T, lead_s, max_lead):
             all_finite = False
         lx = vel[i, 0] * lead_s
         ly = vel[i, 1] * lead_s
-        size = math.hypot(lx, ly)
-        if size > max_lead:
-            r = max_lead / size
-            lx *= r
-            ly *= r
+        if not lx * lx + ly * ly < short2:
+            size = math.hypot(lx, ly)
+            if size > max_lead:
+                r = max_lead / size
+                lx *= r
+                ly *= r
         pred[i, 0] = pos[i, 0] + lx
         pred[i, 1] = pos[i, 1] + ly
     return vel, pred, total, count, all_finite
@@ -518,7 +529,7 @@ class Actuator:
             d_pair, f_pair = self._pair_offset(fc)
             if d_pair < fc.range_um and f_pair > 0:
                 g = self._gain("pair", s2)
-                if pair_share_total(frc, self.power_frac, f_pair / g, self.limits.max_force_pN) <= 1.0 + 1e-12:
+                if pair_share_total(frc, self.power_frac, f_pair / g, self.limits.max_force_pN, PAIRS_FIT) <= PAIRS_FIT:
                     # the pairs fit the beam: use them
                     spots_um, share, sat = place_spot_pairs(pos, frc, self.power_frac, d_pair, f_pair / g,
                                                             self.limits.max_force_pN, m, m, w - m, h - m)

@@ -91,3 +91,54 @@ def test_measurement_model_skips_the_border_integral_only_where_it_is_exactly_on
            & (xy[:, 1] > FAR_SIGMA * s) & (xy[:, 1] < h - FAR_SIGMA * s))
     assert far.sum() > 1000 and (want[far] == np.float32(mass0)).all()
     assert 0 < want[3] and math.isclose(float(want[3]), mass0)
+
+
+def test_prediction_caps_the_lead_exactly_as_with_hypot_everywhere():
+    """The one-call prediction skips ``hypot`` for leads surely shorter than the cap: leads far
+    below, just below, at and above the cap (and non-finite positions) give the same bits as
+    measuring every lead."""
+    import math
+
+    import numba
+
+    from cybloid.actuation import innovation_sum, predict_same_ids
+
+    @numba.njit
+    def reference(pos, prev, prev_vel, a, T, lead_s, max_lead):
+        n = pos.shape[0]
+        vel = np.empty((n, 2))
+        pred = np.empty((n, 2))
+        for i in range(n):
+            for k in range(2):
+                v = a * ((pos[i, k] - prev[i, k]) / T) + (1 - a) * prev_vel[i, k]
+                vel[i, k] = v if math.isfinite(v) else 0.0
+            lx = vel[i, 0] * lead_s
+            ly = vel[i, 1] * lead_s
+            size = math.hypot(lx, ly)
+            if size > max_lead:
+                lx *= max_lead / size
+                ly *= max_lead / size
+            pred[i, 0] = pos[i, 0] + lx
+            pred[i, 1] = pos[i, 1] + ly
+        return vel, pred
+
+    rng = np.random.default_rng(8)
+    n = 20000
+    T, lead_s, a = 0.01, 0.0125, 0.3
+    pos = rng.uniform(0, 100, (n, 2))
+    prev = pos - rng.normal(0, 0.05, (n, 2))
+    prev_vel = rng.normal(0, 1, (n, 2)) * rng.choice([1.0, 100.0, 1000.0], (n, 1))
+    pos[:3] = np.nan
+    for max_lead in (1.0, 0.0, 1e-3, np.inf):
+        # leads placed on the cap within a few ulps
+        ang = rng.uniform(0, 2 * np.pi, 200)
+        target = max_lead if np.isfinite(max_lead) else 1.0
+        lead = np.column_stack([np.cos(ang), np.sin(ang)]) * target * (1 + rng.integers(-4, 5, 200)[:, None] * 1e-16)
+        pv = prev_vel.copy()
+        # vel = a (pos - prev)/T + (1 - a) pv: choose pv so that vel * lead_s is the lead
+        pv[10:210] = (lead / lead_s - a * (pos[10:210] - prev[10:210]) / T) / (1 - a)
+        vel, pred, total, count, finite = predict_same_ids(pos, prev, pv, a, T, lead_s, max_lead)
+        want_vel, want_pred = reference(pos, prev, pv, a, T, lead_s, max_lead)
+        np.testing.assert_array_equal(vel, want_vel)
+        np.testing.assert_array_equal(pred, want_pred)
+        assert (total, count) == innovation_sum(pos, prev, pv, T, max_lead) and not finite

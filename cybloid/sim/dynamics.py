@@ -29,8 +29,14 @@ from cybloid.forcecurve import gradient_force_per_offset
 from cybloid.sim.pixels import _GOLDEN, mix64, zig_normal
 
 SKIN_UM = 0.5
-"""Verlet skin (um): the pair list is rebuilt when a particle has moved half of it, the spot
-lists when one has moved all of it."""
+"""Verlet skin (um) of the spot lists: rebuilt when a particle has moved all of it (the spots
+do not move)."""
+
+PAIR_SKIN_UM = 1.0
+"""Verlet skin (um) of the pair list: rebuilt when a particle has moved half of it. Wider than
+the spot lists' (a rebuild costs a cell sort of all particles, about 1 ms at N = 10^4, and a
+particle diffuses 0.5 um in about 0.5 s, 0.25 um in 0.13 s); the extra pairs, those between
+``diameter + 0.5`` and ``diameter + 1`` um, cost one compare per step each."""
 
 STIFF_KH = 0.02
 """Coarse step (``[simulation] step = "auto"``): ``k h / gamma`` at most this for the stiffest
@@ -201,7 +207,7 @@ def step_ticks(kmax, kh_bound, mobility, dt, max_ticks):
 @numba.njit(cache=True, nogil=True)
 def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w, range_um, box, periodic,
               diameter, hard_core, ext_force, ref, pi, pj, npairs, skin, spot_force_sum, so, sd, sref,
-              snap_after=_NO_SNAPS, snaps=_NO_SNAP_POS, max_ticks=1, kh_bound=0.0, drift_um=0.0):
+              snap_after=_NO_SNAPS, snaps=_NO_SNAP_POS, max_ticks=1, kh_bound=0.0, drift_um=0.0, pair_skin=-1.0):
     """Advance ``pos`` (N,2, um, in place) by ``nsteps`` ticks of ``dt`` starting at tick ``tick0``.
 
     ``spots`` (S,2) um and ``spot_f`` (S,) pN (share * power * F_max) are the laser during
@@ -226,9 +232,10 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
     particle (:func:`_sweep`: the spot forces, the noise of variance ``2 D h`` keyed by the
     step's first tick, the walls, and whether it has left its lists' validity), then pushes
     overlapping pairs apart in the pair list's order (Gauss-Seidel, sequential), then rebuilds
-    a list if a particle has left its validity: the pair list at half the skin (two particles
-    each within ``skin / 2`` of where it was built cannot have come closer than ``diameter``
-    unless listed), the spot lists at the whole skin (the spots stay put). The rebuild decisions
+    a list if a particle has left its validity: the pair list (pairs closer than ``diameter +
+    pair_skin``; ``pair_skin <= 0``: ``skin``) at half its skin (two particles each within
+    ``pair_skin / 2`` of where it was built cannot have come closer than ``diameter`` unless
+    listed), the spot lists at the whole ``skin`` (the spots stay put). The rebuild decisions
     and the step lengths depend only on the positions and on where the calls end, so the same
     calls give the same run (with one-tick steps, however the ticks are cut into calls).
 
@@ -239,7 +246,9 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
     ns = spots.shape[0]
     lx = box[2] - box[0]
     ly = box[3] - box[1]
-    half2 = 0.25 * skin * skin
+    if pair_skin <= 0.0:
+        pair_skin = skin
+    half2 = 0.25 * pair_skin * pair_skin
     skin2 = skin * skin
     d2min = diameter * diameter
     pairs = hard_core and n > 1
@@ -253,7 +262,7 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
     rebuilds = 0
     # positions may have been set from outside since the last call: check the lists once
     if pairs and (npairs < 0 or _moved_beyond(pos, ref, half2, periodic, lx, ly)):
-        pi, pj, npairs = pair_list_box(pos, box, diameter + skin, periodic)
+        pi, pj, npairs = pair_list_box(pos, box, diameter + pair_skin, periodic)
         ref[:, :] = pos
         rebuilds += 1
     m = 1
@@ -303,7 +312,7 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
                     if with_spots and _beyond(pos[q, 0], pos[q, 1], sref, q, skin2, periodic, lx, ly):
                         flags |= 2
             if flags & 1:
-                pi, pj, npairs = pair_list_box(pos, box, diameter + skin, periodic)
+                pi, pj, npairs = pair_list_box(pos, box, diameter + pair_skin, periodic)
                 ref[:, :] = pos
                 rebuilds += 1
         if with_spots and flags & 2:
@@ -431,7 +440,7 @@ def warm_up_dynamics() -> None:
         integrate(pos, 2, 0, np.uint64(1), 1e-4, 1.0, 0.1, spots, np.ones(1), 1.0, 4.0,
                   np.array([0.0, 0.0, 10.0, 10.0]), periodic, 2.0, True, np.zeros((2, 2)), ref, e, e.copy(), -1,
                   SKIN_UM, np.zeros((2, 2)), e.copy(), NO_SPOT_DATA, np.zeros((0, 2)), np.array([1], np.int64),
-                  np.zeros((1, 2, 2)), 4, 0.02, 0.04)
+                  np.zeros((1, 2, 2)), 4, 0.02, 0.04, PAIR_SKIN_UM)
     hold_start(spots, np.ones(1), pos, 1.0, 4.0)
     so, _, sl = spot_lists_indexed(pos, spots, np.ones(1), 4.5)
     hold_from_lists(spots, np.ones(1), pos, 1.0, 4.0, so, sl)

@@ -18,8 +18,8 @@ import numpy as np
 
 from cybloid.errors import ProfileError
 from cybloid.profile import LabProfile
-from cybloid.sim.dynamics import (DRIFT_STEP, HARD_CORE_STEP, NO_SPOT_DATA, SKIN_UM, STIFF_KH, hold_from_lists, integrate,
-                                  place_apart, spot_lists_indexed)
+from cybloid.sim.dynamics import (DRIFT_STEP, HARD_CORE_STEP, NO_SPOT_DATA, PAIR_SKIN_UM, SKIN_UM, STIFF_KH,
+                                  hold_from_lists, integrate, place_apart, spot_lists_indexed)
 from cybloid.sim.pixels import frame_key
 
 _NO_INDEX = np.zeros(0, np.int64)
@@ -184,7 +184,7 @@ class SimWorld:
             lp.offset_at_max_um, lp.range_um, self.box_um, self.profile.arena.walls == "periodic",
             self.profile.particles.diameter_um, self.profile.simulation.hard_core, self.ext_force, self._ref,
             self._pairs[0], self._pairs[1], self._pairs[2], SKIN_UM, self.spot_force_sum, c[5], c[6], c[7],
-            snap_after, snaps, *self.step_bounds(),
+            snap_after, snaps, *self.step_bounds(), PAIR_SKIN_UM,
         )
         self._spot_cache = c
         self._pairs = (pi, pj, cnt)

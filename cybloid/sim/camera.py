@@ -78,18 +78,24 @@ class SimCamera:
         self.roi_px: tuple[int, int, int, int] | None = None  # (x, y, width, height) read out; None: the sensor
 
     # timing in ticks
-    def _frame_ticks(self, i: int) -> tuple[int, int, int]:
-        # kept per frame while the timing stays as it is (a frame's ticks are asked for ~6 times);
-        # the profile is frozen (replaced on every settings change), the ROI a tuple
+    def _ticks_memo(self) -> tuple:
+        """The memo of frame ticks (``i -> (start, end, arrival)``) and sample ticks for the
+        current timing: kept while the timing stays as it is (the profile is frozen, replaced on
+        every settings change; the ROI a tuple)."""
         p, w = self.profile, self.world
-        memo = self.__dict__.get("_ticks_memo")
+        memo = self.__dict__.get("_memo")
         if (memo is None or memo[0] is not p or memo[1] is not w or memo[2] != w.dt_s or memo[3] != self._i0
                 or memo[4] != self._t0_ticks or memo[5] != self.roi_px):
-            memo = self._ticks_memo = (p, w, w.dt_s, self._i0, self._t0_ticks, self.roi_px, {})
-        known = memo[6]
+            memo = self._memo = (p, w, w.dt_s, self._i0, self._t0_ticks, self.roi_px, {}, {})
+        return memo
+
+    def _frame_ticks(self, i: int, memo: tuple | None = None) -> tuple[int, int, int]:
+        # a frame's ticks are asked for several times per grab: ``memo`` (:meth:`_ticks_memo`) when
+        # the caller already checked it
+        known = (memo or self._ticks_memo())[6]
         r = known.get(i)
         if r is None:
-            c = p.camera
+            c, w = self.profile.camera, self.world
             start = self._t0_ticks + w.ticks((i - self._i0) / c.fps)
             end = start + max(1, int(round(c.exposure_s / w.dt)))
             arrival = end + int(round(self.readout_s / w.dt))
@@ -223,18 +229,24 @@ class SimCamera:
     def stop(self) -> None:
         self.running = False
 
-    def _sample_ticks(self, i: int) -> tuple[int, ...]:
+    def _sample_ticks(self, i: int, memo: tuple | None = None) -> tuple[int, ...]:
         """Ticks of frame ``i``'s sub-exposure position samples (motion blur)."""
-        start, end, _ = self._frame_ticks(i)
+        memo = memo or self._ticks_memo()
+        start, end, _ = self._frame_ticks(i, memo)
         n_exp = end - start
-        nb = self.profile.camera.blur_samples
-        return tuple(sorted({start + min(n_exp, int(round((k + 0.5) * n_exp / nb))) for k in range(nb)}))
+        offsets = memo[7].get(n_exp)  # the same for every frame of one timing
+        if offsets is None:
+            nb = self.profile.camera.blur_samples
+            offsets = memo[7][n_exp] = tuple(sorted({min(n_exp, int(round((k + 0.5) * n_exp / nb)))
+                                                     for k in range(nb)}))
+        return tuple([start + o for o in offsets])
 
-    def _next_taken(self, i: int, busy_until: int) -> int:
+    def _next_taken(self, i: int, busy_until: int, memo: tuple | None = None) -> int:
         """First frame from ``i`` on that the sensor can take: its exposure must not end before
         the previous frame's readout (ending at tick ``busy_until``) is done. With a readout
         longer than the frame period a real camera misses those triggers: dropped frames."""
-        while self._frame_ticks(i)[1] < busy_until:
+        memo = memo or self._ticks_memo()
+        while self._frame_ticks(i, memo)[1] < busy_until:
             i += 1
         return i
 
@@ -247,61 +259,68 @@ class SimCamera:
         """
         w = self.world
         dt = w.dt
-        i = self._next_taken(self._next, self._busy)
+        memo = self._ticks_memo()  # the timing is checked once (nothing below changes it before the world runs)
+        ft = self._frame_ticks
+        i = self._next_taken(self._next, self._busy, memo)
         if self.clock.realtime:
             now = self.clock.now()
             # newest frame already available, else wait for the next one
             while True:
-                j = self._next_taken(i + 1, self._frame_ticks(i)[2])
-                if self._frame_ticks(j)[2] * dt > now:
+                j = self._next_taken(i + 1, ft(i, memo)[2], memo)
+                if ft(j, memo)[2] * dt > now:
                     break
                 i = j
-            self.clock.sleep_until(self._frame_ticks(i)[2] * dt)
+            self.clock.sleep_until(ft(i, memo)[2] * dt)
+            memo = self._ticks_memo()  # settings may have changed meanwhile (another thread)
         dropped = i - self._next
         self.dropped += dropped
-        start, end, arrival = self._frame_ticks(i)
+        start, end, arrival = ft(i, memo)
         # frames the camera exposes before this one arrives (overlapped with its readout)
         frames = [i]
         j = i
         while True:
-            j = self._next_taken(j + 1, self._frame_ticks(j)[2])
-            if self._frame_ticks(j)[0] >= arrival:
+            j = self._next_taken(j + 1, ft(j, memo)[2], memo)
+            if ft(j, memo)[0] >= arrival:
                 break
             frames.append(j)
-        for old in [k for k in self._exposing if k < i]:
-            del self._exposing[old]  # skipped by a slow loop (real time)
+        exposing = self._exposing
+        for old in [k for k in exposing if k < i]:
+            del exposing[old]  # skipped by a slow loop (real time)
         events = []
         for k in frames:
-            ticks = self._sample_ticks(k)
-            buf = self._exposing.get(k)
+            ticks = self._sample_ticks(k, memo)
+            buf = exposing.get(k)
             if buf is None or buf["ticks"] != ticks:  # new, or re-timed by a settings change
-                buf = self._exposing[k] = {"ticks": ticks, "done": {}}
-            events.extend((t, k) for t in ticks if t not in buf["done"])
+                buf = exposing[k] = {"ticks": ticks, "done": {}}
+            done = buf["done"]
+            events.extend([(t, k) for t in ticks if t not in done])
         events.sort()
         # one pass of the world through the samples (a sample time already past, after a settings
         # change, is taken now) and on to the arrival: samples between two spot tables cost no extra call
         taken = w.advance_sampled([t for t, _ in events], arrival)
         for (t, k), sample in zip(events, taken):
-            self._exposing[k]["done"][t] = sample
-        buf = self._exposing.pop(i)
-        samples = [buf["done"][t] for t in buf["ticks"]]
+            exposing[k]["done"][t] = sample
+        buf = exposing.pop(i)
+        done = buf["done"]
+        samples = [done[t] for t in buf["ticks"]]
         weight = 1.0 / len(samples)
-        acc = np.zeros((w.pos.shape[0], 2))
+        n = w.pos_um.shape[0]
+        acc = np.zeros((n, 2))
+        render = self.render
         layers: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]] = []
         for p, spots, share, on, power in samples:
             acc += p
-            if self.render != "none":
+            if render != "none":
                 self._add_layers(layers, p, weight, (spots, share, on, power))
-        truth = {"ids": np.arange(w.pos.shape[0]), "positions_um": acc * weight, "stage_um": w.stage_um.copy(),
+        truth = {"ids": np.arange(n), "positions_um": acc * weight, "stage_um": w.stage_um.copy(),
                  "spot_forces": w.last_hold}
         self.last_truth = {**truth, "frame": i}
-        key = np.uint64(frame_key(w.seed, i))
-        if self.render == "full":
-            image = self._full_frame(layers, key)
-        elif self.render == "lazy":
+        if render == "full":
+            image = self._full_frame(layers, np.uint64(frame_key(w.seed, i)))
+        elif render == "lazy":
             from cybloid.sim.lazy import LazyImage
 
-            image = LazyImage(self, layers, key)
+            image = LazyImage(self, layers, np.uint64(frame_key(w.seed, i)))
         else:
             image = None
         self._next = i + 1

@@ -128,7 +128,9 @@ class History:
         row = (self.count - 1 - lag) % self.depth
         slots = self._slots(np.ascontiguousarray(ids), create=False)
         ok = slots >= 0
-        out[ok] = self._pos[row, slots[ok]]
+        if ok.all():  # np.take: the same rows as fancy indexing, several times faster
+            return np.take(self._pos[row], slots, axis=0)
+        out[ok] = np.take(self._pos[row], slots[ok], axis=0)
         return out
 
     def time_at_lag(self, lag: int) -> float:

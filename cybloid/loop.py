@@ -120,6 +120,7 @@ class FeedbackLoop:
         self.frames = 0
         self.last: FrameRecord | None = None
         self._warm = False
+        self._kept_profile: tuple | None = None
 
     # ------------------------------------------------------------------ control
     def _stalled(self) -> None:
@@ -154,6 +155,14 @@ class FeedbackLoop:
         self.watchdog.close()
 
     # ------------------------------------------------------------------ the hot path
+    def _profile_values(self, profile) -> tuple:
+        """(frame period, kT, field of view) of the lab profile, kept while it is the same object
+        (profiles are frozen: a settings change replaces the profile)."""
+        kept = self._kept_profile
+        if kept is None or kept[0] is not profile:
+            kept = self._kept_profile = (profile, (profile.frame_period_s, profile.kT, profile.fov_um))
+        return kept[1]
+
     def step(self) -> FrameRecord:
         lab = self.lab
         pc = time.perf_counter
@@ -164,22 +173,25 @@ class FeedbackLoop:
         positions = lab.calibration.px_to_um(tracks.xy_px)
         usable = tracks.usable
         t2 = pc()
-        self.history.push(frame.index, frame.t_exposure_mid, tracks.ids, positions, usable)
+        t_mid = frame.t_exposure_mid
+        self.history.push(frame.index, t_mid, tracks.ids, positions, usable)
         t3 = pc()
         laser_on = bool(lab.laser.is_on) and not self.watchdog.tripped
         take = getattr(lab.laser, "take_events", None)  # a real laser's measured power (Cobolt: pa?)
         if take is not None:
             self._pending_events.extend(take())
         flags = 0
-        if laser_on and self.program:
-            ctx = ForceContext(tracks.ids, positions, usable, self.history, frame.t_exposure_mid,
-                               lab.frame_period_s, lab.calibration.latency_s, lab.profile.kT, lab.profile.fov_um)
+        act = laser_on and bool(self.program)
+        if act:
+            period, kT, fov = self._profile_values(lab.profile)
+            ctx = ForceContext(tracks.ids, positions, usable, self.history, t_mid, period, lab.calibration.latency_s,
+                               kT, fov)
             forces, bad = self.program.compute(ctx)
         else:
             forces = np.zeros_like(positions)
             bad = np.zeros(len(positions), bool)
         t4 = pc()
-        if laser_on and self.program:
+        if act:
             self.actuator.power_frac = laser_power_frac(lab.laser)
             active = usable & ~bad
             table, _, sat = self.actuator.spots(positions, forces, active, tracks.ids)
@@ -208,7 +220,7 @@ class FeedbackLoop:
             tracks.ids, positions, tracks.mass, tracks.flags, forces, sat, table, timings, flags, laser_on,
             frame.image if self.keep_images else None, events, frame.truth,
         )
-        self.watchdog.kick(frame.t_exposure_mid)
+        self.watchdog.kick(t_mid)
         self.frames += 1
         self.last = rec
         for sink in self.sinks:

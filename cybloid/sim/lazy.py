@@ -20,7 +20,7 @@ import math
 import numba
 import numpy as np
 
-from cybloid.sim.pixels import BIN_PX, RENDERED, render_pending, render_rect, request_rects, rects_rendered
+from cybloid.sim.pixels import BIN_PX, RENDERED, render_pending, render_rect, request_rects
 
 
 @numba.njit(cache=True, nogil=True)
@@ -38,6 +38,52 @@ def _window_rects(xy_px, half):
         r[m, 0], r[m, 1], r[m, 2], r[m, 3] = cy - half, cy + half + 1, cx - half, cx + half + 1
         m += 1
     return r[:m]
+
+
+@numba.njit(cache=True, nogil=True)
+def _windows_rendered(state, xy_px, half):
+    """Whether every pixel of the square of half-width ``half`` around each rounded point
+    (clipped to the frame) is rendered; a point that is not finite counts as covered."""
+    height, width = state.shape
+    ok = np.ones(xy_px.shape[0], np.bool_)
+    for p in range(xy_px.shape[0]):
+        x, y = xy_px[p, 0], xy_px[p, 1]
+        if not (math.isfinite(x) and math.isfinite(y)) or abs(x) > 1e9 or abs(y) > 1e9:
+            continue
+        cx = int(math.floor(x + 0.5))
+        cy = int(math.floor(y + 0.5))
+        i0, i1 = max(cx - half, 0), min(cx + half + 1, width)
+        for j in range(max(cy - half, 0), min(cy + half + 1, height)):
+            row = state[j]
+            for i in range(i0, i1):
+                if row[i] != RENDERED:
+                    ok[p] = False
+                    break
+            if not ok[p]:
+                break
+    return ok
+
+
+@numba.njit(cache=True, nogil=True)
+def _tracker_rects(pred, half, height, width, band, r0, r1):
+    """One frame's requests for the tracker (K, 4: y0, y1, x0, x1): the squares of half-width
+    ``half`` around the finite predictions ``pred`` (x, y), the border band of ``band`` px
+    (none if 0) and the rows ``r0 - 1 .. r1`` of the scan (none if ``r1 <= r0``)."""
+    win = _window_rects(pred, half)
+    m = win.shape[0]
+    nb = 4 if band > 0 else 0
+    ns = 1 if r1 > r0 else 0
+    r = np.empty((m + nb + ns, 4), np.int64)
+    r[:m] = win
+    if nb:
+        b = band
+        r[m, 0], r[m, 1], r[m, 2], r[m, 3] = 0, b, 0, width
+        r[m + 1, 0], r[m + 1, 1], r[m + 1, 2], r[m + 1, 3] = height - b, height, 0, width
+        r[m + 2, 0], r[m + 2, 1], r[m + 2, 2], r[m + 2, 3] = b, height - b, 0, b
+        r[m + 3, 0], r[m + 3, 1], r[m + 3, 2], r[m + 3, 3] = b, height - b, width - b, width
+    if ns:
+        r[m + nb, 0], r[m + nb, 1], r[m + nb, 2], r[m + nb, 3] = r0 - 1, r1 + 1, 0, width
+    return r
 
 
 def _points(xy_px) -> np.ndarray:
@@ -110,12 +156,9 @@ class LazyImage:
         """Whether the square of half-width ``half_px`` around each point is rendered (a point
         that is not finite counts as covered: it reads nothing)."""
         xy = _points(xy_px)
-        ok = np.ones(len(xy), bool)
-        fin = np.isfinite(xy).all(axis=1) & (np.abs(xy) < 1e9).all(axis=1)
-        if self.complete or not fin.any():
-            return ok
-        ok[fin] = rects_rendered(self._state, _window_rects(xy[fin], int(math.ceil(half_px))))
-        return ok
+        if self.complete or len(xy) == 0:
+            return np.ones(len(xy), bool)
+        return _windows_rendered(self._state, xy, int(math.ceil(half_px)))
 
     @property
     def complete(self) -> bool:
@@ -215,7 +258,8 @@ class LazyFrameTracker:
     def warm_up(self) -> None:
         self.inner.warm_up()
         state = np.zeros((4, 4), np.uint8)
-        rects_rendered(state, _window_rects(np.ones((1, 2)), 1))
+        _windows_rendered(state, np.ones((1, 2)), 1)
+        _tracker_rects(np.ones((1, 2)), 1, 4, 4, 1, 0, 2)
 
     def reset(self) -> None:
         self.inner.reset()
@@ -245,15 +289,10 @@ class LazyFrameTracker:
             half = round(tr.radius - 0.5)
             n = len(tr._ids)
             pred = tr._xy[:n] + tr._drift
-            rects = [_window_rects(_points(pred), int(math.ceil(half + self.margin_px)))]
             h, w = image.shape
-            if tr.edge_watch:
-                b = int(math.ceil(tr.radius)) + 1
-                rects.append(np.array([[0, b, 0, w], [h - b, h, 0, w], [b, h - b, 0, b], [b, h - b, w - b, w]]))
+            band = int(math.ceil(tr.radius)) + 1 if tr.edge_watch else 0
             r0, r1 = self._scan_rows(h)
-            if r1 > r0:
-                rects.append(np.array([[r0 - 1, r1 + 1, 0, w]]))
-            image.request(np.concatenate(rects).astype(np.int64))
+            image.request(_tracker_rects(_points(pred), int(math.ceil(half + self.margin_px)), h, w, band, r0, r1))
         self._current = image
         try:
             tracks = tr.update(image.buffer, frame_index)

@@ -534,19 +534,6 @@ def request_rects(state, box, rects, bin_px):
     return marked
 
 
-@numba.njit(cache=True, nogil=True)
-def rects_rendered(state, rects):
-    """Whether every pixel of each rectangle (K, 4: y0, y1, x0, x1, clipped) is rendered."""
-    height, width = state.shape
-    ok = np.ones(rects.shape[0], np.bool_)
-    for r in range(rects.shape[0]):
-        for j in range(max(rects[r, 0], 0), min(rects[r, 1], height)):
-            for i in range(max(rects[r, 2], 0), min(rects[r, 3], width)):
-                if state[j, i] != RENDERED:
-                    ok[r] = False
-    return ok
-
-
 @dataclass(frozen=True)
 class BackgroundTable:
     """The digitised value of a pixel that sees only the background, as a look-up table.
@@ -640,7 +627,6 @@ def warm_up_pixels() -> None:
     request_rects(state, box, rects, BIN_PX)
     render_pending(out, state, box, fp, off, prof, bs, bsrc, BIN_PX, key, 100.0, 3.0, 1.0, 4095.0, t.lut, t.thr,
                    t.kmin)
-    rects_rendered(state, rects)
     signal_rect(np.zeros((4, 4), np.float32), 0, 0, 4, 4, fp, off, prof, bs, bsrc, BIN_PX)
 
 

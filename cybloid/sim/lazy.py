@@ -23,6 +23,14 @@ import numpy as np
 from cybloid.sim.pixels import BIN_PX, RENDERED, render_pending, render_rect, request_rects
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _rounded(x, y):
+    """(finite, column, row) of the pixel nearest to the point (x, y) px (finite: within 1e9)."""
+    if not (math.isfinite(x) and math.isfinite(y)) or abs(x) > 1e9 or abs(y) > 1e9:
+        return False, 0, 0
+    return True, int(math.floor(x + 0.5)), int(math.floor(y + 0.5))
+
+
 @numba.njit(cache=True, nogil=True)
 def _window_rects(xy_px, half):
     """Rectangles (K, 4: y0, y1, x0, x1) of the squares of half-width ``half`` around the
@@ -30,11 +38,9 @@ def _window_rects(xy_px, half):
     r = np.empty((xy_px.shape[0], 4), np.int64)
     m = 0
     for p in range(xy_px.shape[0]):
-        x, y = xy_px[p, 0], xy_px[p, 1]
-        if not (math.isfinite(x) and math.isfinite(y)) or abs(x) > 1e9 or abs(y) > 1e9:
+        fin, cx, cy = _rounded(xy_px[p, 0], xy_px[p, 1])
+        if not fin:
             continue
-        cx = int(math.floor(x + 0.5))
-        cy = int(math.floor(y + 0.5))
         r[m, 0], r[m, 1], r[m, 2], r[m, 3] = cy - half, cy + half + 1, cx - half, cx + half + 1
         m += 1
     return r[:m]
@@ -47,11 +53,9 @@ def _windows_rendered(state, xy_px, half):
     height, width = state.shape
     ok = np.ones(xy_px.shape[0], np.bool_)
     for p in range(xy_px.shape[0]):
-        x, y = xy_px[p, 0], xy_px[p, 1]
-        if not (math.isfinite(x) and math.isfinite(y)) or abs(x) > 1e9 or abs(y) > 1e9:
+        fin, cx, cy = _rounded(xy_px[p, 0], xy_px[p, 1])
+        if not fin:
             continue
-        cx = int(math.floor(x + 0.5))
-        cy = int(math.floor(y + 0.5))
         i0, i1 = max(cx - half, 0), min(cx + half + 1, width)
         for j in range(max(cy - half, 0), min(cy + half + 1, height)):
             row = state[j]

@@ -135,7 +135,7 @@ class HarmonicTrap(ForceTerm):
         """The centres binned on a grid of ``capture_radius`` cells, rebuilt when the centres
         (a new array) or the radius change."""
         b = self._binned
-        cap = float(self.capture_radius)
+        cap = float(self.values["capture_radius"])  # item, not attribute: no failed look-up first
         if b is None or b[0] is not self.centres_um or b[1] != cap:
             c = np.ascontiguousarray(self.centres_um)
             grid = grid_around(c, np.ones(len(c), np.bool_), cap)
@@ -150,8 +150,9 @@ class HarmonicTrap(ForceTerm):
         pos = np.ascontiguousarray(ctx.positions_um, float)
         if self._guess.shape[0] != pos.shape[0]:
             self._guess = np.full(pos.shape[0], -1, np.int64)  # each row's centre of the last frame
-        harmonic_binned_centres(pos, np.asarray(ctx.usable, np.bool_), c, grid, start, order, float(self.stiffness),
-                                cap, out, clear, self._guess)
+        k = float(self.values["stiffness"])
+        harmonic_binned_centres(pos, np.asarray(ctx.usable, np.bool_), c, grid, start, order, k, cap, out, clear,
+                                self._guess)
 
     def warm_up(self) -> None:
         z = np.zeros((1, 2))

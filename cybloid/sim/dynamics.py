@@ -282,7 +282,7 @@ def integrate(pos, nsteps, tick0, key, dt, mobility, diffusion, spots, spot_f, w
     mdt = 0.0
     while t < nsteps:
         ln = min(m, nsteps - t)
-        if ks < snap_after.shape[0]:
+        if ks < snap_after.shape[0] and snap_after[ks] > t:
             ln = min(ln, snap_after[ks] - t)
         if ln != cur:
             cur = ln
@@ -351,12 +351,16 @@ def hold_from_lists(spots, spot_f, pos, w, range_um, so, sl):
     ns = spots.shape[0]
     target = np.full(ns, -1, np.int64)
     d = np.full(ns, np.inf)
+    range2 = range_um * range_um * (1.0 + 1e-12)  # a pre-filter; the test on r decides
     for i in range(pos.shape[0]):
         for q in range(so[i], so[i + 1]):
             j = sl[q]
             dx = pos[i, 0] - spots[j, 0]
             dy = pos[i, 1] - spots[j, 1]
-            r = math.sqrt(dx * dx + dy * dy)
+            r2 = dx * dx + dy * dy
+            if r2 >= range2:  # (the list reaches further than the range)
+                continue
+            r = math.sqrt(r2)
             if r < range_um and (r < d[j] or (r == d[j] and i < target[j])):
                 d[j] = r
                 target[j] = i

@@ -12,15 +12,17 @@ Noise model: a pixel with mean signal ``s`` e- over a background ``b`` e- collec
 ``lam = s + b`` photoelectrons: Poisson below 30 e-, its normal limit ``N(lam, lam + read^2)``
 above; read noise is normal; then gain, rounding and clipping to the bit depth.
 
-Cost. One 64-bit hash serves two neighbouring pixels (pixel ``idx`` of the frame, row-major,
-takes the low or high 32 bits of the hash of ``idx >> 1``). A pixel that receives no light
-from particles or spots (most of the frame) turns its 32-bit uniform into the exact discrete
-distribution of the digitised background by one table look-up (:class:`BackgroundTable`;
-each value's probability is exact to 2^-32). A lit pixel hashes the pair's hash once more
-for 64 bits of its own (a ziggurat normal). The mean signal is rendered bin by bin
-(:data:`BIN_PX` squares, :func:`prepare_scene`): each light source's footprint is a product
-of a row and a column profile tabulated once per frame, and every pixel adds its sources in
-the same order wherever it is rendered, so its value is the same.
+Cost. One 64-bit hash serves a quad of four pixels (pixel ``idx`` of the frame, row-major,
+belongs to the quad ``idx >> 2`` and takes its 16-bit chunk ``idx & 3``). A pixel that
+receives no light from particles or spots (most of the frame) turns its chunk into the exact
+discrete distribution of the digitised background by one look-up in a 16 KB table
+(:class:`BackgroundTable`), drawing 16 more bits only where the table cell straddles two
+values (so each value's probability stays exact to 2^-32). A lit pixel hashes the quad's hash
+once more for 64 bits of its own (a ziggurat normal). The mean signal is summed strip by
+strip (:data:`BIN_PX` whole rows, :func:`render_rect`) or bin by bin (:func:`render_pending`)
+from the sources listed per strip and per bin (:func:`prepare_scene`): each light source's
+footprint is a product of a row and a column profile tabulated once per frame, and every pixel
+adds its sources in the same order wherever it is rendered, so its value is the same.
 
 Pixel (row j, column i) is centred at (x=i, y=j), as in trackpy.
 """
@@ -102,7 +104,7 @@ _ONE = np.uint64(1)
 
 @numba.njit(cache=True, nogil=True)
 def _zig_slow(h):
-    """The ziggurat's rare branch (about 1.2% of draws): wedges and the tail, with further
+    """The ziggurat's rare branch (2.8% of draws enter it): wedges and the tail, with further
     hashes chained from ``h``."""
     while True:
         i = int(h & _MASK7)

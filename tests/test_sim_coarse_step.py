@@ -179,3 +179,26 @@ def test_the_hold_from_the_spot_lists_is_the_hold_of_its_own_search():
     assert len(t0) > 150
     np.testing.assert_array_equal(t1, t0)
     np.testing.assert_array_equal(f1, f0)
+
+
+def test_samples_with_the_stage_moved_are_world_positions_less_the_stage():
+    """The camera's samples and ``positions_fov_um`` (shifted column by column, not by NumPy's
+    broadcast) are the world positions less the stage, exactly; with the stage at the origin a
+    sample is a copy, not the world's own array."""
+    prof = load_lab_profile().with_overrides({"particles.count": 30, "camera.render": "none", "simulation.step": "fixed"})
+    w = SimWorld(prof, seed=4)
+    s0 = w.advance_sampled([3], 5)[0][0]
+    assert s0 is not w.pos_um
+    w.stage_um = np.array([12.5, -3.25])
+    w.laser_on = True
+    w.schedule_spots(6, w.positions_fov_um()[:5] + [1.0, 0.0], np.full(5, 0.05))
+    ref = SimWorld(prof, seed=4)
+    ref.advance_to(5)
+    ref.stage_um = w.stage_um.copy()
+    ref.laser_on = True
+    ref.schedule_spots(6, ref.positions_fov_um()[:5] + [1.0, 0.0], np.full(5, 0.05))
+    got = w.advance_sampled([7, 9], 12)
+    for t, g in zip([7, 9], got):
+        ref.advance_to(t)
+        np.testing.assert_array_equal(g[0], ref.pos_um - ref.stage_um)
+    np.testing.assert_array_equal(w.positions_fov_um(), w.pos_um - w.stage_um)

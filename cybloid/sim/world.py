@@ -27,6 +27,23 @@ _NO_POS = np.zeros((0, 2))
 _NO_FORCE = np.zeros(0)
 
 
+def _shifted(p: np.ndarray, stage: np.ndarray, sign: float, fresh: bool = False) -> np.ndarray:
+    """``p + sign * stage`` (N,2) as a new C-contiguous array (``p`` itself if ``fresh`` and the
+    stage is at the origin). The same values as ``p - stage`` / ``p + stage``; NumPy's broadcast
+    over rows of two costs several times a column-wise pass at N = 10^4."""
+    sx, sy = float(stage[0]), float(stage[1])
+    if sx == 0.0 and sy == 0.0:
+        return p if fresh and p.flags.c_contiguous else np.array(p, dtype=float, order="C")
+    out = np.empty((p.shape[0], 2))
+    if sign > 0:
+        np.add(p[:, 0], sx, out=out[:, 0])
+        np.add(p[:, 1], sy, out=out[:, 1])
+    else:
+        np.subtract(p[:, 0], sx, out=out[:, 0])
+        np.subtract(p[:, 1], sy, out=out[:, 1])
+    return out
+
+
 @dataclass
 class _Pending:
     tick: int
@@ -203,7 +220,7 @@ class SimWorld:
         c = self._spot_cache
         if c is None or c[0] is not self._spots_fov or c[1] is not self._share or c[2] != key:
             if on:
-                spots = np.ascontiguousarray(self._spots_fov + self.stage_um)
+                spots = _shifted(self._spots_fov, self.stage_um, 1.0)
                 spot_f = np.ascontiguousarray(self._share * self.power_frac * self.profile.laser.max_force_pN, dtype=float)
             else:
                 spots, spot_f = _NO_POS, _NO_FORCE
@@ -267,14 +284,16 @@ class SimWorld:
             while m < len(samples) and samples[m] < nxt:
                 m += 1
             snaps = self._integrate(nxt - self.tick, np.array(samples[k:m], np.int64) - self.tick)
-            for p in snaps:
-                out.append(self._sample(p))
+            for p in snaps:  # this call's own arrays: no copy needed
+                out.append(self._sample(p, fresh=True))
             k = m
 
-    def _sample(self, pos_um: np.ndarray) -> tuple:
-        """A camera sample: positions (field of view um) and the laser state now (the spot
-        table arrays are replaced, never changed in place: references suffice)."""
-        return pos_um - self.stage_um, self._spots_fov, self._share, bool(self.laser_on), self.power_frac
+    def _sample(self, pos_um: np.ndarray, fresh: bool = False) -> tuple:
+        """A camera sample: positions (field of view um; ``fresh``: ``pos_um`` is nobody else's
+        and may be returned as it is when the stage is at the origin) and the laser state now
+        (the spot table arrays are replaced, never changed in place: references suffice)."""
+        return (_shifted(pos_um, self.stage_um, -1.0, fresh), self._spots_fov, self._share, bool(self.laser_on),
+                self.power_frac)
 
     def _apply(self, p: _Pending) -> None:
         """Put a spot table in force (and close the previous table's hold)."""
@@ -301,7 +320,7 @@ class SimWorld:
         if not len(targets):
             return
         self._hold = {"tick": self.tick, "targets": targets, "start_pN": start,
-                      "sum0": self.spot_force_sum[targets].copy()}
+                      "sum0": np.take(self.spot_force_sum, targets, axis=0)}
 
     def _close_hold(self) -> None:
         h = self._hold
@@ -309,10 +328,11 @@ class SimWorld:
         if h is None or self.tick <= h["tick"]:
             return
         steps = self.tick - h["tick"]
-        realised = (self.spot_force_sum[h["targets"]] - h["sum0"]) / steps
+        # (np.take: the rows NumPy's fancy indexing gives, about ten times faster at N = 10^4)
+        realised = (np.take(self.spot_force_sum, h["targets"], axis=0) - h["sum0"]) / steps
         self.last_hold = {"t_start_s": h["tick"] * self.dt_s, "t_end_s": self.tick * self.dt_s, "targets": h["targets"],
                           "start_pN": h["start_pN"], "realised_pN": realised}
 
     def positions_fov_um(self) -> np.ndarray:
         """Current particle positions in field-of-view coordinates (um)."""
-        return self.pos_um - self.stage_um
+        return _shifted(self.pos_um, self.stage_um, -1.0)

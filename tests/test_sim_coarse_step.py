@@ -185,7 +185,8 @@ def test_samples_with_the_stage_moved_are_world_positions_less_the_stage():
     """The camera's samples and ``positions_fov_um`` (shifted column by column, not by NumPy's
     broadcast) are the world positions less the stage, exactly; with the stage at the origin a
     sample is a copy, not the world's own array."""
-    prof = load_lab_profile().with_overrides({"particles.count": 30, "camera.render": "none", "simulation.step": "fixed"})
+    prof = load_lab_profile().with_overrides({"particles.count": 30, "camera.render": "none",
+                                              "simulation.step": "fixed"})
     w = SimWorld(prof, seed=4)
     s0 = w.advance_sampled([3], 5)[0][0]
     assert s0 is not w.pos_um

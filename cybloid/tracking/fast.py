@@ -42,9 +42,9 @@ from scipy.spatial import cKDTree
 from cybloid.tracking.base import Tracks
 from cybloid.tracking.hotpath import (CANDIDATES, N_PARAMS, P_BACKGROUND, P_BAND, P_CLOSE, P_CONTACT, P_DRIFT_PX,
                                       P_JUMP, P_MASS_PER_AMP, P_MAX_ECC, P_MAX_ITER, P_MAX_MASS, P_MAX_OUT,
-                                      P_MAX_STEP, P_MIN_AMP, P_MIN_SEP, P_OUTSIDE, P_R0, P_R1, P_RADIUS, P_REACH,
-                                      P_SHIFT_PX, P_SIGMA, P_SIZE_HI, P_SIZE_LO, P_SWEEPS, P_THRESHOLD, P_TOL, STEADY,
-                                      steady_frame)
+                                      P_MAX_STEP, P_MIN_AMP, P_MIN_SEP, P_MISSING_MAX, P_OUTSIDE, P_R0, P_R1,
+                                      P_RADIUS, P_REACH, P_SHIFT_PX, P_SIGMA, P_SIZE_HI, P_SIZE_LO, P_SWEEPS,
+                                      P_THRESHOLD, P_TOL, STEADY, steady_frame)
 from cybloid.tracking.link import assign, estimate_shift
 from cybloid.tracking.refine import (ST_OK, assess, close_pairs, edge_candidates, has_close, make_flags,
                                      neighbour_lists, refine_gauss)
@@ -410,16 +410,13 @@ class FastTracker:
             mass = np.empty(n, np.float32)
             # the state (self._xy, _amp, _missing) is written in place only for a steady frame: an
             # unsteady one leaves it as the general path needs it
+            par = self._steady_params(min_amp, r0, r1)
             code, found, newly_lost, n_prev, n_both, med, nbs, nbi, cand, flags = steady_frame(
-                image, self._xy, self._amp, self._missing, self._drift, self._steady_params(min_amp, r0, r1),
-                xy, pred, amp, size, ecc, vis, st, mass)
-            if code == STEADY:
+                image, self._xy, self._amp, self._missing, self._drift, par, xy, pred, amp, size, ecc, vis, st, mass)
+            if code == STEADY:  # the state and the drift prediction (self._drift) are updated
                 self._since_acq += 1
                 self.last_acquisition = None
-                d = self._drift + med
-                speed = math.hypot(d[0], d[1])
-                self._drift = d if self.drift_px < speed <= 4.0 * self.radius else np.zeros(2)
-                if self._missing.max() > self.memory:  # identities to forget
+                if par[P_MISSING_MAX] > self.memory:  # identities to forget
                     return self._finish(xy, amp, mass, size, ecc, flags, found, pred, missing=self._missing)
                 self.frames += 1
                 return Tracks(self._ids.copy(), self._xy.copy(), mass, flags, size.astype(np.float32),
@@ -508,7 +505,8 @@ class FastTracker:
         # more acquisition on the next frame)
         d = self.last_shift_px if shifted else self._drift + med
         speed = math.hypot(*d)
-        self._drift = d if self.drift_px < speed <= 4.0 * self.radius else np.zeros(2)
+        # a copy: steady_frame updates self._drift in place, and d may be self.last_shift_px
+        self._drift = np.array(d, dtype=float) if self.drift_px < speed <= 4.0 * self.radius else np.zeros(2)
         mass = amp * mpa
         if reason is not None and found.any():
             self._mass_ref = float(np.median(mass[found]))

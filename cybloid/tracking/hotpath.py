@@ -36,7 +36,7 @@ CANDIDATES = 2
 # indices into the float64 parameter vector of steady_frame
 (P_SIGMA, P_RADIUS, P_BACKGROUND, P_MAX_ITER, P_TOL, P_MAX_STEP, P_OUTSIDE, P_REACH, P_SWEEPS, P_CLOSE,
  P_MIN_AMP, P_DRIFT_PX, P_SHIFT_PX, P_BAND, P_THRESHOLD, P_R0, P_R1, P_MAX_OUT, P_MIN_SEP, P_MASS_PER_AMP,
- P_SIZE_LO, P_SIZE_HI, P_MAX_ECC, P_JUMP, P_MAX_MASS, P_CONTACT, P_TOUCHED, N_PARAMS) = range(28)
+ P_SIZE_LO, P_SIZE_HI, P_MAX_ECC, P_JUMP, P_MAX_MASS, P_CONTACT, P_TOUCHED, P_MISSING_MAX, N_PARAMS) = range(29)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -88,9 +88,12 @@ def steady_frame(image, xy_prev, amp_prev, missing, drift, par, xy, pred, amp, s
     missing : int64 (N,)
         Frames each particle has been missing; updated for a steady frame.
     drift : float64 (2,)
-        Predicted field motion (px per frame).
+        Predicted field motion (px per frame); for a steady frame updated in place with the
+        next frame's prediction (this frame's motion, or 0 when it is below ``P_DRIFT_PX`` or
+        above four window radii).
     par : float64 (N_PARAMS,)
-        Tracker settings, indexed by the ``P_*`` constants (``P_TOUCHED`` is written).
+        Tracker settings, indexed by the ``P_*`` constants (``P_TOUCHED`` is written, and for a
+        steady frame ``P_MISSING_MAX``: the most frames any particle has now been missing).
     xy, pred, amp, size, ecc, vis, st, mass : outputs of length N
         Refined positions, predictions, amplitudes, widths, eccentricities, visible fractions,
         refinement status, masses (mass: float32; written only for a steady frame).
@@ -200,7 +203,18 @@ def steady_frame(image, xy_prev, amp_prev, missing, drift, par, xy, pred, amp, s
     flags = make_flags(xy, pred, found, np.zeros(n, np.bool_), size, ecc, vis, mass64, par[P_SIZE_LO],
                        par[P_SIZE_HI], par[P_MAX_ECC], par[P_JUMP], par[P_MAX_MASS], False, nbs, nbi,
                        par[P_CONTACT])
+    # the field's motion in this frame predicts the next one (as the general path)
+    dxm = drift[0] + med[0]
+    dym = drift[1] + med[1]
+    speed = math.hypot(dxm, dym)
+    if par[P_DRIFT_PX] < speed <= 4.0 * radius:
+        drift[0] = dxm
+        drift[1] = dym
+    else:
+        drift[0] = 0.0
+        drift[1] = 0.0
     # the next frame's state and the output arrays (LOST particles stay at their prediction)
+    most = 0
     for k in range(n):
         if found[k]:
             xy_prev[k, 0] = xy[k, 0]
@@ -212,4 +226,6 @@ def steady_frame(image, xy_prev, amp_prev, missing, drift, par, xy, pred, amp, s
             xy_prev[k, 1] = pred[k, 1]
             amp_prev[k] = 0.0
             missing[k] += 1
+        most = max(most, missing[k])
+    par[P_MISSING_MAX] = most
     return STEADY, found, newly, n_prev, n_both, med, nbs, nbi, no_cand, flags

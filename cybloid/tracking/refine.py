@@ -138,7 +138,11 @@ def refine_gauss(image, xy, amp, todo, sigma, radius, background, max_iter, tol,
     p0 = np.empty(maxnb)
     p1 = np.empty(maxnb)
     p2 = np.empty(maxnb)
-    ngy = np.empty((maxnb, nw))
+    t0 = np.empty(maxnb)
+    t1 = np.empty(maxnb)
+    t2 = np.empty(maxnb)
+    accs = np.empty((3, nw))  # per window column: sums over rows of pixel x (g, g d, g d^2) along y
+    acc0, acc1, acc2 = accs[0], accs[1], accs[2]
     for t in range(todo.shape[0]):
         k = todo[t]
         x = xy[k, 0]
@@ -202,49 +206,75 @@ def refine_gauss(image, xy, amp, todo, sigma, radius, background, max_iter, tol,
                 p0[nn] = c0
                 p1[nn] = c1
                 p2[nn] = c2
+                # and their row profile's projections on the row weights (g, g d, g d^2 along y)
                 d = j0 + b0 - ym
                 e = math.exp(-d * d * inv)
                 qr = math.exp(-(2.0 * d + 1.0) * inv)
+                c0 = 0.0
+                c1 = 0.0
+                c2 = 0.0
                 for b in range(b0, b1):
-                    ngy[nn, b] = e
+                    c0 += e * gy[b]
+                    c1 += e * gyd[b]
+                    c2 += e * gydd[b]
                     e *= qr
                     qr *= cstep
+                t0[nn] = c0
+                t1[nn] = c1
+                t2[nn] = c2
                 nn += 1
+            # weighted pixel sums, rows first: each column accumulates its pixels times the row
+            # weights (independent lanes, vectorised, no reduction per row), then one dot product
+            # per moment; the background is subtracted from the column sums
+            na = a1 - a0
+            for a in range(na):
+                acc0[a] = 0.0
+                acc1[a] = 0.0
+                acc2[a] = 0.0
+            y0 = 0.0
+            y1 = 0.0
+            y2 = 0.0
+            for b in range(b0, b1):
+                g = gy[b]
+                gd = gyd[b]
+                gdd = gydd[b]
+                y0 += g
+                y1 += gd
+                y2 += gdd
+                base = np.uint64((j0 + b) * w + i0 + a0)  # unsigned: no negative-index wraparound test
+                for a in range(na):
+                    v = flat[base + np.uint64(a)]
+                    acc0[a] += v * g
+                    acc1[a] += v * gd
+                    acc2[a] += v * gdd
+            y0 *= background
+            y1 *= background
+            y2 *= background
             S = 0.0
             Sx = 0.0
             Sy = 0.0
             Sxx = 0.0
             Syy = 0.0
             Sxy = 0.0
-            wx = gx[a0:a1]
-            wxd = gxd[a0:a1]
-            wxdd = gxdd[a0:a1]
-            na = a1 - a0
-            for b in range(b0, b1):
-                j = j0 + b
-                base = np.uint64(j * w + i0 + a0)  # unsigned: no negative-index wraparound test
-                r0 = 0.0
-                r1 = 0.0
-                r2 = 0.0
-                for a in range(na):
-                    v = flat[base + np.uint64(a)] - background
-                    r0 += v * wx[a]
-                    r1 += v * wxd[a]
-                    r2 += v * wxdd[a]
-                for q in range(nn):
-                    e = ngy[q, b]
-                    r0 -= e * p0[q]
-                    r1 -= e * p1[q]
-                    r2 -= e * p2[q]
-                g = gy[b]
-                gd = gyd[b]
-                dy = j - y
-                S += g * r0
-                Sx += g * r1
-                Sy += gd * r0
-                Sxx += g * r2
-                Syy += gd * dy * r0
-                Sxy += gd * r1
+            for a in range(na):
+                u0 = acc0[a] - y0
+                u1 = acc1[a] - y1
+                u2 = acc2[a] - y2
+                g = gx[a0 + a]
+                gd = gxd[a0 + a]
+                S += g * u0
+                Sx += gd * u0
+                Sxx += gxdd[a0 + a] * u0
+                Sy += g * u1
+                Sxy += gd * u1
+                Syy += g * u2
+            for q in range(nn):
+                S -= p0[q] * t0[q]
+                Sx -= p1[q] * t0[q]
+                Sxx -= p2[q] * t0[q]
+                Sy -= p0[q] * t1[q]
+                Sxy -= p1[q] * t1[q]
+                Syy -= p0[q] * t2[q]
             if not (S > 0.0 and G2 > 0.0 and math.isfinite(Sx + Sy)):  # NaN pixels included
                 st = ST_NO_SIGNAL
                 break

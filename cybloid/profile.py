@@ -44,10 +44,11 @@ class Arena:
 class Simulation:
     dt_s: float = 2e-4
     hard_core: bool = True
-    # "auto": a Brownian step may span several ticks of dt_s where the forces allow it (see
-    # docs/simulator.md, "The coarse Brownian step"); "fixed": one tick a step; "tier": "auto"
-    # with [camera] render = "none" (sweeps, training data), "fixed" with "full" and "lazy"
-    step: str = "tier"
+    # "auto" (default): a Brownian step may span several ticks of dt_s where the forces allow it
+    # (see docs/simulator.md, "The coarse Brownian step"); "fixed": one tick a step (a run then
+    # does not depend on how it is cut into calls); "tier": "auto" with [camera] render = "none",
+    # "fixed" with "full" and "lazy"
+    step: str = "auto"
     max_step_s: float = 1e-2
 
 

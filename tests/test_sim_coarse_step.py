@@ -145,11 +145,18 @@ def test_hard_core_bounds_the_step():
     assert SimWorld(prof.with_overrides({"simulation.step": "fixed"}), seed=1).step_bounds()[0] == 1
 
 
-def test_the_default_step_is_coarse_without_images_only():
-    """``step = "tier"`` (the default): the coarse step with ``camera.render = "none"``, the
-    fixed one with images (a run with images then does not depend on how it is cut into calls)."""
+def test_the_default_step_is_coarse_in_every_tier():
+    """``step = "auto"`` (the default): the coarse step in every tier."""
     prof = load_lab_profile().with_overrides({"particles.count": 50})
-    assert prof.simulation.step == "tier"
+    assert prof.simulation.step == "auto"
+    for render in ("full", "lazy", "none"):
+        assert SimWorld(prof.with_overrides({"camera.render": render}), seed=1).step_bounds()[0] > 1
+
+
+def test_the_tier_step_is_coarse_without_images_only():
+    """``step = "tier"``: the coarse step with ``camera.render = "none"``, the fixed one with
+    images (a run with images then does not depend on how it is cut into calls)."""
+    prof = load_lab_profile().with_overrides({"particles.count": 50, "simulation.step": "tier"})
     assert SimWorld(prof, seed=1).step_bounds()[0] == 1
     assert SimWorld(prof.with_overrides({"camera.render": "lazy"}), seed=1).step_bounds()[0] == 1
     assert SimWorld(prof.with_overrides({"camera.render": "none"}), seed=1).step_bounds()[0] > 1

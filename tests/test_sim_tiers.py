@@ -320,8 +320,9 @@ def test_measurement_model_noise_and_border_misses():
 
 
 def test_integration_does_not_depend_on_how_it_is_cut():
-    """Counter-based thermal noise: the same ticks give the same path in one call or many."""
-    prof = load_lab_profile().with_overrides({"particles.count": 50})
+    """Counter-based thermal noise: with one tick a step (``step = "fixed"``) the same ticks give
+    the same path in one call or many (the coarse step ends at the end of each call)."""
+    prof = load_lab_profile().with_overrides({"particles.count": 50, "simulation.step": "fixed"})
     a = SimWorld(prof, seed=8)
     b = SimWorld(prof, seed=8)
     a.advance_to(300)

@@ -368,6 +368,29 @@ def hold_from_lists(spots, spot_f, pos, w, range_um, so, sl):
 
 
 @numba.njit(cache=True, nogil=True)
+def swap_hold(pos, spots, spot_f, cutoff, w, range_um, spot_force_sum, old_targets, old_sum0, old_steps):
+    """A new spot table's lists and hold in one call (the world's per-table work): the spot
+    lists (:func:`spot_lists_indexed` with ``cutoff``) and the positions they are built at,
+    :func:`hold_from_lists`'s targets and start forces, the targets' ``spot_force_sum`` rows
+    now, and the realised force of the previous hold (``old_targets``, their rows ``old_sum0``
+    at its start, ``old_steps`` ticks ago; empty where none): ``(spot_force_sum[old_targets]
+    - old_sum0) / old_steps``.
+
+    Returns ``(so, sd, sref, targets, start, sum0, realised)``."""
+    realised = np.empty((old_targets.shape[0], 2))
+    for k in range(old_targets.shape[0]):
+        for a in range(2):
+            realised[k, a] = (spot_force_sum[old_targets[k], a] - old_sum0[k, a]) / old_steps
+    so, sd, sl = spot_lists_indexed(pos, spots, spot_f, cutoff)
+    targets, start = hold_from_lists(spots, spot_f, pos, w, range_um, so, sl)
+    sum0 = np.empty((targets.shape[0], 2))
+    for k in range(targets.shape[0]):
+        sum0[k, 0] = spot_force_sum[targets[k], 0]
+        sum0[k, 1] = spot_force_sum[targets[k], 1]
+    return so, sd, pos.copy(), targets, start, sum0, realised
+
+
+@numba.njit(cache=True, nogil=True)
 def _hold_forces(spots, spot_f, pos, w, target, d):
     """The tail of :func:`hold_start`: each target's summed spot force from the spots' targets
     ``target`` (-1: none) and distances ``d``."""
@@ -448,6 +471,7 @@ def warm_up_dynamics() -> None:
     hold_start(spots, np.ones(1), pos, 1.0, 4.0)
     so, _, sl = spot_lists_indexed(pos, spots, np.ones(1), 4.5)
     hold_from_lists(spots, np.ones(1), pos, 1.0, 4.0, so, sl)
+    swap_hold(pos, spots, np.ones(1), 4.5, 1.0, 4.0, np.zeros((2, 2)), e, np.zeros((0, 2)), 1)
     nearest_within(spots, pos, 4.0)  # (from cybloid.cells; the harmonic trap finds its centres with it)
     out = np.zeros((2, 2))
     place_apart(np.array([[1.0, 1.0], [5.0, 5.0]]), 2.0, np.array([0.0, 0.0, 10.0, 10.0]), 2, out, 0)

@@ -19,7 +19,7 @@ import numpy as np
 from cybloid.errors import ProfileError
 from cybloid.profile import LabProfile
 from cybloid.sim.dynamics import (DRIFT_STEP, HARD_CORE_STEP, NO_SPOT_DATA, PAIR_SKIN_UM, SKIN_UM, STIFF_KH,
-                                  hold_from_lists, integrate, place_apart, spot_lists_indexed)
+                                  hold_from_lists, integrate, place_apart, spot_lists_indexed, swap_hold)
 from cybloid.sim.pixels import frame_key
 
 _NO_INDEX = np.zeros(0, np.int64)
@@ -108,6 +108,7 @@ class SimWorld:
         self.spot_force_sum = np.zeros_like(pos)
         self._hold: dict | None = None
         self.last_hold: dict | None = None
+        self._kept: tuple | None = None  # (key, values) of :meth:`_constants`
 
     # ------------------------------------------------------------------ set-up
 
@@ -186,22 +187,23 @@ class SimWorld:
     def _integrate(self, nsteps: int, snap_after: np.ndarray = _NO_INDEX) -> np.ndarray:
         """Integrate ``nsteps`` steps with the table in force; returns the positions (K,N,2,
         world um) after ``snap_after[k]`` steps (ascending, in ``1..nsteps``)."""
-        snaps = np.empty((len(snap_after), self.pos_um.shape[0], 2))
+        pos = self.pos_um
+        snaps = np.empty((len(snap_after), pos.shape[0], 2))
         if nsteps <= 0:
             return snaps
-        lp = self.profile.laser
-        if self._ref is None or self._ref.shape != self.pos_um.shape:
-            self._ref = self.pos_um.copy()
+        if self._ref is None or self._ref.shape != pos.shape:
+            self._ref = pos.copy()
             self._pairs = (np.zeros(0, np.int64), np.zeros(0, np.int64), -1)
-        if self.spot_force_sum.shape != self.pos_um.shape:
-            self.spot_force_sum = np.zeros_like(self.pos_um)
+        if self.spot_force_sum.shape != pos.shape:
+            self.spot_force_sum = np.zeros_like(pos)
         c = self._table_cache()
+        w, range_um, periodic, diameter, hard_core, max_ticks, kh_bound, drift_um = self._constants()
+        pairs = self._pairs
         pi, pj, cnt, rebuilds, c[5], c[6], c[7], steps = integrate(
-            self.pos_um, nsteps, self.tick, self._noise_key, self.dt_s, self.mobility, self.diffusion, c[3], c[4],
-            lp.offset_at_max_um, lp.range_um, self.box_um, self.profile.arena.walls == "periodic",
-            self.profile.particles.diameter_um, self.profile.simulation.hard_core, self.ext_force, self._ref,
-            self._pairs[0], self._pairs[1], self._pairs[2], SKIN_UM, self.spot_force_sum, c[5], c[6], c[7],
-            snap_after, snaps, *self.step_bounds(), PAIR_SKIN_UM,
+            pos, nsteps, self.tick, self._noise_key, self.dt_s, self.mobility, self.diffusion, c[3], c[4],
+            w, range_um, self.box_um, periodic, diameter, hard_core, self.ext_force, self._ref,
+            pairs[0], pairs[1], pairs[2], SKIN_UM, self.spot_force_sum, c[5], c[6], c[7],
+            snap_after, snaps, max_ticks, kh_bound, drift_um, PAIR_SKIN_UM,
         )
         self._spot_cache = c
         self._pairs = (pi, pj, cnt)
@@ -226,6 +228,19 @@ class SimWorld:
                 spots, spot_f = _NO_POS, _NO_FORCE
             c = self._spot_cache = [self._spots_fov, self._share, key, spots, spot_f, _NO_INDEX, NO_SPOT_DATA, _NO_POS]
         return c
+
+    def _constants(self) -> tuple:
+        """``(w, range_um, periodic, diameter, hard_core)`` of the profile and :meth:`step_bounds`,
+        kept while the profile (frozen: replaced, never changed), the time step, the diffusion
+        and whether there are several particles stay as they are (per-call look-ups otherwise)."""
+        key = (self.profile, self.dt_s, self.diffusion, self.pos_um.shape[0] > 1)
+        kept = self._kept
+        if kept is None or kept[0] != key:
+            prof = self.profile
+            lp = prof.laser
+            kept = self._kept = (key, (lp.offset_at_max_um, lp.range_um, prof.arena.walls == "periodic",
+                                       prof.particles.diameter_um, prof.simulation.hard_core, *self.step_bounds()))
+        return kept[1]
 
     def step_bounds(self) -> tuple[int, float, float]:
         """``(max_ticks, kh_bound, drift_um)`` of :func:`cybloid.sim.dynamics.integrate`: the
@@ -296,11 +311,36 @@ class SimWorld:
                 self.power_frac)
 
     def _apply(self, p: _Pending) -> None:
-        """Put a spot table in force (and close the previous table's hold)."""
-        self._close_hold()
+        """Put a spot table in force (and close the previous table's hold).
+
+        The usual case (the beam on, a table with spots, the force sums sized for the
+        particles) closes and opens the holds in one compiled call (:func:`swap_hold`): the same
+        values as :meth:`_close_hold` then :meth:`_open_hold`."""
+        h = self._hold
+        pos = self.pos_um
+        n = pos.shape[0]
+        on = self.laser_on and self.power_frac > 0 and len(p.share)
+        if not on or self.spot_force_sum.shape != pos.shape or (h is not None and len(h["targets"])
+                                                                 and h["targets"][-1] >= n):
+            self._close_hold()
+            self._spots_fov, self._share = p.spots_fov_um, p.share
+            self.applied_log.append((self.tick, len(p.share)))
+            self._open_hold()
+            return
+        self._hold = None
         self._spots_fov, self._share = p.spots_fov_um, p.share
         self.applied_log.append((self.tick, len(p.share)))
-        self._open_hold()
+        closing = h is not None and self.tick > h["tick"]
+        old_t, old_s, steps = (h["targets"], h["sum0"], self.tick - h["tick"]) if closing else (_NO_INDEX, _NO_POS, 1)
+        c = self._table_cache()
+        w, range_um = self._constants()[:2]
+        c[5], c[6], c[7], targets, start, sum0, realised = swap_hold(
+            pos, c[3], c[4], range_um + SKIN_UM, w, range_um, self.spot_force_sum, old_t, old_s, steps)
+        if closing:
+            self.last_hold = {"t_start_s": h["tick"] * self.dt_s, "t_end_s": self.tick * self.dt_s,
+                              "targets": h["targets"], "start_pN": h["start_pN"], "realised_pN": realised}
+        if len(targets):
+            self._hold = {"tick": self.tick, "targets": targets, "start_pN": start, "sum0": sum0}
 
     def _open_hold(self) -> None:
         """Remember the new table's targets (the particle nearest to each spot: the actuator

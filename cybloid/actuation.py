@@ -313,6 +313,21 @@ def kept_spots_steer(spots, share, ids, per_particle, pixel_size_um, steer_from_
     return out, x_su, y_su, out_share, out_ids
 
 
+@numba.njit(cache=True, nogil=True)
+def pair_table_steer(pos, force, ids, power_frac, d_pair, f_pair, max_force, xmin, ymin, xmax, ymax, pixel_size_um,
+                     steer_from_px):
+    """The spot-pair table in one call, for an affine calibration: whether the pairs fit the
+    beam (:func:`pair_share_total` at most ``PAIRS_FIT``) and, if so, :func:`place_spot_pairs`
+    followed by :func:`kept_spots_steer`. Returns ``(fits, spots_um, x_su, y_su, share, targets,
+    sat)`` (empty arrays when the pairs do not fit)."""
+    if not pair_share_total(force, power_frac, f_pair, max_force, PAIRS_FIT) <= PAIRS_FIT:
+        return (False, np.empty((0, 2)), np.empty(0, np.float32), np.empty(0, np.float32), np.empty(0, np.float32),
+                np.empty(0, np.int64), np.empty(0, np.uint8))
+    spots, share, sat = place_spot_pairs(pos, force, power_frac, d_pair, f_pair, max_force, xmin, ymin, xmax, ymax)
+    out, x_su, y_su, out_share, out_ids = kept_spots_steer(spots, share, ids, 2, pixel_size_um, steer_from_px)
+    return True, out, x_su, y_su, out_share, out_ids, sat
+
+
 def pair_offset(curve) -> tuple[float, float]:
     """Offset ``d*`` (um) maximising ``d F(d)`` on the force curve and the full-beam force there (pN).
 
@@ -487,6 +502,7 @@ class Actuator:
         predict_same_ids(z, z, z, 0.5, 0.01, 0.01, 1.0)
         kept_spots(z, np.ones(1), np.zeros(1, np.int64), 1)
         kept_spots_steer(z, np.ones(1), np.zeros(1, np.int64), 1, 1.0, np.ones((2, 3)))
+        pair_table_steer(z, z, np.zeros(1, np.int64), 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, np.ones((2, 3)))
         self.reset()
 
     def spots(self, positions_um: np.ndarray, forces_pN: np.ndarray, active: np.ndarray,
@@ -530,7 +546,20 @@ class Actuator:
             d_pair, f_pair = self._pair_offset(fc)
             if d_pair < fc.range_um and f_pair > 0:
                 g = self._gain("pair", s2)
-                if pair_share_total(frc, self.power_frac, f_pair / g, self.limits.max_force_pN, PAIRS_FIT) <= PAIRS_FIT:
+                if not cal.has_distortion:  # an affine map: share check, pairs and steering units in one call
+                    got = pair_table_steer(pos, frc, ids_sel, self.power_frac, d_pair, f_pair / g,
+                                           self.limits.max_force_pN, m, m, w - m, h - m, float(cal.pixel_size_um),
+                                           cal.steer_from_px)
+                    if got[0]:  # the pairs fit the beam
+                        _, kept_um, x_su, y_su, share32, targets, sat = got
+                        self.last_layout = "pair"
+                        self.gain = g
+                        if idx is None:
+                            sat_all = sat
+                        else:
+                            sat_all[idx] = sat
+                        return SpotTable(x_su, y_su, share32, targets, self.power_frac), kept_um, sat_all
+                elif pair_share_total(frc, self.power_frac, f_pair / g, self.limits.max_force_pN, PAIRS_FIT) <= PAIRS_FIT:
                     # the pairs fit the beam: use them
                     spots_um, share, sat = place_spot_pairs(pos, frc, self.power_frac, d_pair, f_pair / g,
                                                             self.limits.max_force_pN, m, m, w - m, h - m)

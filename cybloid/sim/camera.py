@@ -86,7 +86,7 @@ class SimCamera:
         memo = self.__dict__.get("_memo")
         if (memo is None or memo[0] is not p or memo[1] is not w or memo[2] != w.dt_s or memo[3] != self._i0
                 or memo[4] != self._t0_ticks or memo[5] != self.roi_px):
-            memo = self._memo = (p, w, w.dt_s, self._i0, self._t0_ticks, self.roi_px, {}, {}, {})
+            memo = self._memo = (p, w, w.dt_s, self._i0, self._t0_ticks, self.roi_px, {}, {})
         return memo
 
     def _frame_ticks(self, i: int, memo: tuple | None = None) -> tuple[int, int, int]:
@@ -241,27 +241,6 @@ class SimCamera:
                                                      for k in range(nb)}))
         return tuple([start + o for o in offsets])
 
-    def _plan(self, i: int, memo: tuple) -> tuple:
-        """Frame ``i``'s ticks ``(start, end, arrival)`` and the frames the sensor exposes
-        before it arrives, each with its sample ticks: ``((k, sample ticks), ...)``, ``i`` first
-        (the same for every grab of frame ``i`` while the timing stays: kept in ``memo``)."""
-        plans = memo[8]
-        r = plans.get(i)
-        if r is None:
-            ft = self._frame_ticks
-            start, end, arrival = ft(i, memo)
-            frames = [i]
-            j = i
-            while True:
-                j = self._next_taken(j + 1, ft(j, memo)[2], memo)
-                if ft(j, memo)[0] >= arrival:
-                    break
-                frames.append(j)
-            if len(plans) >= 64:
-                plans.clear()
-            r = plans[i] = ((start, end, arrival), tuple((k, self._sample_ticks(k, memo)) for k in frames))
-        return r
-
     def _next_taken(self, i: int, busy_until: int, memo: tuple | None = None) -> int:
         """First frame from ``i`` on that the sensor can take: its exposure must not end before
         the previous frame's readout (ending at tick ``busy_until``) is done. With a readout
@@ -295,13 +274,21 @@ class SimCamera:
             memo = self._ticks_memo()  # settings may have changed meanwhile (another thread)
         dropped = i - self._next
         self.dropped += dropped
+        start, end, arrival = ft(i, memo)
         # frames the camera exposes before this one arrives (overlapped with its readout)
-        (start, end, arrival), frames = self._plan(i, memo)
+        frames = [i]
+        j = i
+        while True:
+            j = self._next_taken(j + 1, ft(j, memo)[2], memo)
+            if ft(j, memo)[0] >= arrival:
+                break
+            frames.append(j)
         exposing = self._exposing
         for old in [k for k in exposing if k < i]:
             del exposing[old]  # skipped by a slow loop (real time)
         events = []
-        for k, ticks in frames:
+        for k in frames:
+            ticks = self._sample_ticks(k, memo)
             buf = exposing.get(k)
             if buf is None or buf["ticks"] != ticks:  # new, or re-timed by a settings change
                 buf = exposing[k] = {"ticks": ticks, "done": {}}

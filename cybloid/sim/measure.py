@@ -29,7 +29,7 @@ import math
 import numba
 import numpy as np
 
-from cybloid.sim.pixels import _GOLDEN, frame_key, mix64, unit, zig_normal
+from cybloid.sim.pixels import _ALT, _GOLDEN, frame_key, mix64, unit, zig_normal
 from cybloid.tracking.base import FLAG_EDGE, FLAG_LOST, FLAG_NEW, Tracks
 
 
@@ -191,6 +191,17 @@ def measure_frame(xy, width, height, sigma_px, precision_px, key, memory, last_x
     return ids, out_xy, out_mass, out_flags
 
 
+@numba.njit(cache=True, nogil=True)
+def measure_frame_um(pos_um, pixel_size_um, frame, seed_key, width, height, sigma_px, precision_px, memory, last_xy,
+                     missing, seen, mass0):
+    """:func:`measure_frame` of positions in um (``pos_um / pixel_size_um``) with the key of
+    frame ``frame`` (``frame_key(seed, frame)``, given ``seed_key = mix64(seed ^ _ALT)``): the
+    tracker's frame in one call."""
+    key = mix64(seed_key + np.uint64(frame) * _GOLDEN)
+    return measure_frame(pos_um / pixel_size_um, width, height, sigma_px, precision_px, key, memory, last_xy,
+                         missing, seen, mass0)
+
+
 class MeasurementTracker:
     """Tracks for the ``none`` tier: true exposure-averaged positions + measured noise + border misses.
 
@@ -211,6 +222,7 @@ class MeasurementTracker:
         self.memory = int(memory)
         self.sigma_px = camera.sigma_px
         self._seed = int(mix64(np.uint64(camera.world.seed) ^ np.uint64(0x5EED)))
+        self._seed_key = np.uint64(mix64(np.uint64(self._seed) ^ _ALT))  # frame_key(seed, frame) = mix64(this + frame * golden)
         self.reset()
 
     def reset(self) -> None:
@@ -224,6 +236,8 @@ class MeasurementTracker:
             self.precision_px = measured_precision_px(self.profile)
         z = np.zeros((1, 2))
         measure_frame(z, 8, 8, 1.0, 0.1, np.uint64(1), 1, z.copy(), np.zeros(1, np.int64), np.zeros(1, bool), 1.0)
+        measure_frame_um(z, 1.0, 0, self._seed_key, 8, 8, 1.0, 0.1, 1, z.copy(), np.zeros(1, np.int64),
+                         np.zeros(1, bool), 1.0)
 
     def update(self, image, frame_index: int = 0) -> Tracks:
         """Measure the camera's last frame (``image`` is ignored: there is none)."""
@@ -231,16 +245,23 @@ class MeasurementTracker:
             self.warm_up()
         truth = self.camera.last_truth
         c = self.profile.camera
-        xy = np.ascontiguousarray(truth["positions_um"] / c.pixel_size_um)
-        n = len(xy)
+        pos = truth["positions_um"]
+        n = len(pos)
         if self._last_xy is None or len(self._last_xy) != n:
             self._last_xy = np.full((n, 2), np.nan)
             self._missing = np.full(n, 10**9, np.int64)
             self._seen = np.zeros(n, bool)
         s = self.sigma_px
-        key = np.uint64(frame_key(np.uint64(self._seed), int(truth.get("frame", self.frames))))
-        ids, out_xy, mass, flags = measure_frame(xy, c.width_px, c.height_px, s, float(self.precision_px), key,
-                                                 self.memory, self._last_xy, self._missing, self._seen,
-                                                 c.peak_photons * c.gain_adu_per_e * 2 * math.pi * s * s)
+        frame = int(truth.get("frame", self.frames))
+        mass0 = c.peak_photons * c.gain_adu_per_e * 2 * math.pi * s * s
+        if frame >= 0 and pos.dtype == np.float64 and pos.ndim == 2:  # one compiled call (the same values)
+            ids, out_xy, mass, flags = measure_frame_um(pos, float(c.pixel_size_um), frame, self._seed_key,
+                                                        c.width_px, c.height_px, s, float(self.precision_px),
+                                                        self.memory, self._last_xy, self._missing, self._seen, mass0)
+        else:
+            xy = np.ascontiguousarray(pos / c.pixel_size_um)
+            key = np.uint64(frame_key(np.uint64(self._seed), frame))
+            ids, out_xy, mass, flags = measure_frame(xy, c.width_px, c.height_px, s, float(self.precision_px), key,
+                                                     self.memory, self._last_xy, self._missing, self._seen, mass0)
         self.frames += 1
         return Tracks(ids, out_xy, mass, flags)

@@ -20,7 +20,7 @@ import math
 import numba
 import numpy as np
 
-from cybloid.sim.pixels import BIN_PX, RENDERED, render_pending, render_rect, request_rects
+from cybloid.sim.pixels import BIN_PX, RENDERED, render_rect, render_requests
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -114,10 +114,7 @@ class LazyImage:
         self._scene: tuple | None = None  # prepared on the first request
         fill = min(int(round(c.background_photons * c.gain_adu_per_e)), camera._maxval)
         self.buffer = np.full(self.shape, fill, np.uint16)
-        h, w = self.shape
-        self._state = np.zeros(self.shape, np.uint8)
-        nb = ((h + self.bin_px - 1) // self.bin_px) * ((w + self.bin_px - 1) // self.bin_px)
-        self._box = np.zeros((nb, 4), np.int64)
+        self._state = np.zeros(self.shape, np.uint8)  # RENDERED or 0
         self.pixels_rendered = 0
 
     # ------------------------------------------------------------------ requests
@@ -127,12 +124,10 @@ class LazyImage:
         if self.complete or len(rects) == 0:
             return 0
         rects = np.ascontiguousarray(rects, np.int64).reshape(-1, 4)
-        if request_rects(self._state, self._box, rects, self.bin_px) == 0:
-            return 0
         if self._scene is None:
             self._scene = self._cam.scene(self._layers)
-        n = render_pending(self.buffer, self._state, self._box, *self._scene, self.bin_px, self._key,
-                           *self._cam.noise_args())
+        n = render_requests(self.buffer, self._state, rects, *self._scene, self.bin_px, self._key,
+                            *self._cam.noise_args())
         self.pixels_rendered += n
         return n
 
@@ -182,7 +177,6 @@ class LazyImage:
             self._scene = self._cam.scene(self._layers)
         render_rect(self.buffer, 0, h, 0, w, h, w, *self._scene, self.bin_px, self._key, *self._cam.noise_args())
         self._state[:] = RENDERED
-        self._box[:, :2] = 0
         self.pixels_rendered = h * w
         return self.buffer
 

@@ -19,10 +19,11 @@ discrete distribution of the digitised background by one look-up in a 16 KB tabl
 (:class:`BackgroundTable`), drawing 16 more bits only where the table cell straddles two
 values (so each value's probability stays exact to 2^-32). A lit pixel hashes the quad's hash
 once more for 64 bits of its own (a ziggurat normal). The mean signal is summed strip by
-strip (:data:`BIN_PX` whole rows, :func:`render_rect`) or bin by bin (:func:`render_pending`)
-from the sources listed per strip and per bin (:func:`prepare_scene`): each light source's
-footprint is a product of a row and a column profile tabulated once per frame, and every pixel
-adds its sources in the same order wherever it is rendered, so its value is the same.
+strip (:data:`BIN_PX` whole rows; :func:`render_rect` over a region's width,
+:func:`render_requests` over a requested rectangle's) from the sources listed per strip
+(:func:`prepare_scene`): each light source's footprint is a product of a row and a column
+profile tabulated once per frame, and every pixel adds its sources in the same order wherever
+it is rendered, so its value is the same.
 
 Pixel (row j, column i) is centred at (x=i, y=j), as in trackpy.
 """
@@ -150,8 +151,6 @@ _SALTS = np.array([0x2545F4914F6CDD1D, 0x6A09E667F3BCC909, 0xBB67AE8584CAA73B, 0
 BIN_PX = 32
 """Side of the square bins (px) in which a frame is rendered: the light sources are listed per
 bin, and a bin's mean signal is summed in a small buffer that stays in the cache."""
-PENDING = 1
-"""State of a pixel requested but not rendered yet (``lazy`` tier)."""
 RENDERED = 2
 """State of a rendered pixel (``lazy`` tier)."""
 
@@ -232,8 +231,8 @@ def _digitise_row(sig, out, idx0, n, key, background, read_e, read_var, gain, ma
     row's pass, the arithmetic of the normal limit (:func:`_normal_value`) in a second, tight
     pass over the row's lit pixels. A quad of four background pixels whose cells each hold one
     value takes the short way. Every pixel's value depends only on its signal, the key and
-    its index, not on where the segment starts or ends; :func:`render_pending` repeats the
-    per-pixel lines (``tests/test_sim_tiers.py`` checks they agree)."""
+    its index, not on where the segment starts or ends; :func:`render_requests` repeats the
+    per-pixel lines (:func:`_pixel_value`) (``tests/test_sim_tiers.py`` checks they agree)."""
     i = 0
     m = 0
     while i < n:
@@ -330,7 +329,7 @@ def prepare_scene(height, width, lx, ly, lamp, lsig, lstart, bin_px):
         CSR lists of the sources that reach each bin (``bin_px`` square, row-major; ``nbins``
         of them), then each strip (``bin_px`` whole rows: list ``nbins + by`` for the bins of
         row ``by``), each in scene order: the order in which every pixel adds its sources,
-        wherever it is rendered (:func:`render_rect` sums by strips, :func:`render_pending` and
+        wherever it is rendered (:func:`render_rect` and :func:`render_requests` sum by strips,
         :func:`signal_rect` by bins).
     """
     K = lamp.shape[0]
@@ -452,88 +451,103 @@ def render_rect(out, y0, y1, x0, x1, height, width, fp, off, prof, bin_start, bi
                           background, read_e, read_var, gain, maxval, lut, thr, kmin, lit_i, lit_lam, lit_z)
 
 
-@numba.njit(cache=True, nogil=True)
-def render_pending(out, state, box, fp, off, prof, bin_start, bin_src, bin_px, key, background, read_e, gain, maxval,
-                   lut, thr, kmin):
-    """Render the :data:`PENDING` pixels of a frame (``lazy`` tier), bin by bin.
+@numba.njit(cache=True, nogil=True, inline="always")
+def _pixel_value(hq, q, s, background, read_e, read_var, gain, maxval, lut, thr, kmin):
+    """Value of the pixel at place ``q`` of the quad with hash ``hq`` and mean signal ``s`` e-:
+    the lines of :func:`_digitise_row`, pixel by pixel."""
+    if s == 0.0:
+        return _background_value(hq, q, lut, thr, kmin)
+    return _lit_value(s, mix64(hq + _SALTS[q]), background, read_e, read_var, gain, maxval)
 
-    ``state`` (uint8, the frame's shape) marks each pixel; ``box`` (nbins, 4: y0, y1, x0, x1)
-    bounds each bin's pending pixels (empty: ``y1 <= y0``) and is emptied. Returns the number
-    of pixels rendered. Every pixel gets the value :func:`render_rect` gives it: its sources
-    are added in the same (scene) order, and it is digitised by the same lines as in
-    :func:`_digitise_row` (pixel by pixel here: the tracker's requests are short runs of mostly
-    lit pixels, and handing each run to the row kernel measured 11-16% slower)."""
-    height, width = out.shape
-    flat_out = out.reshape(height * width)
-    flat_state = state.reshape(height * width)
-    read_var = read_e * read_e
-    buf = np.empty(bin_px * bin_px, np.float32)
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _render_row_unrendered(sig, so, orow, srow, x0, x1, base, key, background, read_e, read_var, gain, maxval, lut,
+                           thr, kmin):
+    """Render the pixels of columns ``x0..x1-1`` of one row that are not rendered yet
+    (``srow[i] == 0``) and mark them :data:`RENDERED`: ``sig[so + i]`` is column ``i``'s mean
+    signal, ``orow`` the row of the frame, ``base`` its first pixel's index. A quad of four
+    unrendered background pixels whose cells each hold one value takes the short way, as in
+    :func:`_digitise_row`; every other pixel is drawn by :func:`_pixel_value`. Returns the
+    number rendered."""
     done = 0
-    for b in range(box.shape[0]):
-        if box[b, 1] <= box[b, 0]:
+    i = x0
+    while i < x1:
+        if srow[i] != 0:
+            i += 1
             continue
-        y0, y1, x0, x1 = box[b, 0], box[b, 1], box[b, 2], box[b, 3]
-        box[b, 0], box[b, 1] = 0, 0
-        n = x1 - x0
-        buf[:(y1 - y0) * n] = 0.0
-        _signal_block(buf, n, 0, b, y0, y1, x0, x1, fp, off, prof, bin_start, bin_src)
-        for j in range(y0, y1):
-            base = j * width
-            sb = (j - y0) * n - x0
-            hq = np.uint64(0)
-            have = -1
-            for i in range(x0, x1):
-                idx = base + i
-                if flat_state[idx] != PENDING:
+        idx = base + i
+        q = idx & 3
+        hq = _quad_hash(key, idx)
+        if q == 0 and i + 4 <= x1 and (srow[i + 1] | srow[i + 2] | srow[i + 3]) == 0:
+            s0, s1, s2, s3 = sig[so + i], sig[so + i + 1], sig[so + i + 2], sig[so + i + 3]
+            if s0 == 0.0 and s1 == 0.0 and s2 == 0.0 and s3 == 0.0:
+                v0 = np.int64(lut[(hq & _M16) >> _CHUNK_SHIFT])
+                v1 = np.int64(lut[((hq >> _S16) & _M16) >> _CHUNK_SHIFT])
+                v2 = np.int64(lut[((hq >> _S32) & _M16) >> _CHUNK_SHIFT])
+                v3 = np.int64(lut[(hq >> _S48) >> _CHUNK_SHIFT])
+                if (v0 | v1 | v2 | v3) >= 0:
+                    orow[i], orow[i + 1], orow[i + 2], orow[i + 3] = v0, v1, v2, v3
+                    srow[i], srow[i + 1], srow[i + 2], srow[i + 3] = RENDERED, RENDERED, RENDERED, RENDERED
+                    i += 4
+                    done += 4
                     continue
-                flat_state[idx] = RENDERED
-                c = idx >> 2
-                if c != have:
-                    hq = _quad_hash(key, idx)
-                    have = c
-                q = idx & 3
-                s = buf[sb + i]
-                if s == 0.0:  # as in _digitise_row
-                    flat_out[idx] = _background_value(hq, q, lut, thr, kmin)
-                else:
-                    flat_out[idx] = _lit_value(s, mix64(hq + _SALTS[q]), background, read_e, read_var, gain, maxval)
+        e = min(i + 4 - q, x1)
+        while i < e:
+            if srow[i] == 0:
+                srow[i] = RENDERED
+                orow[i] = _pixel_value(hq, (base + i) & 3, sig[so + i], background, read_e, read_var, gain, maxval,
+                                       lut, thr, kmin)
                 done += 1
+            i += 1
     return done
 
 
 @numba.njit(cache=True, nogil=True)
-def request_rects(state, box, rects, bin_px):
-    """Mark the pixels of ``rects`` (K, 4: y0, y1, x0, x1, clipped to the frame) that are not
-    rendered yet as :data:`PENDING`, and grow the pending boxes of their bins. Returns the
-    number of pixels newly marked."""
-    height, width = state.shape
-    nbx = (width + bin_px - 1) // bin_px
-    marked = 0
+def render_requests(out, state, rects, fp, off, prof, bin_start, bin_src, bin_px, key, background, read_e, gain,
+                    maxval, lut, thr, kmin):
+    """Render the pixels of ``rects`` (K, 4: y0, y1, x0, x1, clipped to the frame) that are not
+    rendered yet (``lazy`` tier) into ``out`` and mark them :data:`RENDERED` in ``state``
+    (uint8, the frame's shape; 0: not rendered). Returns the number of pixels rendered.
+
+    Rectangle by rectangle and, within one, strip by strip (:data:`BIN_PX` rows): the mean
+    signal of the rows that hold unrendered pixels is summed over the rectangle's width from
+    the strip's sources (as :func:`render_rect` sums it over the region's), then those pixels
+    are digitised (:func:`_render_row_unrendered`). Every pixel gets the value
+    :func:`render_rect` gives it: its sources are added in the same (scene) order, and it is
+    digitised by the same lines. Marking and rendering in one pass, with the signal summed
+    over each request rather than over bounding boxes of bins, this costs about 15% less than
+    the earlier two kernels (``request_rects`` then ``render_pending``) on the tracker's
+    requests."""
+    height, width = out.shape
+    nb = ((width + bin_px - 1) // bin_px) * ((height + bin_px - 1) // bin_px)
+    read_var = read_e * read_e
+    buf = np.empty(bin_px * width, np.float32)
+    done = 0
     for r in range(rects.shape[0]):
         y0, y1 = max(rects[r, 0], 0), min(rects[r, 1], height)
         x0, x1 = max(rects[r, 2], 0), min(rects[r, 3], width)
         if y1 <= y0 or x1 <= x0:
             continue
+        n = x1 - x0
         for by in range(y0 // bin_px, (y1 - 1) // bin_px + 1):
             ya, yb = max(y0, by * bin_px), min(y1, (by + 1) * bin_px)
-            for bx in range(x0 // bin_px, (x1 - 1) // bin_px + 1):
-                xa, xb = max(x0, bx * bin_px), min(x1, (bx + 1) * bin_px)
-                m = 0
-                for j in range(ya, yb):
-                    row = state[j]
-                    for i in range(xa, xb):
-                        if row[i] == 0:
-                            row[i] = PENDING
-                            m += 1
-                if m:
-                    b = by * nbx + bx
-                    if box[b, 1] <= box[b, 0]:
-                        box[b, 0], box[b, 1], box[b, 2], box[b, 3] = ya, yb, xa, xb
-                    else:
-                        box[b, 0], box[b, 1] = min(box[b, 0], ya), max(box[b, 1], yb)
-                        box[b, 2], box[b, 3] = min(box[b, 2], xa), max(box[b, 3], xb)
-                    marked += m
-    return marked
+            # the rows of this piece that hold an unrendered pixel
+            jlo, jhi = yb, ya
+            for j in range(ya, yb):
+                row = state[j]
+                for i in range(x0, x1):
+                    if row[i] == 0:
+                        jlo = min(jlo, j)
+                        jhi = j + 1
+                        break
+            if jhi <= jlo:
+                continue
+            buf[:(jhi - jlo) * n] = 0.0
+            _signal_block(buf, n, 0, nb + by, jlo, jhi, x0, x1, fp, off, prof, bin_start, bin_src)
+            for j in range(jlo, jhi):
+                done += _render_row_unrendered(buf, (j - jlo) * n - x0, out[j], state[j], x0, x1, j * width, key,
+                                               background, read_e, read_var, gain, maxval, lut, thr, kmin)
+    return done
 
 
 @dataclass(frozen=True)
@@ -624,11 +638,9 @@ def warm_up_pixels() -> None:
     render_rect(out, 0, 4, 0, 4, 4, 4, fp, off, prof, bs, bsrc, BIN_PX, key, 100.0, 3.0, 1.0, 4095.0, t.lut, t.thr,
                 t.kmin)
     state = np.zeros((4, 4), np.uint8)
-    box = np.zeros((1, 4), np.int64)
     rects = np.array([[0, 2, 0, 3]], np.int64)
-    request_rects(state, box, rects, BIN_PX)
-    render_pending(out, state, box, fp, off, prof, bs, bsrc, BIN_PX, key, 100.0, 3.0, 1.0, 4095.0, t.lut, t.thr,
-                   t.kmin)
+    render_requests(out, state, rects, fp, off, prof, bs, bsrc, BIN_PX, key, 100.0, 3.0, 1.0, 4095.0, t.lut, t.thr,
+                    t.kmin)
     signal_rect(np.zeros((4, 4), np.float32), 0, 0, 4, 4, fp, off, prof, bs, bsrc, BIN_PX)
 
 

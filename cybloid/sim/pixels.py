@@ -337,9 +337,12 @@ def prepare_scene(height, width, lx, ly, lamp, lsig, lstart, bin_px):
     fp = np.empty((K, 4), np.int64)
     off = np.zeros(K + 1, np.int64)
     inv = np.empty(K)
+    steps = np.empty(K)
     for m in range(nl):
         s = lsig[m]
         half = int(math.ceil(4.0 * s))
+        c = 1.0 / (2.0 * s * s)
+        step = math.exp(-2.0 * c)  # one per layer (its sources share the width)
         for k in range(lstart[m], lstart[m + 1]):
             if lamp[k] == 0.0:
                 i0, i1, j0, j1 = 0, -1, 0, -1
@@ -348,32 +351,43 @@ def prepare_scene(height, width, lx, ly, lamp, lsig, lstart, bin_px):
                 if i1 < i0 or j1 < j0:  # off the frame on either axis: no pixel at all (and sizes 0, not negative)
                     i0, i1, j0, j1 = 0, -1, 0, -1
             fp[k, 0], fp[k, 1], fp[k, 2], fp[k, 3] = i0, i1, j0, j1
-            inv[k] = 1.0 / (2.0 * s * s)
+            inv[k] = c
+            steps[k] = step
             off[k + 1] = off[k] + (i1 - i0 + 1) + (j1 - j0 + 1)
     prof = np.empty(off[K], np.float32)
     for k in range(K):
         i0, i1, j0, j1 = fp[k, 0], fp[k, 1], fp[k, 2], fp[k, 3]
         if i1 < i0:
             continue
-        # exp(-(d+1)^2 c) = exp(-d^2 c) exp(-(2d+1) c): three exponentials per profile
+        # exp(-(d+1)^2 c) = exp(-d^2 c) exp(-(2d+1) c): two exponentials per profile (and the
+        # layer's exp(-2 c)); the column and row recurrences advance side by side (each is a
+        # chain of dependent products)
         c = inv[k]
-        step = math.exp(-2.0 * c)
-        o = off[k]
+        step = steps[k]
+        ox = off[k]
+        oy = ox + (i1 - i0 + 1)
         d = i0 - lx[k]
-        g = math.exp(-d * d * c)
-        r = math.exp(-(2.0 * d + 1.0) * c)
-        for i in range(i1 - i0 + 1):
-            prof[o + i] = g
-            g *= r
-            r *= step
-        o += i1 - i0 + 1
+        gx = math.exp(-d * d * c)
+        rx = math.exp(-(2.0 * d + 1.0) * c)
         d = j0 - ly[k]
-        g = lamp[k] * math.exp(-d * d * c)
-        r = math.exp(-(2.0 * d + 1.0) * c)
-        for j in range(j1 - j0 + 1):
-            prof[o + j] = g
-            g *= r
-            r *= step
+        gy = lamp[k] * math.exp(-d * d * c)
+        ry = math.exp(-(2.0 * d + 1.0) * c)
+        nx, ny = i1 - i0 + 1, j1 - j0 + 1
+        for t in range(min(nx, ny)):
+            prof[ox + t] = gx
+            prof[oy + t] = gy
+            gx *= rx
+            rx *= step
+            gy *= ry
+            ry *= step
+        for t in range(ny, nx):
+            prof[ox + t] = gx
+            gx *= rx
+            rx *= step
+        for t in range(nx, ny):
+            prof[oy + t] = gy
+            gy *= ry
+            ry *= step
     # bins, then strips (the rows of bins, listed after the bins): a stable counting sort of
     # (bin, source) pairs keeps each list in scene order
     nbx = (width + bin_px - 1) // bin_px

@@ -328,6 +328,45 @@ def pair_table_steer(pos, force, ids, power_frac, d_pair, f_pair, max_force, xmi
     return True, out, x_su, y_su, out_share, out_ids, sat
 
 
+@numba.njit(cache=True, nogil=True)
+def learned_variance(q_um2, total, count):
+    """The running per-axis variance of the unpredicted motion (um^2, NaN: none yet) after a
+    frame whose ``count`` innovations have squares summing to ``total`` (unchanged if none)."""
+    if count == 0:
+        return q_um2
+    q = total / (2 * count)
+    return q if not math.isfinite(q_um2) else q_um2 + MOTION_SMOOTHING * (q - q_um2)
+
+
+@numba.njit(cache=True, nogil=True)
+def curvature_gain(c, s2_um2):
+    """Share multiplier ``1 / (1 + c s^2)`` for the curvature ``c`` (:meth:`Actuator.curvature`)
+    and displacement variance ``s^2`` (um^2), within ``1 / MAX_GAIN .. MAX_GAIN``; 1 if
+    ``s^2`` is not finite."""
+    if not math.isfinite(s2_um2):
+        return 1.0
+    return min(max(1.0 / (1.0 + c * s2_um2), 1.0 / MAX_GAIN), MAX_GAIN)
+
+
+@numba.njit(cache=True, nogil=True)
+def predict_pairs_steer(pos, prev, prev_vel, a, T, lead_s, max_lead, q_um2, hold_s, curv, force, ids, power_frac,
+                        d_pair, f_pair, max_force, xmin, ymin, xmax, ymax, pixel_size_um, steer_from_px):
+    """The usual frame of a predicting actuator with spot pairs in one call: the particles of
+    the last frame in the same order, all active, an affine calibration.
+
+    :func:`predict_same_ids`, the unpredicted-motion variance it updates
+    (:func:`learned_variance` of ``q_um2``), the curvature gain (:func:`curvature_gain` of
+    ``curv`` and the variance scaled to ``hold_s / T``; ``curv`` NaN: no correction) and
+    :func:`pair_table_steer` at the predicted positions with ``f_pair`` divided by the gain.
+    Returns ``(vel, predicted, all finite, new q_um2, gain, pair_table_steer's tuple)``."""
+    vel, pred, total, count, all_finite = predict_same_ids(pos, prev, prev_vel, a, T, lead_s, max_lead)
+    q = learned_variance(q_um2, total, count)
+    g = 1.0 if math.isnan(curv) else curvature_gain(curv, q * hold_s / T)
+    table = pair_table_steer(pred, force, ids, power_frac, d_pair, f_pair / g, max_force, xmin, ymin, xmax, ymax,
+                             pixel_size_um, steer_from_px)
+    return vel, pred, all_finite, q, g, table
+
+
 def pair_offset(curve) -> tuple[float, float]:
     """Offset ``d*`` (um) maximising ``d F(d)`` on the force curve and the full-beam force there (pN).
 
@@ -422,10 +461,7 @@ class Actuator:
 
     def _learn_from(self, total: float, count: int) -> None:
         """Update the unpredicted-motion variance from a sum of ``count`` squared innovations (um^2)."""
-        if count == 0:
-            return
-        q = total / (2 * count)
-        self._q_um2 = q if not math.isfinite(self._q_um2) else self._q_um2 + MOTION_SMOOTHING * (q - self._q_um2)
+        self._q_um2 = float(learned_variance(float(self._q_um2), float(total), int(count)))
 
     def _predicted(self, positions_um: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Positions ``latency + T/2`` ahead from smoothed velocities (um); updates the estimates."""
@@ -475,11 +511,15 @@ class Actuator:
         """Share multiplier that undoes the curvature's mean force loss ``1 + c s^2`` (at most 10 %)."""
         if not math.isfinite(s2_um2):
             return 1.0
+        return float(curvature_gain(self._curvature(layout), float(s2_um2)))
+
+    def _curvature(self, layout: str) -> float:
+        """:meth:`curvature` of ``layout`` on the calibrated curve (kept per curve)."""
         key = (layout, self.calibration.force_curve.offset_at_max_um, self.calibration.force_curve.range_um)
         c = self._curv.get(key)
         if c is None:
             c = self._curv[key] = self.curvature(layout)
-        return float(min(max(1.0 / (1.0 + c * s2_um2), 1.0 / MAX_GAIN), MAX_GAIN))
+        return c
 
     def _pair_offset(self, curve) -> tuple[float, float]:
         """:func:`pair_offset` of ``curve``, kept while the calibration's curve stays the same object."""
@@ -503,7 +543,59 @@ class Actuator:
         kept_spots(z, np.ones(1), np.zeros(1, np.int64), 1)
         kept_spots_steer(z, np.ones(1), np.zeros(1, np.int64), 1, 1.0, np.ones((2, 3)))
         pair_table_steer(z, z, np.zeros(1, np.int64), 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, np.ones((2, 3)))
+        predict_pairs_steer(z, z, z, 0.5, 0.01, 0.01, 1.0, 0.0, 0.01, -1.0, z, np.zeros(1, np.int64), 1.0, 1.0, 1.0,
+                            1.0, 0.0, 0.0, 1.0, 1.0, 1.0, np.ones((2, 3)))
+        learned_variance(0.0, 0.0, 0)
+        curvature_gain(-1.0, 0.0)
         self.reset()
+
+    def _fused(self, positions_um: np.ndarray, forces_pN: np.ndarray, active: np.ndarray, ids: np.ndarray):
+        """The usual frame (the particles of the last frame in the same order, all active, spot
+        pairs on an affine calibration) in one compiled call, :func:`predict_pairs_steer`: the
+        same values as :meth:`_predicted` followed by the pair branch of :meth:`spots`. Returns
+        :meth:`spots`' tuple, ``(None, predicted positions)`` when the pairs do not fit the beam
+        (the caller places single spots there), or None when the frame is not the usual one
+        (nothing done)."""
+        if self.layout != "pair" or self.mode != "duty":
+            return None
+        cal = self.calibration
+        if cal.has_distortion:
+            return None
+        ids = np.asarray(ids, np.int64)
+        n = len(ids)
+        if not n or n != len(self._ids) or ids.tobytes() != self._ids.tobytes():
+            return None
+        if self.max_spots is not None and 2 * n > self.max_spots:
+            return None
+        active = np.asarray(active, np.bool_)
+        if np.count_nonzero(active) != n or len(positions_um) != n:
+            return None
+        fc = cal.force_curve
+        d_pair, f_pair = self._pair_offset(fc)
+        if not (d_pair < fc.range_um and f_pair > 0):
+            return None
+        T = self.frame_period_s
+        pos = np.ascontiguousarray(positions_um, float)
+        lead_s = cal.latency_s + 0.5 * T
+        m = self.limits.safe_margin_um
+        w, h = self.fov_um
+        curv = self._curvature("pair") if self.curvature_correction else math.nan
+        vel, pred, all_finite, q, g, got = predict_pairs_steer(
+            pos, self._pos, self._vel, self.velocity_smoothing, float(T), lead_s, self.max_lead_um, float(self._q_um2),
+            lead_s, curv, np.ascontiguousarray(forces_pN, dtype=float), ids, self.power_frac, d_pair, f_pair,
+            self.limits.max_force_pN, m, m, w - m, h - m, float(cal.pixel_size_um), cal.steer_from_px)
+        self._q_um2 = q
+        if all_finite:
+            self._pos, self._vel = pos.copy(), vel  # the same identities: self._ids stays
+        else:
+            ok = np.isfinite(pos).all(axis=1)
+            self._ids, self._pos, self._vel = ids[ok], pos[ok], vel[ok]
+        if not got[0]:
+            return None, pred
+        _, kept_um, x_su, y_su, share32, targets, sat = got
+        self.last_layout = "pair"
+        self.gain = g
+        return SpotTable(x_su, y_su, share32, targets, self.power_frac), kept_um, sat
 
     def spots(self, positions_um: np.ndarray, forces_pN: np.ndarray, active: np.ndarray,
               ids: np.ndarray) -> tuple[SpotTable, np.ndarray, np.ndarray]:
@@ -513,7 +605,13 @@ class Actuator:
         carry its identity in ``table.target``), see the module docstring.
         """
         if self.predict and self.frame_period_s:
-            positions_um = self._predicted(positions_um, ids)
+            fused = self._fused(positions_um, forces_pN, active, ids)
+            if fused is None:
+                positions_um = self._predicted(positions_um, ids)
+            elif fused[0] is None:  # predicted; the pairs do not fit the beam
+                positions_um = fused[1]
+            else:
+                return fused
         n = len(positions_um)
         active = np.asarray(active, np.bool_)
         sat_all = np.zeros(n, np.uint8)

@@ -44,6 +44,18 @@ def _shifted(p: np.ndarray, stage: np.ndarray, sign: float, fresh: bool = False)
     return out
 
 
+def _shifted_all(snaps: np.ndarray, stage: np.ndarray) -> np.ndarray:
+    """``snaps - stage`` (K,N,2): :func:`_shifted` (sign -1, fresh) of each ``snaps[k]`` in one
+    pass (``snaps`` itself when the stage is at the origin)."""
+    sx, sy = float(stage[0]), float(stage[1])
+    if sx == 0.0 and sy == 0.0:
+        return snaps
+    out = np.empty_like(snaps)
+    np.subtract(snaps[:, :, 0], sx, out=out[:, :, 0])
+    np.subtract(snaps[:, :, 1], sy, out=out[:, :, 1])
+    return out
+
+
 @dataclass
 class _Pending:
     tick: int
@@ -298,9 +310,13 @@ class SimWorld:
             m = k
             while m < len(samples) and samples[m] < nxt:
                 m += 1
+            if m == k:
+                self._integrate(nxt - self.tick)
+                continue
             snaps = self._integrate(nxt - self.tick, np.array(samples[k:m], np.int64) - self.tick)
-            for p in snaps:  # this call's own arrays: no copy needed
-                out.append(self._sample(p, fresh=True))
+            # this call's own arrays (no copy needed), all shifted to the field of view at once
+            laser = (self._spots_fov, self._share, bool(self.laser_on), self.power_frac)
+            out.extend([(p, *laser) for p in _shifted_all(snaps, self.stage_um)])
             k = m
 
     def _sample(self, pos_um: np.ndarray, fresh: bool = False) -> tuple:

@@ -213,7 +213,7 @@ def test_counter_based_pixels_follow_the_camera_noise_model():
 @pytest.mark.parametrize("lam, read_e, gain, maxval", [(100.0, 3.0, 1.0, 4095), (5.0, 2.0, 1.0, 4095),
                                                        (100.0, 3.0, 2.5, 255), (2000.0, 3.0, 1.0, 2047)])
 def test_background_pixels_have_the_closed_form_distribution(lam, read_e, gain, maxval):
-    """Background-only pixels (one 32-bit half of a pair hash, table look-up) against the
+    """Background-only pixels (a 16-bit chunk of a quad's 64-bit hash, table look-up) against the
     model's distribution computed here: Poisson (normal limit N(lam, lam + read^2) from 30 e-)
     plus normal read noise, times the gain, rounded, clipped to [0, maxval] (saturation: the
     last two cases clip at maxval with probability 0.43 and 0.15)."""
@@ -250,7 +250,7 @@ def test_background_pixels_have_the_closed_form_distribution(lam, read_e, gain, 
     if maxval == 255:  # saturation: P(ADU = maxval) = P(g e >= maxval - 1/2)
         p = stats.norm.sf(254.5 / gain, lam, np.sqrt(lam + read_e**2))
         assert counts[-1] / out.size == pytest.approx(p, abs=5 * np.sqrt(p / out.size))
-    # neighbouring pixels (the two halves of one hash, and across pairs) are uncorrelated
+    # neighbouring pixels (chunks of one quad's hash, and across quads) are uncorrelated
     v = out.astype(float)
     if v.std() > 0:
         assert abs(np.corrcoef(v[:, :-1].ravel(), v[:, 1:].ravel())[0, 1]) < 0.012

@@ -200,9 +200,8 @@ def _run_none_tier(n, frames, slow, monkeypatch, seed=3):
             mp.setattr(measure, "measure_frame_um", measure_um)
         lab = open_lab(seed=seed, overrides={"camera.render": "none", "camera.width_px": 256, "camera.height_px": 256,
                                              "particles.count": n})
-        prog = ForceProgram()
-        prog.set_term("traps", HarmonicTrap(lab.world.positions_fov_um().copy(), stiffness=0.02))
-        loop = FeedbackLoop(lab, program=prog, keep_images=False)
+        traps = HarmonicTrap(lab.world.positions_fov_um(), stiffness=0.02)  # one at each particle
+        loop = FeedbackLoop(lab, program=ForceProgram({"traps": traps}), keep_images=False)
         try:
             loop.warm_up()
             lab.laser.on()

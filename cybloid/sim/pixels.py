@@ -217,6 +217,14 @@ def _background_value(hq, q, lut, thr, kmin):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _quad_values(hq, lut):
+    """The table's values of the four background pixels of the quad with hash ``hq`` (negative
+    where a pixel's cell straddles two values)."""
+    return (np.int64(lut[(hq & _M16) >> _CHUNK_SHIFT]), np.int64(lut[((hq >> _S16) & _M16) >> _CHUNK_SHIFT]),
+            np.int64(lut[((hq >> _S32) & _M16) >> _CHUNK_SHIFT]), np.int64(lut[(hq >> _S48) >> _CHUNK_SHIFT]))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _digitise_row(sig, out, idx0, n, key, background, read_e, read_var, gain, maxval, lut, thr, kmin, lit_i, lit_lam,
                   lit_z):
     """``n`` pixels of one row starting at frame pixel ``idx0`` (row-major index): ``sig[i]``
@@ -242,10 +250,7 @@ def _digitise_row(sig, out, idx0, n, key, background, read_e, read_var, gain, ma
         if q == 0 and i + 4 <= n:
             s0, s1, s2, s3 = sig[i], sig[i + 1], sig[i + 2], sig[i + 3]
             if s0 == 0.0 and s1 == 0.0 and s2 == 0.0 and s3 == 0.0:
-                v0 = np.int64(lut[(hq & _M16) >> _CHUNK_SHIFT])
-                v1 = np.int64(lut[((hq >> _S16) & _M16) >> _CHUNK_SHIFT])
-                v2 = np.int64(lut[((hq >> _S32) & _M16) >> _CHUNK_SHIFT])
-                v3 = np.int64(lut[(hq >> _S48) >> _CHUNK_SHIFT])
+                v0, v1, v2, v3 = _quad_values(hq, lut)
                 if (v0 | v1 | v2 | v3) >= 0:
                     out[i], out[i + 1], out[i + 2], out[i + 3] = v0, v1, v2, v3
                     i += 4
@@ -495,10 +500,7 @@ def _render_row_unrendered(sig, so, orow, srow, x0, x1, base, key, background, r
         if q == 0 and i + 4 <= x1 and (srow[i + 1] | srow[i + 2] | srow[i + 3]) == 0:
             s0, s1, s2, s3 = sig[so + i], sig[so + i + 1], sig[so + i + 2], sig[so + i + 3]
             if s0 == 0.0 and s1 == 0.0 and s2 == 0.0 and s3 == 0.0:
-                v0 = np.int64(lut[(hq & _M16) >> _CHUNK_SHIFT])
-                v1 = np.int64(lut[((hq >> _S16) & _M16) >> _CHUNK_SHIFT])
-                v2 = np.int64(lut[((hq >> _S32) & _M16) >> _CHUNK_SHIFT])
-                v3 = np.int64(lut[(hq >> _S48) >> _CHUNK_SHIFT])
+                v0, v1, v2, v3 = _quad_values(hq, lut)
                 if (v0 | v1 | v2 | v3) >= 0:
                     orow[i], orow[i + 1], orow[i + 2], orow[i + 3] = v0, v1, v2, v3
                     srow[i], srow[i + 1], srow[i + 2], srow[i + 3] = RENDERED, RENDERED, RENDERED, RENDERED

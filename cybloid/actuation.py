@@ -534,7 +534,8 @@ class Actuator:
         try:
             for lay in LAYOUTS:
                 self.layout = lay
-                self.spots(np.zeros((1, 2)) + 5, np.ones((1, 2)), np.ones(1, bool), np.zeros(1, np.int64))
+                for _ in range(2):  # the second frame, the same particle: the usual frame's one-call path
+                    self.spots(np.zeros((1, 2)) + 5, np.ones((1, 2)), np.ones(1, bool), np.zeros(1, np.int64))
         finally:
             self.layout = layout
             self.last_layout = "single"

@@ -254,7 +254,7 @@ class MeasurementTracker:
         s = self.sigma_px
         frame = int(truth.get("frame", self.frames))
         mass0 = c.peak_photons * c.gain_adu_per_e * 2 * math.pi * s * s
-        if frame >= 0 and pos.dtype == np.float64 and pos.ndim == 2:  # one compiled call (the same values)
+        if frame >= 0 and pos.dtype == np.float64 and pos.ndim == 2 and pos.flags.c_contiguous:  # one call, same values
             ids, out_xy, mass, flags = measure_frame_um(pos, float(c.pixel_size_um), frame, self._seed_key,
                                                         c.width_px, c.height_px, s, float(self.precision_px),
                                                         self.memory, self._last_xy, self._missing, self._seen, mass0)

@@ -59,11 +59,11 @@ def _windows_rendered(state, xy_px, half):
         i0, i1 = max(cx - half, 0), min(cx + half + 1, width)
         for j in range(max(cy - half, 0), min(cy + half + 1, height)):
             row = state[j]
+            miss = 0  # counted over the whole row, without a branch per pixel (vectorised)
             for i in range(i0, i1):
-                if row[i] != RENDERED:
-                    ok[p] = False
-                    break
-            if not ok[p]:
+                miss += row[i] != RENDERED
+            if miss:
+                ok[p] = False
                 break
     return ok
 

@@ -242,10 +242,12 @@ def test_none_tier_one_call_shortcuts_give_the_general_codes_records(monkeypatch
 
 
 def test_one_call_kernels_match_their_parts():
-    """:func:`swap_hold`, :func:`pair_table_steer`, :func:`measure_frame_um` give the bits of
-    the kernels they chain, on random inputs (pairs that fit and that do not, NaN forces)."""
+    """:func:`swap_hold`, :func:`swap_table`, :func:`pair_table_steer`, :func:`measure_frame_um`
+    give the bits of the kernels and array operations they chain, on random inputs (the stage at
+    and off the origin, pairs that fit and that do not, NaN forces)."""
     from cybloid.actuation import kept_spots_steer, pair_share_total, pair_table_steer, place_spot_pairs
-    from cybloid.sim.dynamics import hold_from_lists, spot_lists_indexed, swap_hold
+    from cybloid.sim.dynamics import hold_from_lists, spot_lists_indexed, swap_hold, swap_table
+    from cybloid.sim.world import _shifted
     from cybloid.sim.measure import measure_frame, measure_frame_um
     from cybloid.sim.pixels import frame_key
 
@@ -263,6 +265,14 @@ def test_one_call_kernels_match_their_parts():
                  (realised, (np.take(fsum, old, axis=0) - old_s) / 7)]:
         np.testing.assert_array_equal(x, y)
     assert len(targets) > 100 and sref is not pos
+    share = rng.uniform(0, 0.01, 250)
+    for stage in ((0.0, 0.0), (1.5, -0.7)):  # spots given in the field of view, the stage somewhere
+        got = swap_table(spots, share, *stage, 0.7, 80.0, pos, 4.5, 1.0, 4.0, fsum, old, old_s, 7)
+        world_spots, spot_f = _shifted(spots, np.array(stage), 1.0), share * 0.7 * 80.0
+        np.testing.assert_array_equal(got[0], world_spots)
+        np.testing.assert_array_equal(got[1], spot_f)
+        for x, y in zip(got[2], swap_hold(pos, world_spots, spot_f, 4.5, 1.0, 4.0, fsum, old, old_s, 7)):
+            np.testing.assert_array_equal(x, y)
 
     steer = np.array([[1.3, 0.1, 4.0], [-0.2, 1.1, -3.0]])
     force = rng.normal(0, 0.001, (300, 2))

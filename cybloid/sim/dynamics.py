@@ -391,6 +391,26 @@ def swap_hold(pos, spots, spot_f, cutoff, w, range_um, spot_force_sum, old_targe
 
 
 @numba.njit(cache=True, nogil=True)
+def swap_table(spots_fov, share, sx, sy, power_frac, max_force, pos, cutoff, w, range_um, spot_force_sum,
+               old_targets, old_sum0, old_steps):
+    """:func:`swap_hold` of a new table given in field-of-view um (``spots_fov`` (S,2), beam
+    shares (S,)) with the stage at ``(sx, sy)``: the spots in world um (``spots_fov + stage``, a
+    copy when the stage is at the origin) and their forces ``share * power_frac * max_force``
+    (pN) come out of the same call. Returns ``(spots, spot_f)`` and :func:`swap_hold`'s tuple."""
+    ns = spots_fov.shape[0]
+    spots = np.empty((ns, 2))
+    shift = not (sx == 0.0 and sy == 0.0)
+    for j in range(ns):
+        spots[j, 0] = spots_fov[j, 0] + sx if shift else spots_fov[j, 0]
+        spots[j, 1] = spots_fov[j, 1] + sy if shift else spots_fov[j, 1]
+    spot_f = np.empty(share.shape[0])
+    for j in range(share.shape[0]):
+        spot_f[j] = share[j] * power_frac * max_force
+    return spots, spot_f, swap_hold(pos, spots, spot_f, cutoff, w, range_um, spot_force_sum, old_targets, old_sum0,
+                                    old_steps)
+
+
+@numba.njit(cache=True, nogil=True)
 def _hold_forces(spots, spot_f, pos, w, target, d):
     """The tail of :func:`hold_start`: each target's summed spot force from the spots' targets
     ``target`` (-1: none) and distances ``d``."""
@@ -472,6 +492,7 @@ def warm_up_dynamics() -> None:
     so, _, sl = spot_lists_indexed(pos, spots, np.ones(1), 4.5)
     hold_from_lists(spots, np.ones(1), pos, 1.0, 4.0, so, sl)
     swap_hold(pos, spots, np.ones(1), 4.5, 1.0, 4.0, np.zeros((2, 2)), e, np.zeros((0, 2)), 1)
+    swap_table(spots, np.ones(1), 0.0, 0.0, 1.0, 1.0, pos, 4.5, 1.0, 4.0, np.zeros((2, 2)), e, np.zeros((0, 2)), 1)
     nearest_within(spots, pos, 4.0)  # (from cybloid.cells; the harmonic trap finds its centres with it)
     out = np.zeros((2, 2))
     place_apart(np.array([[1.0, 1.0], [5.0, 5.0]]), 2.0, np.array([0.0, 0.0, 10.0, 10.0]), 2, out, 0)

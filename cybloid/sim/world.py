@@ -19,7 +19,8 @@ import numpy as np
 from cybloid.errors import ProfileError
 from cybloid.profile import LabProfile
 from cybloid.sim.dynamics import (DRIFT_STEP, HARD_CORE_STEP, NO_SPOT_DATA, PAIR_SKIN_UM, SKIN_UM, STIFF_KH,
-                                  hold_from_lists, integrate, place_apart, spot_lists_indexed, swap_hold)
+                                  hold_from_lists, integrate, place_apart, spot_lists_indexed, swap_hold,
+                                  swap_table)
 from cybloid.sim.pixels import frame_key
 
 _NO_INDEX = np.zeros(0, np.int64)
@@ -209,7 +210,7 @@ class SimWorld:
         if self.spot_force_sum.shape != pos.shape:
             self.spot_force_sum = np.zeros_like(pos)
         c = self._table_cache()
-        w, range_um, periodic, diameter, hard_core, max_ticks, kh_bound, drift_um = self._constants()
+        w, range_um, periodic, diameter, hard_core, max_ticks, kh_bound, drift_um, _ = self._constants()
         pairs = self._pairs
         pi, pj, cnt, rebuilds, c[5], c[6], c[7], steps = integrate(
             pos, nsteps, self.tick, self._noise_key, self.dt_s, self.mobility, self.diffusion, c[3], c[4],
@@ -242,7 +243,8 @@ class SimWorld:
         return c
 
     def _constants(self) -> tuple:
-        """``(w, range_um, periodic, diameter, hard_core)`` of the profile and :meth:`step_bounds`,
+        """``(w, range_um, periodic, diameter, hard_core)`` of the profile, :meth:`step_bounds` and
+        the laser's ``max_force_pN``,
         kept while the profile (frozen: replaced, never changed), the time step, the diffusion
         and whether there are several particles stay as they are (per-call look-ups otherwise)."""
         key = (self.profile, self.dt_s, self.diffusion, self.pos_um.shape[0] > 1)
@@ -251,7 +253,8 @@ class SimWorld:
             prof = self.profile
             lp = prof.laser
             kept = self._kept = (key, (lp.offset_at_max_um, lp.range_um, prof.arena.walls == "periodic",
-                                       prof.particles.diameter_um, prof.simulation.hard_core, *self.step_bounds()))
+                                       prof.particles.diameter_um, prof.simulation.hard_core, *self.step_bounds(),
+                                       lp.max_force_pN))
         return kept[1]
 
     def step_bounds(self) -> tuple[int, float, float]:
@@ -348,10 +351,22 @@ class SimWorld:
         self.applied_log.append((self.tick, len(p.share)))
         closing = h is not None and self.tick > h["tick"]
         old_t, old_s, steps = (h["targets"], h["sum0"], self.tick - h["tick"]) if closing else (_NO_INDEX, _NO_POS, 1)
-        c = self._table_cache()
-        w, range_um = self._constants()[:2]
-        c[5], c[6], c[7], targets, start, sum0, realised = swap_hold(
-            pos, c[3], c[4], range_um + SKIN_UM, w, range_um, self.spot_force_sum, old_t, old_s, steps)
+        kept = self._constants()
+        w, range_um, max_force = kept[0], kept[1], kept[8]
+        spots_fov, share = self._spots_fov, self._share
+        if (spots_fov.shape[0] == share.shape[0] and spots_fov.dtype == np.float64 and share.dtype == np.float64
+                and spots_fov.ndim == 2 and share.ndim == 1):
+            # the table's spots in world um and their forces (what _table_cache builds) in the same call
+            st = self.stage_um
+            key = (True, self.power_frac, float(st[0]), float(st[1]), n)  # as _table_cache's: the beam is on
+            spots, spot_f, (so, sd, sref, targets, start, sum0, realised) = swap_table(
+                spots_fov, share, key[2], key[3], float(self.power_frac), float(max_force), pos, range_um + SKIN_UM, w,
+                range_um, self.spot_force_sum, old_t, old_s, steps)
+            self._spot_cache = [spots_fov, share, key, spots, spot_f, so, sd, sref]
+        else:
+            c = self._table_cache()
+            c[5], c[6], c[7], targets, start, sum0, realised = swap_hold(
+                pos, c[3], c[4], range_um + SKIN_UM, w, range_um, self.spot_force_sum, old_t, old_s, steps)
         if closing:
             self.last_hold = {"t_start_s": h["tick"] * self.dt_s, "t_end_s": self.tick * self.dt_s,
                               "targets": h["targets"], "start_pN": h["start_pN"], "realised_pN": realised}

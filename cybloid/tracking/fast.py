@@ -39,6 +39,7 @@ import math
 import numpy as np
 from scipy.spatial import cKDTree
 
+from cybloid.tracking.background import estimate_background
 from cybloid.tracking.base import Tracks
 from cybloid.tracking.hotpath import (CANDIDATES, N_PARAMS, P_BACKGROUND, P_BAND, P_CLOSE, P_CONTACT, P_DRIFT_PX,
                                       P_JUMP, P_MASS_PER_AMP, P_MAX_ECC, P_MAX_ITER, P_MAX_MASS, P_MAX_OUT,
@@ -54,20 +55,6 @@ _MAX_CANDIDATES = 64
 """Most candidates the edge watch and scan band return per frame; that many in one frame means
 the background has moved (a camera's gain or exposure changed) or a crowd appeared: none is
 added, and the next frame measures the background again with a full acquisition."""
-
-
-def estimate_background(image: np.ndarray) -> tuple[float, float]:
-    """Uniform background and its noise (ADU): sigma-clipped median and MAD of a subsample."""
-    sub = np.asarray(image[::2, ::2], dtype=np.float32).ravel()
-    med = float(np.median(sub))
-    mad = float(np.median(np.abs(sub - med))) * 1.4826
-    for _ in range(3):
-        sel = sub[sub < med + 3.0 * max(mad, 1e-3)]
-        if sel.size < 16:
-            break
-        med = float(np.median(sel))
-        mad = float(np.median(np.abs(sel - med))) * 1.4826
-    return med, max(mad, 1e-3)
 
 
 class FastTracker:
@@ -235,6 +222,7 @@ class FastTracker:
             self._locate_near(img, np.array([[31.0, 31.0]]))
             self._locate(base.astype(np.uint16))
             self._locate_near(base.astype(np.uint16), np.array([[31.0, 31.0]]))
+            estimate_background(base.astype(np.uint16))
             xy = np.array([[31.0, 31.0], [36.0, 31.0]])
             n = len(xy)
             self._refine(img, xy, np.zeros(n), np.arange(n), np.ones(n, bool), cold=True)

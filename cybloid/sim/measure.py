@@ -29,7 +29,7 @@ import math
 import numba
 import numpy as np
 
-from cybloid.sim.pixels import _ALT, _GOLDEN, frame_key, mix64, unit, zig_normal
+from cybloid.sim.pixels import _GOLDEN, frame_key, key_of_frame, mix64, seed_key, unit, zig_normal
 from cybloid.tracking.base import FLAG_EDGE, FLAG_LOST, FLAG_NEW, Tracks
 
 
@@ -192,12 +192,12 @@ def measure_frame(xy, width, height, sigma_px, precision_px, key, memory, last_x
 
 
 @numba.njit(cache=True, nogil=True)
-def measure_frame_um(pos_um, pixel_size_um, frame, seed_key, width, height, sigma_px, precision_px, memory, last_xy,
+def measure_frame_um(pos_um, pixel_size_um, frame, key_of_seed, width, height, sigma_px, precision_px, memory, last_xy,
                      missing, seen, mass0):
     """:func:`measure_frame` of positions in um (``pos_um / pixel_size_um``) with the key of
-    frame ``frame`` (``frame_key(seed, frame)``, given ``seed_key = mix64(seed ^ _ALT)``): the
+    frame ``frame`` (``frame_key(seed, frame)``, given ``key_of_seed = seed_key(seed)``): the
     tracker's frame in one call."""
-    key = mix64(seed_key + np.uint64(frame) * _GOLDEN)
+    key = key_of_frame(key_of_seed, frame)
     return measure_frame(pos_um / pixel_size_um, width, height, sigma_px, precision_px, key, memory, last_xy,
                          missing, seen, mass0)
 
@@ -222,7 +222,7 @@ class MeasurementTracker:
         self.memory = int(memory)
         self.sigma_px = camera.sigma_px
         self._seed = int(mix64(np.uint64(camera.world.seed) ^ np.uint64(0x5EED)))
-        self._seed_key = np.uint64(mix64(np.uint64(self._seed) ^ _ALT))  # frame_key(seed, frame) = mix64(this + frame * golden)
+        self._seed_key = np.uint64(seed_key(np.uint64(self._seed)))
         self.reset()
 
     def reset(self) -> None:

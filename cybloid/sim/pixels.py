@@ -69,9 +69,21 @@ def unit(h):
 
 
 @numba.njit(cache=True, nogil=True)
+def seed_key(seed):
+    """The part of :func:`frame_key` that depends on the seed only (uint64)."""
+    return mix64(np.uint64(seed) ^ _ALT)
+
+
+@numba.njit(cache=True, nogil=True)
+def key_of_frame(key_of_seed, frame):
+    """:func:`frame_key` from :func:`seed_key`'s value (uint64)."""
+    return mix64(key_of_seed + np.uint64(frame) * _GOLDEN)
+
+
+@numba.njit(cache=True, nogil=True)
 def frame_key(seed, frame):
     """The key of one frame's pixels (uint64)."""
-    return mix64(mix64(np.uint64(seed) ^ _ALT) + np.uint64(frame) * _GOLDEN)
+    return key_of_frame(seed_key(seed), frame)
 
 
 _ZIG_R = 3.442619855899

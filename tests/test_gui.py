@@ -300,6 +300,8 @@ def test_protocol_runs_to_end_and_records(live, qtbot, tmp_path):
     panel.record.setChecked(True)
     assert panel.start()
     qtbot.waitUntil(lambda: getattr(live.worker.runner, "state", "") == "done", timeout=60000)
+    # the runner says done inside its run(); the job's summary and final laser-off follow it
+    qtbot.waitUntil(lambda: live.worker.last_summary is not None, timeout=10000)
     lab = live.worker.lab
     assert not lab.laser.is_on and not lab.world.laser_on
     summary = live.worker.last_summary
@@ -342,3 +344,33 @@ def test_cli_gui_without_display_is_a_one_line_error():
                           timeout=120)
     assert proc.returncode == 2
     assert "no display" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cyclic_garbage_is_freed_in_the_gui_thread(live, qtbot):
+    """Garbage holding Qt objects must not be freed by the loop thread while the GUI paints."""
+    import gc
+    import threading
+
+    from cybloid.gui import collector
+
+    assert collector.active() and not gc.isenabled()
+    seen = []
+
+    class Cycle:
+        def __init__(self):
+            self.me = self
+
+        def __del__(self):
+            seen.append(threading.current_thread().name)
+
+    Cycle()  # unreachable now, freed only by a collection
+
+    def churn():  # enough allocations to trigger an automatic collection in this (the loop) thread
+        junk = [[] for _ in range(50000)]
+        del junk
+
+    assert live.worker.submit(churn, wait_s=10.0)
+    qtbot.waitUntil(lambda: bool(seen), timeout=10000)
+    assert seen == [threading.main_thread().name]
+    live.close()
+    assert not collector.active() and gc.isenabled()

@@ -23,6 +23,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from cybloid.gui.analysispanel import AnalysisPanel
 from cybloid.gui.diagnostics import DiagnosticsPanel
 from cybloid.gui.liveview import LiveView
+from cybloid.gui import collector
 from cybloid.gui.logpanel import LogPanel, QtLogHandler
 from cybloid.gui.safety import LaserOffButton, LaserOffKeyFilter, LaserStateBanner, laser_state
 from cybloid.gui.widgets import set_text
@@ -110,6 +111,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._geometry_of = None
         self._last_analysis = 0.0
         self._switch_interval: float | None = None
+        self._collecting = False
         self._replay_terms: list = []
         self._replay_program: dict | None = None
         self._replay_initial_terms: list = []
@@ -318,6 +320,9 @@ class MainWindow(QtWidgets.QMainWindow):
         if self._switch_interval is None:
             self._switch_interval = sys.getswitchinterval()
             sys.setswitchinterval(min(self._switch_interval, GIL_SWITCH_INTERVAL_S))
+        if not self._collecting:  # before any thread starts: garbage with Qt objects is freed in this thread
+            collector.acquire()
+            self._collecting = True
         if self.worker is not None:
             self.trap_tool.warm_up()
             self.worker.start()
@@ -360,6 +365,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self._logger.removeHandler(self.log_handler)
         self._logger.setLevel(self._logger_level)
         self.live.close_items()
+        if self._collecting:
+            self._collecting = False
+            collector.release()
         self.clean_shutdown = ok
         return ok
 

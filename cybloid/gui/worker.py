@@ -235,6 +235,7 @@ class LabWorker:
             raise CybloidError("a protocol is already running: abort it first")
         placeholder = _Starting()
         self.runner = placeholder
+        self.last_summary = None  # set again when the job has finished (after the runner's state says so)
 
         def job() -> None:
             summary = None

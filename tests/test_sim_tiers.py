@@ -184,6 +184,44 @@ def test_lazy_tracker_renders_the_whole_frame_for_a_background_measurement_witho
         np.testing.assert_array_equal(a, b)
 
 
+def test_lazy_tracker_renders_the_rows_of_a_spread_scheduled_acquisition():
+    """A scheduled acquisition spread over four frames: the first band's frame is rendered whole
+    (the background is measured on every pixel), the next three only where the tracker reads
+    (their band of rows among them), and the tracks are those of ``full`` throughout."""
+    from cybloid.sim.lazy import LazyFrameTracker
+    from cybloid.tracking.fast import FastTracker
+    from cybloid.tracking.locate import rows_read
+
+    def run(render):
+        lab = open_lab(seed=5, overrides={"camera.render": render, "camera.width_px": 160, "camera.height_px": 160,
+                                          "particles.count": 6})
+        tr = FastTracker.for_profile(lab.profile, reacquire_every=5, acquisition_bands=4)
+        tr = LazyFrameTracker(tr) if render == "lazy" else tr
+        inner = tr.inner if render == "lazy" else tr
+        found, complete, kinds, read = [], [], [], []
+        for f in range(14):
+            frame = lab.camera.grab()
+            rows = inner._band_rows(160)  # the band this frame detects in, if it is a band's frame
+            found.append(tr.update(frame.image, f).xy_px.copy())
+            kinds.append(inner.last_acquisition)
+            if render == "lazy":
+                complete.append(frame.image.complete)
+                a, b = rows_read(inner._locate_params, *rows, 160)
+                read.append(bool((frame.image._state[a:b] == 2).all()))
+        lab.close()
+        return found, complete, kinds, inner, read
+
+    (full, _, kinds_full, _, _), (lazy, complete, kinds, inner, read) = run("full"), run("lazy")
+    assert kinds == kinds_full
+    bands = [f for f, k in enumerate(kinds) if k == "band"]
+    assert len(bands) >= 4 and inner.band_acquisitions == len(bands) and inner.acquisitions == 1
+    assert complete[0] and complete[bands[0]]  # the start; the first band measures the background
+    assert not any(complete[f] for f in bands[1:4])  # the other bands: their rows only ...
+    assert all(read[f] for f in bands)  # ... every row the band's detection reads rendered first
+    for a, b in zip(full, lazy):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_counter_based_pixels_follow_the_camera_noise_model():
     """Background-only pixels (table) and lit pixels (Poisson below 30 e-, normal limit above)."""
     from cybloid.sim.pixels import background_table, digitise_region, frame_key

@@ -110,3 +110,41 @@ def test_background_jump_is_remeasured_not_tracked_as_new_particles(steady):
             assert tr.last_acquisition == "schedule" and abs(tr.background - 400.0) < 20.0
     found = (tracks.flags & FLAG_LOST) == 0
     assert found.sum() == 6 and tr._next_id == 6 and sorted(tracks.ids[found]) == list(range(6))
+
+
+@pytest.mark.parametrize("bands", [1, 4])
+def test_scheduled_acquisition_spread_over_frames_finds_what_the_whole_frame_finds(bands):
+    """With the scan band and edge watch off, only the scheduled acquisition can find particles
+    that appear inside the image. Spread over four frames (a band of rows each, the whole frame
+    covered) it finds the same particles, within the four frames, without a whole-frame
+    detection; in one frame (``acquisition_bands=1``) it is one whole-frame detection."""
+    frames, truth, start = stream(40, seed=3)
+    t = FastTracker(diameter_px=9, minmass=3000.0, sigma_px=SIGMA, background=100.0, reacquire_every=20,
+                    scan_frames=0, edge_watch=False, acquisition_bands=bands)
+    first = np.full(len(start), -1)
+    kinds = {}
+    for k, img in enumerate(frames):
+        tr = t.update(img, k)
+        kinds[k] = t.last_acquisition
+        for p in range(len(start)):
+            if first[p] < 0 and found_at(tr, truth[k][p]):
+                first[p] = k
+    assert (first[:6] == 0).all()
+    # the four that appeared (frames 4..15) wait for the schedule: 20 frames after the start's,
+    # frame 21, or one of 21..24
+    late = first[6:]
+    assert (late >= 21).all() and (late <= 21 + bands - 1).all(), first
+    if bands == 1:
+        assert t.acquisitions == 1 + 1 and t.band_acquisitions == 0  # the start, the schedule
+        assert kinds[21] == "schedule"
+    else:
+        assert t.acquisitions == 1 and t.band_acquisitions == 4  # only the start was whole-frame
+        assert [kinds[k] for k in range(21, 25)] == ["band"] * 4 and kinds[25] is None
+    ids = tr.ids[(tr.flags & FLAG_LOST) == 0]
+    assert len(ids) == len(set(ids.tolist())) == 10  # one identity each, no duplicates
+
+
+def test_acquisition_bands_must_be_a_positive_integer():
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="acquisition_bands"):
+            FastTracker(diameter_px=9, acquisition_bands=bad)

@@ -209,7 +209,9 @@ class LazyFrameTracker:
     maximum test) and this frame's band of scanned rows (plus one row each side). When the
     tracker refines new candidates, their windows are requested first; an incremental
     detection around lost particles requests its bands of rows (with one feature diameter
-    either side); a full-frame detection materialises the frame. ``escapes`` counts refined
+    either side), one band of a scheduled acquisition spread over frames the rows its detection
+    reads; a full-frame detection (and the first band of a spread one, which measures the
+    background on the whole frame) materialises the frame. ``escapes`` counts refined
     positions whose window was not fully rendered (a jump of more than ``margin_px`` in one
     frame); their pixels beyond the request were the mean background. Any other tracker, and
     a FastTracker that inverts images or fits bright-field rings, gets the whole frame.
@@ -240,6 +242,14 @@ class LazyFrameTracker:
                             cur.materialise()
                 return _orig(_tr, image, pts)
 
+            def _locate_band(image, row0, row1, _orig=FastTracker._locate_band, _tr=inner):
+                cur = self._current
+                if cur is not None:
+                    from cybloid.tracking.locate import rows_read
+
+                    cur.ensure_rows(*rows_read(_tr._locate_params, row0, row1, image.shape[0]))
+                return _orig(_tr, image, row0, row1)
+
             def _refine(image, xy, amp, todo, use_nb, cold=False, _orig=FastTracker._refine, _tr=inner):
                 cur = self._current
                 if cur is not None and cold and len(todo):
@@ -248,6 +258,7 @@ class LazyFrameTracker:
 
             inner._locate = _locate
             inner._locate_near = _locate_near
+            inner._locate_band = _locate_band
             inner._refine = _refine
 
     def __getattr__(self, name):

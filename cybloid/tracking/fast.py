@@ -72,6 +72,12 @@ class FastTracker:
         Gaussian width of one particle image (px). None: measured at the first acquisition.
     reacquire_every : int
         Scheduled full-frame acquisition period in frames (0: never).
+    acquisition_bands : int
+        A scheduled acquisition is spread over this many consecutive frames, each detecting in
+        one band of rows (the first also measures the background on the whole frame), so that
+        no frame pays for a whole-frame detection (about 5 ms at 512x512). 1: the whole frame
+        in one frame. The first acquisition, one after a field shift and one after a flood of
+        edge candidates are always whole-frame.
     memory : int
         Frames a lost particle keeps its identity (refined at its last position meanwhile).
     max_step_px : float, optional
@@ -115,7 +121,7 @@ class FastTracker:
                  background: float | None = None, edge_watch: bool = True,
                  size_range: tuple[float, float] = (0.6, 1.6), max_ecc: float = 0.6,
                  max_mass_ratio: float = 1.7, invert: bool = False, ring_diameter_px: float | None = None,
-                 scan_frames: int = 20) -> None:
+                 scan_frames: int = 20, acquisition_bands: int = 4) -> None:
         if ring_diameter_px is not None and not ring_diameter_px > 2:
             raise ValueError(f"ring_diameter_px must be > 2, got {ring_diameter_px}")
         self.invert = bool(invert)
@@ -138,6 +144,9 @@ class FastTracker:
         if int(scan_frames) != scan_frames or scan_frames < 0:
             raise ValueError(f"scan_frames must be an integer >= 0, got {scan_frames}")
         self.scan_frames = int(scan_frames)
+        if int(acquisition_bands) != acquisition_bands or acquisition_bands < 1:
+            raise ValueError(f"acquisition_bands must be an integer >= 1, got {acquisition_bands}")
+        self.acquisition_bands = int(acquisition_bands)
         self.size_range = size_range
         self.max_ecc = float(max_ecc)
         self.max_mass_ratio = float(max_mass_ratio)
@@ -182,6 +191,8 @@ class FastTracker:
         self.frames = 0
         self.acquisitions = 0
         self.local_acquisitions = 0  # band detections around lost particles (see _locate_near)
+        self.band_acquisitions = 0  # bands of scheduled acquisitions spread over frames (see _locate_band)
+        self._band = 0  # the band of the scheduled acquisition under way
         self.last_local: int | None = None
         self._scale: float | None = None
         self._locate_params = None
@@ -275,6 +286,28 @@ class FastTracker:
         self.last_local = len(bands)
         res = np.concatenate(parts) if parts else np.zeros((0, 8))
         return res[:, [1, 0]].copy() if len(res) else np.zeros((0, 2))
+
+    def _locate_band(self, image: np.ndarray, row0: int, row1: int) -> np.ndarray:
+        """One band of a scheduled acquisition spread over frames: the features whose maxima lie in
+        rows ``row0..row1-1`` (:func:`cybloid.tracking.locate.locate_rows`, the integer scaling
+        of the last full detection)."""
+        from cybloid.tracking.locate import locate_rows
+
+        res = locate_rows(image, self._locate_params, row0, row1, self._scale)
+        self.band_acquisitions += 1
+        return res[:, [1, 0]].copy() if len(res) else np.zeros((0, 2))
+
+    def _band_rows(self, h: int) -> tuple[int, int]:
+        """Rows of band :attr:`_band` of a scheduled acquisition (``acquisition_bands`` equal bands)."""
+        k, nb = self._band, self.acquisition_bands
+        return k * h // nb, (k + 1) * h // nb
+
+    def _schedule_due(self) -> bool:
+        return bool(self.reacquire_every and self._since_acq >= self.reacquire_every)
+
+    def _spread(self) -> bool:
+        """Whether a scheduled acquisition is spread over frames (a full detection has fixed the scaling)."""
+        return self.acquisition_bands > 1 and self._scale is not None and self._locate_params is not None
 
     def _refine(self, image, xy, amp, todo, use_nb, cold=False):
         """Refine ``xy[todo]`` in place, more Gauss-Seidel sweeps where neighbours are close.
@@ -373,25 +406,32 @@ class FastTracker:
         h, w = image.shape
         det = None
         reason = None
+        band = None  # this frame's rows of a scheduled acquisition spread over frames
+        acq0 = self.acquisitions
         if not self._started:
             det = self._start(image)
             reason = "start"
             if not self._started:
                 self.frames += 1
                 return Tracks.empty()
-        elif (self.reacquire_every and self._since_acq >= self.reacquire_every) or self._background_suspect:
+        elif self._background_suspect or (self._schedule_due() and not self._spread()):
             # scheduled, or the last frame's edge watch and scan band were flooded with candidates (the
             # background rose: a camera's gain or exposure changed)
             reason = "schedule"
             self._background_suspect = False
             if self.fixed_background is None:
                 self.background, self.noise = estimate_background(image)
+        elif self._schedule_due():
+            # scheduled, spread over frames: one band of rows now, the rest tracked as usual
+            band = self._band_rows(h)
+            if self._band == 0 and self.fixed_background is None:
+                self.background, self.noise = estimate_background(image)
         n = len(self._ids)
         mpa = self._mass_per_amp
         min_amp = self.minmass / mpa
         shifted = False
         cand = None
-        if reason is None and n and self.steady_path:
+        if reason is None and band is None and n and self.steady_path:
             # no acquisition due: one compiled call does the whole frame unless it turns out unsteady
             r0, r1 = self._scan_band(h)
             xy, pred, amp, size, ecc, vis, st = self._work_arrays(n)
@@ -456,6 +496,17 @@ class FastTracker:
                     med = np.zeros(2)
         else:
             self._since_acq += 1
+        if band is not None:
+            if self.acquisitions > acq0:  # a whole-frame detection ran (a shift): the schedule is done
+                self._band = 0
+            else:
+                bdet = self._locate_band(image, *band)
+                det = bdet if det is None or len(det) == 0 else np.concatenate([det, bdet])
+                reason = reason or "band"
+                self._band += 1
+                if self._band >= self.acquisition_bands:
+                    self._band = 0
+                    self._since_acq = 0
         band = int(math.ceil(self.radius)) if self.edge_watch else 0
         if r0 is None:
             r0, r1 = self._scan_band(h)
@@ -516,9 +567,10 @@ class FastTracker:
     @property
     def acquisition_due(self) -> bool:
         """True when the next frame starts with a full-frame acquisition (first frame, schedule,
-        or a background to measure again): it reads every pixel."""
-        return (not self._started or bool(self.reacquire_every and self._since_acq >= self.reacquire_every)
-                or self._background_suspect or self.background is None)
+        or a background to measure again) or with the first band of a spread schedule (which
+        measures the background on the whole frame): it reads every pixel."""
+        return (not self._started or self._background_suspect or self.background is None
+                or (self._schedule_due() and (not self._spread() or self._band == 0)))
 
     def _edge_threshold(self, min_amp: float) -> float:
         """Pixel value (ADU) above which the edge watch and scan band look for new particles."""

@@ -343,6 +343,15 @@ def locate(raw_image: np.ndarray, diameter: int, minmass: float | None = None, m
     return df
 
 
+def rows_read(p: LocateParams, row0: int, row1: int, h: int) -> tuple[int, int]:
+    """The image rows ``a..b-1`` that :func:`locate_rows` reads for the band ``row0..row1-1`` (the
+    band clipped to the margins, plus the filters' reach)."""
+    row0 = max(row0, p.margin)
+    row1 = min(row1, h - p.margin)
+    pad = p.radius + p.box // 2 + 1
+    return max(row0 - pad, 0), min(row1 + pad, h)
+
+
 def locate_rows(raw: np.ndarray, p: LocateParams, row0: int, row1: int, scale: float) -> np.ndarray:
     """Features whose local maxima lie in image rows ``row0..row1`` (no ``ep``).
 
@@ -363,9 +372,7 @@ def locate_rows(raw: np.ndarray, p: LocateParams, row0: int, row1: int, scale: f
         return np.zeros((0, 8))
     is_int, vmax = _dtype_max(raw)
     thr0 = p.threshold if p.threshold is not None else (1.0 if is_int else 1 / 255.0)
-    pad = p.radius + p.box // 2 + 1
-    a = max(row0 - pad, 0)
-    b = min(row1 + pad, h)
+    a, b = rows_read(p, row0, row1, h)
     bp = _WS.take("band_bp", (b - a, w), np.float64)
     K.bandpass(raw, a, b, K.gauss_taps(p.noise_size), p.smoothing_size, float(thr0), is_int, bp)
     img = _WS.take("band_img", (b - a, w), _int_type(vmax))

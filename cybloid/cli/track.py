@@ -101,8 +101,9 @@ def make_tracker(args: argparse.Namespace):
         raise ParameterError("--tracker fast needs --diameter (odd, px)")
     if args.diameter < 5 or args.diameter % 2 == 0:
         raise ParameterError(f"--diameter must be an odd number of pixels >= 5, got {args.diameter}")
+    # offline no frame has a deadline: each scheduled acquisition reads the whole frame at once
     return FastTracker(diameter_px=args.diameter, minmass=args.minmass, sigma_px=args.sigma, memory=memory,
-                       reacquire_every=args.reacquire)
+                       reacquire_every=args.reacquire, acquisition_bands=1)
 
 
 def options(args: argparse.Namespace):

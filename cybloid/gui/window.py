@@ -330,6 +330,7 @@ class MainWindow(QtWidgets.QMainWindow):
                      "simulated" if self.worker.lab.hardware.is_simulated else "hardware")
         self.timer.start()
         self.stall.start()
+        collector.settle()  # the start-up's survivors: never scanned again while the window runs
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         self.shutdown()

@@ -56,6 +56,8 @@ def measure(render: str, n: int, width: int, frames: int, seed: int = 1) -> dict
             loop.step()
         samples = []
         tracked = []
+        world = lab.world
+        steps0, integ0 = world.brownian_steps, world.integrator_ns
         pc = time.perf_counter
         cpu0 = time.process_time()
         for _ in range(frames):
@@ -64,6 +66,7 @@ def measure(render: str, n: int, width: int, frames: int, seed: int = 1) -> dict
             samples.append((pc() - t0) * 1e3)
             tracked.append(len(rec.ids))
         cpu_s = time.process_time() - cpu0
+        steps, integ_ns = world.brownian_steps - steps0, world.integrator_ns - integ0
         escapes = getattr(loop.tracker, "escapes", None)
         rebuilds = lab.world.list_rebuilds
     finally:
@@ -73,13 +76,19 @@ def measure(render: str, n: int, width: int, frames: int, seed: int = 1) -> dict
     mean_ms = float(np.mean(samples))
     return {"samples_ms": samples, "x_realtime": T * 1e3 / mean_ms, "wall_s_per_sim_s": mean_ms / (T * 1e3),
             "cpu_ms_per_frame": cpu_s * 1e3 / frames, "x_realtime_cpu": T * frames / max(cpu_s, 1e-9),
-            "tracked_median": float(np.median(tracked)), "lazy_escapes": escapes, "list_rebuilds": rebuilds}
+            "tracked_median": float(np.median(tracked)), "lazy_escapes": escapes, "list_rebuilds": rebuilds,
+            # the Brownian integrator's share: the floor below which no loop change takes a frame
+            "brownian_steps_per_frame": steps / frames, "integrator_us_per_frame": integ_ns / 1e3 / frames,
+            "integrator_share": integ_ns / 1e6 / max(sum(samples), 1e-9),
+            "integrator_ns_per_particle_step": integ_ns / max(steps * n, 1)}
 
 
 def _quality(m: dict, load: float) -> dict:
     q = {"x_realtime": m["x_realtime"], "wall_s_per_sim_s": m["wall_s_per_sim_s"],
          "cpu_ms_per_frame": m["cpu_ms_per_frame"], "x_realtime_cpu": m["x_realtime_cpu"],
-         "tracked_median": m["tracked_median"], "machine_load_1min": load}
+         "tracked_median": m["tracked_median"], "machine_load_1min": load,
+         **{k: round(m[k], 4) for k in ("brownian_steps_per_frame", "integrator_us_per_frame", "integrator_share",
+                                         "integrator_ns_per_particle_step")}}
     if m["lazy_escapes"] is not None:
         q["lazy_escapes"] = m["lazy_escapes"]
     return q

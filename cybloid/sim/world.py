@@ -12,6 +12,7 @@ import collections
 import heapq
 import math
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,6 +118,7 @@ class SimWorld:
         self._spot_cache: list | None = None  # spots (world um), forces and neighbour lists of the table in force
         self.list_rebuilds = 0
         self.brownian_steps = 0  # Brownian steps taken (one per tick with [simulation] step = "fixed")
+        self.integrator_ns = 0  # wall time spent in the integrator kernel (ns; for benchmarks)
         # realised laser force (pN, summed over steps) and the hold of the table in force
         self.spot_force_sum = np.zeros_like(pos)
         self._hold: dict | None = None
@@ -212,12 +214,14 @@ class SimWorld:
         c = self._table_cache()
         w, range_um, periodic, diameter, hard_core, max_ticks, kh_bound, drift_um, _ = self._constants()
         pairs = self._pairs
+        t0 = time.perf_counter_ns()
         pi, pj, cnt, rebuilds, c[5], c[6], c[7], steps = integrate(
             pos, nsteps, self.tick, self._noise_key, self.dt_s, self.mobility, self.diffusion, c[3], c[4],
             w, range_um, self.box_um, periodic, diameter, hard_core, self.ext_force, self._ref,
             pairs[0], pairs[1], pairs[2], SKIN_UM, self.spot_force_sum, c[5], c[6], c[7],
             snap_after, snaps, max_ticks, kh_bound, drift_um, PAIR_SKIN_UM,
         )
+        self.integrator_ns += time.perf_counter_ns() - t0
         self._spot_cache = c
         self._pairs = (pi, pj, cnt)
         self.list_rebuilds += rebuilds

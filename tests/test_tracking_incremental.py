@@ -148,3 +148,33 @@ def test_acquisition_bands_must_be_a_positive_integer():
     for bad in (0, -1, 2.5):
         with pytest.raises(ValueError, match="acquisition_bands"):
             FastTracker(diameter_px=9, acquisition_bands=bad)
+
+
+@pytest.mark.parametrize("keep", [0.5, 1.0])
+def test_mass_threshold_hysteresis_keeps_a_dimmed_particle_and_ignores_a_dim_new_one(keep):
+    """A tracked particle dimming to 0.63 of ``minmass`` stays found under the same identity with
+    ``keep_fraction=0.5`` (and is lost with 1.0, no hysteresis); a new particle at that mass is
+    never taken up either way: new particles need all of ``minmass``."""
+    rng = np.random.default_rng(7)
+    xy = np.array([[40.0, 40.0], [110.0, 90.0]])
+    mass_per_amp = 2 * np.pi * SIGMA**2
+    t = FastTracker(diameter_px=9, minmass=20000.0, sigma_px=SIGMA, background=100.0, keep_fraction=keep)
+    for k in range(15):
+        dim = 500.0  # mass 12 600: 0.63 of minmass
+        amp = np.array([1500.0 if k < 5 else dim, 0.0 if k < 5 else dim])
+        assert amp[0] * mass_per_amp > 20000 or k >= 5
+        tr = t.update(frame(xy + rng.normal(0.0, 0.05, xy.shape), amp, rng), k)
+    found = (tr.flags & FLAG_LOST) == 0
+    near_first = found & (np.hypot(*(tr.xy_px - xy[0]).T) < 1.0)
+    if keep == 0.5:
+        assert near_first.sum() == 1 and tr.ids[near_first][0] == 0  # the same identity throughout
+    else:
+        assert near_first.sum() == 0  # lost as soon as it dimmed
+    assert not (found & (np.hypot(*(tr.xy_px - xy[1]).T) < 1.0)).any()  # the dim newcomer: never
+    assert t._next_id == 1
+
+
+def test_keep_fraction_must_be_in_zero_one():
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="keep_fraction"):
+            FastTracker(diameter_px=9, keep_fraction=bad)

@@ -65,13 +65,19 @@ class FastTracker:
     diameter_px : int
         Odd feature diameter (px): trackpy's ``diameter`` and the refinement window.
     minmass : float, optional
-        Minimal integrated brightness above background (ADU) of a found particle. None: 0.3x
+        Minimal integrated brightness above background (ADU) of a new particle (a tracked one
+        stays found down to ``keep_fraction`` of it, see there). None: 0.3x
         the median mass of the detections of the first frame that has any clearly above the
         noise (10 standard deviations of the mass of a window of pure noise).
     sigma_px : float, optional
         Gaussian width of one particle image (px). None: measured at the first acquisition.
     reacquire_every : int
         Scheduled full-frame acquisition period in frames (0: never).
+    keep_fraction : float
+        Hysteresis of the mass threshold: a tracked particle counts as found while its mass is at
+        least this fraction of ``minmass`` (new ones need all of it). Particles whose mass
+        flickers around ``minmass`` (dense fields, focus) then keep their identity instead of
+        being lost and searched for on every frame. 1: no hysteresis.
     acquisition_bands : int
         A scheduled acquisition is spread over this many consecutive frames, each detecting in
         one band of rows (the first also measures the background on the whole frame), so that
@@ -121,7 +127,7 @@ class FastTracker:
                  background: float | None = None, edge_watch: bool = True,
                  size_range: tuple[float, float] = (0.6, 1.6), max_ecc: float = 0.6,
                  max_mass_ratio: float = 1.7, invert: bool = False, ring_diameter_px: float | None = None,
-                 scan_frames: int = 20, acquisition_bands: int = 4) -> None:
+                 scan_frames: int = 20, acquisition_bands: int = 4, keep_fraction: float = 0.5) -> None:
         if ring_diameter_px is not None and not ring_diameter_px > 2:
             raise ValueError(f"ring_diameter_px must be > 2, got {ring_diameter_px}")
         self.invert = bool(invert)
@@ -147,6 +153,9 @@ class FastTracker:
         if int(acquisition_bands) != acquisition_bands or acquisition_bands < 1:
             raise ValueError(f"acquisition_bands must be an integer >= 1, got {acquisition_bands}")
         self.acquisition_bands = int(acquisition_bands)
+        if not 0.0 < keep_fraction <= 1.0:
+            raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
+        self.keep_fraction = float(keep_fraction)
         self.size_range = size_range
         self.max_ecc = float(max_ecc)
         self.max_mass_ratio = float(max_mass_ratio)
@@ -429,6 +438,7 @@ class FastTracker:
         n = len(self._ids)
         mpa = self._mass_per_amp
         min_amp = self.minmass / mpa
+        keep_amp = self.keep_fraction * min_amp  # a tracked particle stays found down to this
         shifted = False
         cand = None
         if reason is None and band is None and n and self.steady_path:
@@ -462,7 +472,7 @@ class FastTracker:
             xy = pred.copy()
             amp = self._amp.copy()
             size, ecc, vis, st, nbs, nbi = self._refine(image, xy, amp, self._all[:n], use_nb)
-            found, newly_lost, n_prev, n_both, mdx, mdy = assess(xy, pred, amp, st, self._missing, min_amp, w, h)
+            found, newly_lost, n_prev, n_both, mdx, mdy = assess(xy, pred, amp, st, self._missing, keep_amp, w, h)
             med = np.zeros(2)
             if n_both >= 3 and math.hypot(mdx, mdy) > 0.25 * self.drift_px:
                 both = found & (self._missing == 0)
@@ -492,7 +502,7 @@ class FastTracker:
                     xy = pred.copy()
                     amp = self._amp.copy()
                     size, ecc, vis, st, nbs, nbi = self._refine(image, xy, amp, self._all[:n], use_nb)
-                    found = assess(xy, pred, amp, st, self._missing, min_amp, w, h)[0]
+                    found = assess(xy, pred, amp, st, self._missing, keep_amp, w, h)[0]
                     med = np.zeros(2)
         else:
             self._since_acq += 1
@@ -589,7 +599,8 @@ class FastTracker:
         """The settings vector of :func:`cybloid.tracking.hotpath.steady_frame` (recomputed when a
         setting it depends on has changed, else only this frame's scan rows)."""
         p = self._par
-        key = (min_amp, self.sigma_px, self.background, self.noise, self._mass_ref, self.radius, self._max_step,
+        keep_amp = self.keep_fraction * min_amp  # tracked particles: the hysteresis of the mass threshold
+        key = (min_amp, keep_amp, self.sigma_px, self.background, self.noise, self._mass_ref, self.radius, self._max_step,
                self.edge_watch, self.max_iter, self.tol_px, self.sweeps, self.outside_sigmas, self.drift_px,
                self.shift_px, self.min_sep_px, self.size_range, self.max_ecc, self.max_mass_ratio)
         if key == self._par_key:
@@ -600,7 +611,7 @@ class FastTracker:
         p[P_SIGMA], p[P_RADIUS], p[P_BACKGROUND] = s, self.radius, self.background
         p[P_MAX_ITER], p[P_TOL], p[P_MAX_STEP] = self.max_iter, self.tol_px, self._max_step
         p[P_OUTSIDE], p[P_REACH] = self.outside_sigmas * s, self.radius + 3.0 * s + 2.0
-        p[P_SWEEPS], p[P_CLOSE], p[P_MIN_AMP] = self.sweeps, 4.5 * s, min_amp
+        p[P_SWEEPS], p[P_CLOSE], p[P_MIN_AMP] = self.sweeps, 4.5 * s, keep_amp
         p[P_DRIFT_PX], p[P_SHIFT_PX] = self.drift_px, self.shift_px
         p[P_BAND] = int(math.ceil(self.radius)) if self.edge_watch else 0
         p[P_THRESHOLD], p[P_R0], p[P_R1], p[P_MAX_OUT] = self._edge_threshold(min_amp), r0, r1, _MAX_CANDIDATES

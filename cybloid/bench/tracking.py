@@ -113,7 +113,7 @@ def _ours(n: int, size: int, frames: int, seed: int, desc: str):
     tracker = FastTracker.for_profile(lab.profile)
     tracker.warm_up()
     truth = Truth()
-    wall, cpu = [], []
+    wall, cpu, kinds = [], [], []
     it = _frames(lab, frames + 5)
     for _ in range(5):  # start-up: first acquisition, not part of the hot path
         img, _ = next(it)
@@ -128,10 +128,12 @@ def _ours(n: int, size: int, frames: int, seed: int, desc: str):
         c1 = tc()
         wall.append((t1 - t0) * 1e3)
         cpu.append((c1 - c0) * 1e3)
+        kinds.append(tracker.last_acquisition or "steady/general")
         found = (tr.flags & FLAG_LOST) == 0
         truth.add(tr.ids, tr.xy_px, tru, found & tr.usable, (tr.flags & FLAG_EDGE) == 0)
     lab.close()
-    return wall, cpu, truth.quality(), (tracker.acquisitions - acq0, tracker.band_acquisitions - band0)
+    slowest = kinds[int(np.argmax(cpu))] if cpu else None  # what the slowest frame (thread CPU) did
+    return wall, cpu, truth.quality(), (tracker.acquisitions - acq0, tracker.band_acquisitions - band0, slowest)
 
 
 def _trackpy_locate(image, diameter: int, minmass: float):
@@ -323,7 +325,7 @@ def _loop_cases(args: argparse.Namespace) -> list[dict]:
             frames, bframes = 100, 8
         frames = args.frames or frames
         bframes = args.baseline_frames or bframes
-        wall, cpu, quality, (acqs, bands) = _ours(n, size, frames, args.seed, f"N={n} {size}px")
+        wall, cpu, quality, (acqs, bands, slowest) = _ours(n, size, frames, args.seed, f"N={n} {size}px")
         bwall, bquality = _baseline(n, size, bframes, args.seed, f"baseline N={n}")
         if n == 100:
             quality["rms_vs_snr"] = _snr_sweep(args.seed, 8 if args.quick else 40,
@@ -334,12 +336,13 @@ def _loop_cases(args: argparse.Namespace) -> list[dict]:
         cpu_a = np.asarray(cpu)
         notes = (f"thread CPU time p50 {np.percentile(cpu_a, 50):.4f} ms, p99 {np.percentile(cpu_a, 99):.4f} ms; "
                  f"{acqs} full-frame acquisitions and {bands} bands of scheduled acquisitions spread over "
-                 f"frames in the measured frames; slowest frame {max(wall):.2f} ms wall, {max(cpu):.2f} ms thread CPU; load average {load:.1f} on "
+                 f"frames in the measured frames; slowest frame {max(wall):.2f} ms wall, {max(cpu):.2f} ms thread CPU (a "
+                 f"{slowest} frame); load average {load:.1f} on "
                  f"{os.cpu_count()} cpus; baseline quality {bq}")
         cases.append(case(f"N={n} {size}x{size}", {"n": n, "width": size, "height": size, "frames": frames},
                           wall, {"name": "trackpy.locate + Linker per frame", "samples_ms": bwall,
                                  "frames": len(bwall)}, like_for_like=False,
                           quality=quality, baseline_quality=bq,
                           cpu_p50_ms=float(np.percentile(cpu_a, 50)), cpu_p99_ms=float(np.percentile(cpu_a, 99)),
-                          acquisitions=acqs, acquisition_bands=bands, max_ms=float(max(wall)), cpu_max_ms=float(max(cpu)), notes=notes))
+                          acquisitions=acqs, acquisition_bands=bands, max_ms=float(max(wall)), cpu_max_ms=float(max(cpu)), slowest_frame_kind=slowest, notes=notes))
     return cases

@@ -415,7 +415,7 @@ class FastTracker:
         h, w = image.shape
         det = None
         reason = None
-        band = None  # this frame's rows of a scheduled acquisition spread over frames
+        acq_rows = None  # this frame's rows of a scheduled acquisition spread over frames
         acq0 = self.acquisitions
         if not self._started:
             det = self._start(image)
@@ -432,7 +432,7 @@ class FastTracker:
                 self.background, self.noise = estimate_background(image)
         elif self._schedule_due():
             # scheduled, spread over frames: one band of rows now, the rest tracked as usual
-            band = self._band_rows(h)
+            acq_rows = self._band_rows(h)
             if self._band == 0 and self.fixed_background is None:
                 self.background, self.noise = estimate_background(image)
         n = len(self._ids)
@@ -441,7 +441,7 @@ class FastTracker:
         keep_amp = self.keep_fraction * min_amp  # a tracked particle stays found down to this
         shifted = False
         cand = None
-        if reason is None and band is None and n and self.steady_path:
+        if reason is None and acq_rows is None and n and self.steady_path:
             # no acquisition due: one compiled call does the whole frame unless it turns out unsteady
             r0, r1 = self._scan_band(h)
             xy, pred, amp, size, ecc, vis, st = self._work_arrays(n)
@@ -506,11 +506,11 @@ class FastTracker:
                     med = np.zeros(2)
         else:
             self._since_acq += 1
-        if band is not None:
+        if acq_rows is not None:
             if self.acquisitions > acq0:  # a whole-frame detection ran (a shift): the schedule is done
                 self._band = 0
             else:
-                bdet = self._locate_band(image, *band)
+                bdet = self._locate_band(image, *acq_rows)
                 det = bdet if det is None or len(det) == 0 else np.concatenate([det, bdet])
                 reason = reason or "band"
                 self._band += 1

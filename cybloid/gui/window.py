@@ -20,10 +20,10 @@ from typing import Any, Callable
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from cybloid.gui import collector
 from cybloid.gui.analysispanel import AnalysisPanel
 from cybloid.gui.diagnostics import DiagnosticsPanel
 from cybloid.gui.liveview import LiveView
-from cybloid.gui import collector
 from cybloid.gui.logpanel import LogPanel, QtLogHandler
 from cybloid.gui.safety import LaserOffButton, LaserOffKeyFilter, LaserStateBanner, laser_state
 from cybloid.gui.widgets import set_text

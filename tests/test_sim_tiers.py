@@ -114,6 +114,29 @@ def test_lazy_loop_tracks_exactly_as_full_and_renders_less():
     full, _ = run("full")
     lazy, tracker = run("lazy")
     assert tracker.escapes == 0
+    assert tracker.whole_frames == 0  # a sparse field: only what the tracker reads
+    for a, b in zip(full, lazy):
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_array_equal(a.positions_um, b.positions_um)
+
+
+def test_lazy_renders_a_dense_field_whole_with_the_same_tracks():
+    """Where the tracker's windows cover most of the frame the lazy tier renders it whole (the
+    whole-frame kernel costs less per pixel); the tracks stay those of ``full``."""
+    def run(render):
+        lab = open_lab(seed=3, overrides={"camera.render": render, "camera.width_px": 128, "camera.height_px": 128,
+                                          "particles.count": 30})
+        loop = FeedbackLoop(lab, keep_images=False)
+        loop.warm_up()
+        out = [loop.step() for _ in range(20)]
+        tracker = loop.tracker
+        loop.close()
+        lab.close()
+        return out, tracker
+
+    full, _ = run("full")
+    lazy, tracker = run("lazy")
+    assert tracker.whole_frames >= 15  # every frame but the tracker's own full-frame acquisitions
     for a, b in zip(full, lazy):
         np.testing.assert_array_equal(a.ids, b.ids)
         np.testing.assert_array_equal(a.positions_um, b.positions_um)
@@ -131,7 +154,8 @@ def test_lazy_tracker_renders_the_scan_band_before_the_tracker_reads_it():
                                           "particles.count": 3},
                        initial_positions_um=np.array([[8.0, 8.0], [30.0, 10.0], [20.0, 20.0]]))
         tr = FastTracker.for_profile(lab.profile, scan_frames=4)
-        tr = LazyFrameTracker(tr) if render == "lazy" else tr
+        # never whole for density: these small fields test what a request renders
+        tr = LazyFrameTracker(tr, whole_frame_above=np.inf) if render == "lazy" else tr
         found, bands = [], 0
         for f in range(12):
             frame = lab.camera.grab()
@@ -163,7 +187,8 @@ def test_lazy_tracker_renders_the_whole_frame_for_a_background_measurement_witho
         lab = open_lab(seed=4, overrides={"camera.render": render, "camera.width_px": 160, "camera.height_px": 160,
                                           "particles.count": 5})
         tr = FastTracker.for_profile(lab.profile, reacquire_every=0)
-        tr = LazyFrameTracker(tr) if render == "lazy" else tr
+        # never whole for density: these small fields test what a request renders
+        tr = LazyFrameTracker(tr, whole_frame_above=np.inf) if render == "lazy" else tr
         inner = tr.inner if render == "lazy" else tr
         found, complete = [], []
         for f in range(8):
@@ -196,7 +221,8 @@ def test_lazy_tracker_renders_the_rows_of_a_spread_scheduled_acquisition():
         lab = open_lab(seed=5, overrides={"camera.render": render, "camera.width_px": 160, "camera.height_px": 160,
                                           "particles.count": 6})
         tr = FastTracker.for_profile(lab.profile, reacquire_every=5, acquisition_bands=4)
-        tr = LazyFrameTracker(tr) if render == "lazy" else tr
+        # never whole for density: these small fields test what a request renders
+        tr = LazyFrameTracker(tr, whole_frame_above=np.inf) if render == "lazy" else tr
         inner = tr.inner if render == "lazy" else tr
         found, complete, kinds, read = [], [], [], []
         for f in range(14):

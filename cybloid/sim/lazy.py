@@ -23,6 +23,13 @@ import numpy as np
 from cybloid.sim.pixels import BIN_PX, RENDERED, render_rect, render_requests
 
 
+WHOLE_FRAME_ABOVE = 0.35
+"""A frame whose tracker requests (summed over the rectangles) exceed this fraction of its
+pixels is rendered whole by the whole-frame kernel, which costs less per pixel (mostly
+background, drawn by quads) than the requested windows (mostly lit pixels); see
+docs/simulator.md, "Lazy tier: dense fields"."""
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _rounded(x, y):
     """(finite, column, row) of the pixel nearest to the point (x, y) px (finite: within 1e9)."""
@@ -88,6 +95,19 @@ def _tracker_rects(pred, half, height, width, band, r0, r1):
     if ns:
         r[m + nb, 0], r[m + nb, 1], r[m + nb, 2], r[m + nb, 3] = r0 - 1, r1 + 1, 0, width
     return r
+
+
+@numba.njit(cache=True, nogil=True)
+def _clipped_area(rects, height, width):
+    """Sum of the areas (px) of ``rects`` (K, 4: y0, y1, x0, x1) clipped to the frame; pixels
+    in several rectangles count once per rectangle (as they cost in ``render_requests``)."""
+    a = 0
+    for k in range(rects.shape[0]):
+        dy = min(rects[k, 1], height) - max(rects[k, 0], 0)
+        dx = min(rects[k, 3], width) - max(rects[k, 2], 0)
+        if dy > 0 and dx > 0:
+            a += dy * dx
+    return a
 
 
 def _points(xy_px) -> np.ndarray:
@@ -217,12 +237,14 @@ class LazyFrameTracker:
     a FastTracker that inverts images or fits bright-field rings, gets the whole frame.
     """
 
-    def __init__(self, inner, margin_px: float = 3.0) -> None:
+    def __init__(self, inner, margin_px: float = 3.0, whole_frame_above: float = WHOLE_FRAME_ABOVE) -> None:
         from cybloid.tracking.fast import FastTracker
 
         self.inner = inner
         self.margin_px = float(margin_px)
+        self.whole_frame_above = float(whole_frame_above)
         self.escapes = 0
+        self.whole_frames = 0
         self._current: LazyImage | None = None
         self._fast = isinstance(inner, FastTracker)
         if self._fast:
@@ -268,7 +290,7 @@ class LazyFrameTracker:
         self.inner.warm_up()
         state = np.zeros((4, 4), np.uint8)
         _windows_rendered(state, np.ones((1, 2)), 1)
-        _tracker_rects(np.ones((1, 2)), 1, 4, 4, 1, 0, 2)
+        _clipped_area(_tracker_rects(np.ones((1, 2)), 1, 4, 4, 1, 0, 2), 4, 4)
 
     def reset(self) -> None:
         self.inner.reset()
@@ -301,7 +323,12 @@ class LazyFrameTracker:
             h, w = image.shape
             band = int(math.ceil(tr.radius)) + 1 if tr.edge_watch else 0
             r0, r1 = self._scan_rows(h)
-            image.request(_tracker_rects(_points(pred), int(math.ceil(half + self.margin_px)), h, w, band, r0, r1))
+            rects = _tracker_rects(_points(pred), int(math.ceil(half + self.margin_px)), h, w, band, r0, r1)
+            if _clipped_area(rects, h, w) > self.whole_frame_above * (h * w):
+                image.materialise()  # a dense field: the whole-frame kernel is cheaper (same pixels)
+                self.whole_frames += 1
+            else:
+                image.request(rects)
         self._current = image
         try:
             tracks = tr.update(image.buffer, frame_index)

@@ -141,6 +141,8 @@ def run(args: argparse.Namespace) -> dict:
         q = {**_quality(m, load), "verlet_rebuilds": m["list_rebuilds"]}
         out.append(case(f"none N={n} {width}x{width}", {"render": "none", "n": n, "width": width, "fps": 100.0},
                         m["samples_ms"], None, quality=q,
-                        notes="hard-core overlap, a harmonic-trap spot per particle; no baseline (full rendering "
-                              "of 4096x4096 frames is not the point of this case)"))
+                        notes="hard-core overlap, a harmonic-trap spot per particle; the beam shared by 10^4 spots "
+                              "cannot give the traps' force, so every spot saturates and the particles wander "
+                              "around their traps; no baseline (full rendering of 4096x4096 frames is not the "
+                              "point of this case)"))
     return document("sim", out)

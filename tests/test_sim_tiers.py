@@ -99,20 +99,22 @@ def test_sources_off_the_frame_on_one_axis_cover_no_pixel():
     assert set(bin_src.tolist()) == {4}
 
 
-def test_lazy_loop_tracks_exactly_as_full_and_renders_less():
-    def run(render):
-        lab = open_lab(seed=2, overrides={"camera.render": render, "camera.width_px": 256, "camera.height_px": 256,
-                                          "particles.count": 8})
-        loop = FeedbackLoop(lab, keep_images=False)
-        loop.warm_up()
-        out = [loop.step() for _ in range(40)]
-        tracker = loop.tracker
-        loop.close()
-        lab.close()
-        return out, tracker
+def run_loop(render, seed, size_px, n, frames):
+    """The records of ``frames`` loop steps and the loop's tracker."""
+    lab = open_lab(seed=seed, overrides={"camera.render": render, "camera.width_px": size_px,
+                                         "camera.height_px": size_px, "particles.count": n})
+    loop = FeedbackLoop(lab, keep_images=False)
+    loop.warm_up()
+    out = [loop.step() for _ in range(frames)]
+    tracker = loop.tracker
+    loop.close()
+    lab.close()
+    return out, tracker
 
-    full, _ = run("full")
-    lazy, tracker = run("lazy")
+
+def test_lazy_loop_tracks_exactly_as_full_and_renders_less():
+    full, _ = run_loop("full", 2, 256, 8, 40)
+    lazy, tracker = run_loop("lazy", 2, 256, 8, 40)
     assert tracker.escapes == 0
     assert tracker.whole_frames == 0  # a sparse field: only what the tracker reads
     for a, b in zip(full, lazy):
@@ -123,19 +125,8 @@ def test_lazy_loop_tracks_exactly_as_full_and_renders_less():
 def test_lazy_renders_a_dense_field_whole_with_the_same_tracks():
     """Where the tracker's windows cover most of the frame the lazy tier renders it whole (the
     whole-frame kernel costs less per pixel); the tracks stay those of ``full``."""
-    def run(render):
-        lab = open_lab(seed=3, overrides={"camera.render": render, "camera.width_px": 128, "camera.height_px": 128,
-                                          "particles.count": 30})
-        loop = FeedbackLoop(lab, keep_images=False)
-        loop.warm_up()
-        out = [loop.step() for _ in range(20)]
-        tracker = loop.tracker
-        loop.close()
-        lab.close()
-        return out, tracker
-
-    full, _ = run("full")
-    lazy, tracker = run("lazy")
+    full, _ = run_loop("full", 3, 128, 30, 20)
+    lazy, tracker = run_loop("lazy", 3, 128, 30, 20)
     assert tracker.whole_frames >= 15  # every frame but the tracker's own full-frame acquisitions
     for a, b in zip(full, lazy):
         np.testing.assert_array_equal(a.ids, b.ids)

@@ -234,7 +234,10 @@ class LazyFrameTracker:
     background on the whole frame) materialises the frame. ``escapes`` counts refined
     positions whose window was not fully rendered (a jump of more than ``margin_px`` in one
     frame); their pixels beyond the request were the mean background. Any other tracker, and
-    a FastTracker that inverts images or fits bright-field rings, gets the whole frame.
+    a FastTracker that inverts images or fits bright-field rings, gets the whole frame. So does
+    a dense field: where a frame's requests add up to more than ``whole_frame_above`` of its
+    pixels (:data:`WHOLE_FRAME_ABOVE`) the whole-frame kernel renders it at once, which costs
+    less there; ``whole_frames`` counts those frames.
     """
 
     def __init__(self, inner, margin_px: float = 3.0, whole_frame_above: float = WHOLE_FRAME_ABOVE) -> None:

@@ -336,7 +336,8 @@ def _loop_cases(args: argparse.Namespace) -> list[dict]:
         cpu_a = np.asarray(cpu)
         notes = (f"thread CPU time p50 {np.percentile(cpu_a, 50):.4f} ms, p99 {np.percentile(cpu_a, 99):.4f} ms; "
                  f"{acqs} full-frame acquisitions and {bands} bands of scheduled acquisitions spread over "
-                 f"frames in the measured frames; slowest frame {max(wall):.2f} ms wall, {max(cpu):.2f} ms thread CPU (a "
+                 f"frames in the measured frames; slowest frame {max(wall):.2f} ms wall, "
+                 f"{max(cpu):.2f} ms thread CPU (a "
                  f"{slowest} frame); load average {load:.1f} on "
                  f"{os.cpu_count()} cpus; baseline quality {bq}")
         cases.append(case(f"N={n} {size}x{size}", {"n": n, "width": size, "height": size, "frames": frames},
@@ -344,5 +345,6 @@ def _loop_cases(args: argparse.Namespace) -> list[dict]:
                                  "frames": len(bwall)}, like_for_like=False,
                           quality=quality, baseline_quality=bq,
                           cpu_p50_ms=float(np.percentile(cpu_a, 50)), cpu_p99_ms=float(np.percentile(cpu_a, 99)),
-                          acquisitions=acqs, acquisition_bands=bands, max_ms=float(max(wall)), cpu_max_ms=float(max(cpu)), slowest_frame_kind=slowest, notes=notes))
+                          acquisitions=acqs, acquisition_bands=bands, max_ms=float(max(wall)),
+                          cpu_max_ms=float(max(cpu)), slowest_frame_kind=slowest, notes=notes))
     return cases

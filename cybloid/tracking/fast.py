@@ -311,6 +311,10 @@ class FastTracker:
         k, nb = self._band, self.acquisition_bands
         return k * h // nb, (k + 1) * h // nb
 
+    def _keep_amp(self, min_amp: float) -> float:
+        """Amplitude down to which a tracked particle stays found (the mass threshold's hysteresis)."""
+        return self.keep_fraction * min_amp
+
     def _schedule_due(self) -> bool:
         return bool(self.reacquire_every and self._since_acq >= self.reacquire_every)
 
@@ -438,7 +442,7 @@ class FastTracker:
         n = len(self._ids)
         mpa = self._mass_per_amp
         min_amp = self.minmass / mpa
-        keep_amp = self.keep_fraction * min_amp  # a tracked particle stays found down to this
+        keep_amp = self._keep_amp(min_amp)
         shifted = False
         cand = None
         if reason is None and acq_rows is None and n and self.steady_path:
@@ -599,8 +603,9 @@ class FastTracker:
         """The settings vector of :func:`cybloid.tracking.hotpath.steady_frame` (recomputed when a
         setting it depends on has changed, else only this frame's scan rows)."""
         p = self._par
-        keep_amp = self.keep_fraction * min_amp  # tracked particles: the hysteresis of the mass threshold
-        key = (min_amp, keep_amp, self.sigma_px, self.background, self.noise, self._mass_ref, self.radius, self._max_step,
+        keep_amp = self._keep_amp(min_amp)
+        key = (min_amp, keep_amp, self.sigma_px, self.background, self.noise, self._mass_ref, self.radius,
+               self._max_step,
                self.edge_watch, self.max_iter, self.tol_px, self.sweeps, self.outside_sigmas, self.drift_px,
                self.shift_px, self.min_sep_px, self.size_range, self.max_ecc, self.max_mass_ratio)
         if key == self._par_key:
